@@ -1,0 +1,27 @@
+"""pymilvus-flushsync: ``flush_sync`` for pymilvus.
+
+Seal collections and wait, under one deadline, until Milvus reports them
+persisted::
+
+    from pymilvus_flushsync import MilvusClient
+
+    client = MilvusClient("./milvus.db")
+    response = client.flush_sync(["a", "b"], timeout=30.0)
+"""
+
+from ._core import Backoff, FlushPolicy
+from ._errors import FlushTimeoutError
+from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+from ._sync import FlushSyncMixin, MilvusClient
+
+__all__ = [
+    "Backoff",
+    "CollectionFlushState",
+    "FlushPolicy",
+    "FlushStatus",
+    "FlushSyncMixin",
+    "FlushSyncResponse",
+    "FlushTimeoutError",
+    "MilvusClient",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,370 @@
+"""The flush-and-wait decision maker: no sockets, no sleeps, no threads.
+
+Theory
+======
+Milvus persists a collection in two steps. ``Flush(collection_names)`` seals the
+growing segments and answers at once with, per collection, the sealed segment
+IDs (``coll_segIDs``) and a flush timestamp (``coll_flush_ts``). The data is
+persisted when ``GetFlushState(segmentIDs, flush_ts, collection_name, db_name)``
+answers ``flushed=True``. Milvus Lite flushes synchronously and leaves its
+FlushResponse maps empty; it also skips collections that do not exist. So a
+name missing from ``coll_segIDs`` is checked with ``HasCollection`` first, and
+then polled like every other one: a real server and Lite give the same answers.
+
+The machine holds all state of one call. A driver asks it what to do next and
+reports back, and does nothing else::
+
+    while True:
+        action = machine.next_action()      # may raise MilvusException / FlushTimeoutError
+        Done     -> return action.response
+        Sleep    -> sleep(action.seconds)
+        SendRpc  -> reply = stub.<action.method>(action.request, timeout=..., metadata=...)
+                    machine.receive(reply)   or, on grpc.RpcError, machine.fail(exc)
+
+Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
+Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
+``min(delay, remaining)``; when nothing is left, ``next_action`` raises
+``FlushTimeoutError`` with the last failure as ``__cause__``. Errors, too, are
+raised only from ``next_action``: ``receive`` and ``fail`` never raise.
+
+Polling. One pending collection is watched at a time, on ``policy.poll``
+(a fast start that backs off to a cap). When it reports flushed the next one is
+polled at once, without a sleep: the same Flush sealed them, so they are
+usually done too. The cost of waiting is thus one collection's polls, whatever
+the number of collections.
+
+Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE)
+and an RPC that hit its own per-RPC cap (not the deadline) are retried after
+``policy.retry`` back-off. After the server was unreachable, Flush is sent
+again for the collections still pending (it is idempotent) and the wait goes on
+with the new flush timestamps. Anything else is final at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import milvus_pb2
+
+from ._errors import (
+    Failure,
+    FlushTimeoutError,
+    classify_rpc_error,
+    classify_status,
+    collection_not_found,
+)
+from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+
+__all__ = [
+    "Backoff",
+    "Deadline",
+    "Done",
+    "FlushMachine",
+    "FlushPolicy",
+    "SendRpc",
+    "Sleep",
+]
+
+logger = logging.getLogger("pymilvus_flushsync")
+
+_DEFAULT_DB = "default"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An absolute point on a monotonic clock; ``math.inf`` for "no deadline"."""
+
+    at: float
+
+    @classmethod
+    def after(cls, timeout: float | None, now: float) -> Deadline:
+        """The deadline ``timeout`` seconds after ``now`` (``None``: never)."""
+        return cls(math.inf if timeout is None else now + timeout)
+
+    def remaining(self, now: float) -> float:
+        """Seconds left at ``now`` (negative once passed, ``inf`` without a deadline)."""
+        return self.at - now
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential delays: ``initial * growth**attempt``, capped at ``cap`` seconds."""
+
+    initial: float
+    growth: float
+    cap: float
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.initial <= self.cap and self.growth >= 1 and math.isfinite(self.cap)):
+            raise ValueError(f"invalid back-off {self!r}: need 0 <= initial <= cap, growth >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """The delay before try ``attempt + 1`` (``attempt`` counts from 0)."""
+        try:
+            return min(self.cap, self.initial * self.growth**attempt)
+        except OverflowError:
+            return self.cap
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """How ``flush_sync`` waits and retries; replace it to tune.
+
+    Attributes:
+        poll: delays between GetFlushState polls of the watched collection.
+            Starts at 5 ms (a flush with nothing new is done within a few ms)
+            and backs off to 45 ms, which keeps the load under about 22 polls
+            per second while adding at most 45 ms (about 23 ms on average)
+            after the server is done.
+        retry: back-off before retrying a rate-limited or failed RPC.
+        rpc_timeout: the most any one RPC may take, even with time left: a
+            hung connection is then retried instead of eating the whole deadline.
+    """
+
+    poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
+    retry: Backoff = field(default_factory=lambda: Backoff(0.1, 2.0, 2.0))
+    rpc_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class SendRpc:
+    """Send ``request`` with ``stub.<method>(request, timeout=timeout, metadata=metadata)``."""
+
+    method: str
+    request: Any
+    timeout: float | None
+    metadata: tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait this many seconds (never past the deadline)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Done:
+    """Every collection is flushed: return ``response``."""
+
+    response: FlushSyncResponse
+
+
+Action = SendRpc | Sleep | Done
+
+
+class FlushMachine:
+    """The state of one ``flush_sync`` call (see the module docstring).
+
+    Args:
+        names: collection names, already checked and de-duplicated.
+        db_name: the database to flush in; ``""`` for the server's default.
+        timeout: seconds for the whole call, or ``None`` for no deadline.
+        policy: poll and retry schedules.
+        clock: a monotonic clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        db_name: str,
+        timeout: float | None,
+        policy: FlushPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._names = names
+        self._db = db_name
+        self._policy = policy or FlushPolicy()
+        self._clock = clock
+        self._start = clock()
+        self._deadline = Deadline.after(timeout, self._start)
+        self._timeout = timeout
+        self._metadata = (("dbname", db_name),) if db_name else None
+        self._states = {name: CollectionFlushState(name) for name in names}
+        self._needs_flush = True
+        self._flushed_once = False
+        self._unchecked: list[str] = []
+        self._pending: list[str] = list(names)
+        self._reply_db = ""
+        self._delay = 0.0
+        self._poll_attempt = 0
+        self._retry_attempt = 0
+        self._polls = 0
+        self._in_flight: SendRpc | None = None
+        self._last_failure: Failure | None = None
+        self._fatal: MilvusException | None = None
+
+    # -- what next? ---------------------------------------------------------------
+
+    def next_action(self) -> Action:
+        """The next step for the driver; raises when the call has failed or timed out."""
+        if self._in_flight is not None:
+            raise RuntimeError(f"{self._in_flight.method} is still waiting for its reply")
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._pending:
+            return Done(self._response(flushed=True))
+        remaining = self._deadline.remaining(self._clock())
+        if remaining <= 0:
+            raise self._timeout_error()
+        if self._delay > 0:
+            seconds, self._delay = min(self._delay, remaining), 0.0
+            return Sleep(seconds)
+        rpc_timeout = min(remaining, self._policy.rpc_timeout)
+        self._in_flight = self._next_rpc(rpc_timeout)
+        return self._in_flight
+
+    def _next_rpc(self, timeout: float) -> SendRpc:
+        if self._needs_flush:
+            request: Any = milvus_pb2.FlushRequest(db_name=self._db, collection_names=self._pending)
+            return SendRpc("Flush", request, timeout, self._metadata)
+        if self._unchecked:
+            request = milvus_pb2.HasCollectionRequest(
+                db_name=self._db, collection_name=self._unchecked[0]
+            )
+            return SendRpc("HasCollection", request, timeout, self._metadata)
+        state = self._states[self._pending[0]]
+        self._polls += 1
+        request = milvus_pb2.GetFlushStateRequest(
+            segmentIDs=state.segment_ids,
+            flush_ts=state.flush_ts,
+            db_name=self._db,
+            collection_name=state.name,
+        )
+        return SendRpc("GetFlushState", request, timeout, self._metadata)
+
+    # -- what happened ------------------------------------------------------------
+
+    def receive(self, reply: Any) -> None:
+        """Feed the reply to the RPC of the last ``SendRpc``."""
+        action = self._take_in_flight()
+        failure = classify_status(reply.status, _describe(action))
+        if failure is not None:
+            self._failed(failure)
+            return
+        self._retry_attempt = 0
+        if action.method == "Flush":
+            self._flush_done(reply)
+        elif action.method == "HasCollection":
+            self._collection_checked(action.request.collection_name, bool(reply.value))
+        else:
+            self._flush_state(action.request.collection_name, bool(reply.flushed))
+
+    def fail(self, exc: grpc.RpcError) -> None:
+        """Feed the ``grpc.RpcError`` (sync or aio) that the last ``SendRpc`` raised."""
+        action = self._take_in_flight()
+        self._failed(classify_rpc_error(exc, _describe(action)))
+
+    def _take_in_flight(self) -> SendRpc:
+        action, self._in_flight = self._in_flight, None
+        if action is None:
+            raise RuntimeError("no RPC is waiting for a reply")
+        return action
+
+    def _flush_done(self, reply: Any) -> None:
+        self._needs_flush = False
+        self._flushed_once = True
+        self._reply_db = reply.db_name or self._reply_db
+        self._unchecked = []
+        for name in self._pending:
+            if name in reply.coll_segIDs or name in reply.coll_flush_ts:
+                self._states[name] = replace(
+                    self._states[name],
+                    segment_ids=_ids(reply.coll_segIDs, name),
+                    flushed_segment_ids=_ids(reply.flush_coll_segIDs, name),
+                    flush_ts=int(reply.coll_flush_ts.get(name, 0)),
+                    seal_time=int(reply.coll_seal_times.get(name, 0)),
+                )
+            else:
+                self._unchecked.append(name)
+        self._poll_attempt = 0
+
+    def _collection_checked(self, name: str, exists: bool) -> None:
+        if not exists:
+            self._fatal = collection_not_found(name, self.db_name)
+            return
+        self._unchecked.remove(name)
+
+    def _flush_state(self, name: str, flushed: bool) -> None:
+        if not flushed:
+            self._delay = self._policy.poll.delay(self._poll_attempt)
+            self._poll_attempt += 1
+            return
+        seconds = self._clock() - self._start
+        self._states[name] = replace(self._states[name], flushed=True, seconds=seconds)
+        self._pending.remove(name)
+        logger.debug("collection %r flushed after %.3f s", name, seconds)
+
+    def _failed(self, failure: Failure) -> None:
+        self._last_failure = failure
+        if not failure.retryable:
+            self._fatal = failure.error
+            return
+        if failure.reflush and self._flushed_once:
+            self._needs_flush = True
+        self._delay = self._policy.retry.delay(self._retry_attempt)
+        self._retry_attempt += 1
+        logger.info(
+            "flush_sync: retrying in %.3f s (try %d) after %s",
+            self._delay,
+            self._retry_attempt,
+            failure.describe(),
+        )
+
+    # -- results ------------------------------------------------------------------
+
+    @property
+    def db_name(self) -> str:
+        """The database, as the server named it once it answered."""
+        return self._reply_db or self._db or _DEFAULT_DB
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Collections not yet reported flushed."""
+        return tuple(self._pending)
+
+    def progress(self) -> FlushSyncResponse:
+        """A snapshot of the progress so far (``flushed`` is ``False`` until done)."""
+        return self._response(flushed=not self._pending)
+
+    def _response(self, flushed: bool, status: FlushStatus | None = None) -> FlushSyncResponse:
+        return FlushSyncResponse(
+            flushed=flushed,
+            collections=self._states,
+            db_name=self.db_name,
+            elapsed=self._clock() - self._start,
+            polls=self._polls,
+            status=status or FlushStatus(),
+        )
+
+    def _timeout_error(self) -> FlushTimeoutError:
+        pending = self.pending
+        message = (
+            f"flush_sync did not finish within its {self._timeout} s deadline; "
+            f"not yet flushed: {', '.join(pending)}"
+        )
+        if self._last_failure is not None:
+            message += f"; last error: {self._last_failure.describe()}"
+        response = self._response(
+            flushed=False, status=FlushStatus(code=1, error_code="FlushTimeout", reason=message)
+        )
+        error = FlushTimeoutError(message, response, pending)
+        error.__cause__ = self._last_failure.error if self._last_failure else None
+        return error
+
+
+def _ids(segment_map: Any, name: str) -> tuple[int, ...]:
+    return tuple(int(i) for i in segment_map[name].data) if name in segment_map else ()
+
+
+def _describe(action: SendRpc) -> str:
+    request = action.request
+    names = getattr(request, "collection_names", None) or [request.collection_name]
+    return f"{action.method} {list(names)}"

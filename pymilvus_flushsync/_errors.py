@@ -1,0 +1,113 @@
+"""Errors raised by ``flush_sync``, and the one place where failures are classified.
+
+Everything ``flush_sync`` raises is one of pymilvus's own exception types::
+
+    MilvusException                      (pymilvus.exceptions)
+    ├── ParamError                       bad arguments, raised before any RPC
+    ├── MilvusUnavailableException       the server could not be reached (gRPC UNAVAILABLE)
+    └── FlushTimeoutError (+TimeoutError) the one deadline passed; .response and .pending
+
+A server status with a non-zero code becomes a ``MilvusException`` carrying that
+code and the server's reason; a gRPC-level failure (PERMISSION_DENIED,
+UNAUTHENTICATED, ...) becomes a ``MilvusException`` whose ``code`` is the gRPC
+status code's number and whose message starts with its name. A bare
+``grpc.RpcError`` never escapes.
+
+``Failure`` is the classified form the core works with: the exception to raise
+(or to chain as ``__cause__``), whether retrying may help, and whether the
+server may have lost the Flush (it was unreachable), so Flush must be sent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from pymilvus.exceptions import ErrorCode, MilvusException, MilvusUnavailableException
+
+if TYPE_CHECKING:
+    from ._response import FlushSyncResponse
+
+__all__ = ["Failure", "FlushTimeoutError", "classify_rpc_error", "classify_status"]
+
+#: Milvus status codes that mean "try again later" (8: rate limit exceeded).
+RETRYABLE_STATUS_CODES = frozenset({int(ErrorCode.RATE_LIMIT)})
+#: The legacy ``error_code`` enum value for a rate limit (``RateLimit``).
+_LEGACY_RATE_LIMIT = 49
+#: gRPC codes that mean "the server is (temporarily) out of reach".
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+#: gRPC codes worth another try while the deadline allows.
+_RETRYABLE_GRPC = _UNREACHABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
+#: Milvus's status code for a collection that does not exist.
+COLLECTION_NOT_FOUND = int(ErrorCode.COLLECTION_NOT_FOUND)
+
+
+class FlushTimeoutError(MilvusException, TimeoutError):  # type: ignore[misc]
+    """The deadline of a ``flush_sync`` call passed before every collection was flushed.
+
+    Attributes:
+        response: a ``FlushSyncResponse`` with ``flushed=False`` and the
+            per-collection progress made so far.
+        pending: the collection names that were not yet reported flushed.
+
+    The last underlying error (a per-RPC deadline, a rate limit, an unreachable
+    server), if any, is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, response: FlushSyncResponse, pending: tuple[str, ...]):
+        super().__init__(code=int(ErrorCode.UNEXPECTED_ERROR), message=message)  # type: ignore[call-arg]
+        self.response = response
+        self.pending = pending
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure of one RPC."""
+
+    error: MilvusException
+    retryable: bool = False
+    reflush: bool = False
+
+    def describe(self) -> str:
+        """A one-line reason for logs."""
+        return f"code={self.error.code}: {self.error.message}"
+
+
+def classify_status(status: Any, what: str) -> Failure | None:
+    """Classify a Milvus ``common.Status``; ``None`` when it reports success.
+
+    Args:
+        status: the ``status`` field of a Milvus response.
+        what: the RPC and its subject, for the message (``"Flush ['a']"``).
+    """
+    code = int(status.code)
+    legacy = int(status.error_code)
+    if code == 0 and legacy == 0:
+        return None
+    reason = status.reason or f"{what} failed"
+    error = MilvusException(code=code or legacy, message=reason, compatible_code=legacy)
+    retryable = code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT
+    return Failure(error, retryable=retryable)
+
+
+def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:
+    """Turn a ``grpc.RpcError`` (sync or ``grpc.aio``) into a classified ``Failure``."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    message = f"{code.name}: {details} ({what})"
+    number = int(code.value[0])
+    error_type = MilvusUnavailableException if code in _UNREACHABLE else MilvusException
+    error = error_type(code=number, message=message)
+    return Failure(error, retryable=code in _RETRYABLE_GRPC, reflush=code in _UNREACHABLE)
+
+
+def collection_not_found(name: str, db_name: str) -> MilvusException:
+    """The error a real Milvus server gives for Flush on a missing collection."""
+    return MilvusException(
+        code=COLLECTION_NOT_FOUND,
+        message=f"collection not found[database={db_name}][collection={name}]",
+        compatible_code=4,  # common.ErrorCode.CollectionNotExists
+    )

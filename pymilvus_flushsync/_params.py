@@ -1,0 +1,48 @@
+"""Argument checks for ``flush_sync``: normalise once, raise ``ParamError`` before any RPC."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pymilvus.exceptions import ParamError
+
+__all__ = ["check_db_name", "check_names", "check_timeout"]
+
+
+def check_names(collection_names: Any) -> tuple[str, ...]:
+    """A string or a list/tuple of non-empty strings -> a tuple without duplicates, order kept."""
+    if isinstance(collection_names, str):
+        collection_names = [collection_names]
+    if not isinstance(collection_names, (list, tuple)) or not collection_names:
+        raise ParamError(
+            message="collection_names must be a non-empty list or tuple of collection names "
+            f"(or one name as a string), got {collection_names!r}"
+        )
+    names: Sequence[Any] = collection_names
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ParamError(
+                message=f"every collection name must be a non-empty string, got {name!r}"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def check_timeout(timeout: Any) -> float | None:
+    """``None`` (no deadline) or a positive, finite number of seconds."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ParamError(message=f"timeout must be a number of seconds or None, got {timeout!r}")
+    seconds = float(timeout)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ParamError(message=f"timeout must be a positive, finite number, got {timeout!r}")
+    return seconds
+
+
+def check_db_name(db_name: Any) -> str | None:
+    """``None`` (the client's current database) or a database name."""
+    if db_name is not None and not isinstance(db_name, str):
+        raise ParamError(message=f"db_name must be a string or None, got {db_name!r}")
+    return db_name

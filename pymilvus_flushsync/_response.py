@@ -1,0 +1,114 @@
+"""The typed, frozen result of ``flush_sync``.
+
+``FlushSyncResponse.to_dict()`` has the shape of the Node SDK's ``flushSync``
+result (``{"flushed": ..., "status": {"code", "error_code", "reason"}}``) plus
+the per-collection details this package adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["CollectionFlushState", "FlushStatus", "FlushSyncResponse"]
+
+
+@dataclass(frozen=True)
+class FlushStatus:
+    """The status part of the response, as the Node SDK reports it."""
+
+    code: int = 0
+    error_code: str = "Success"
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"code": ..., "error_code": ..., "reason": ...}``."""
+        return {"code": self.code, "error_code": self.error_code, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CollectionFlushState:
+    """What the server said about one collection, and when it was done.
+
+    Attributes:
+        name: the collection.
+        segment_ids: segments this Flush sealed (``coll_segIDs``); empty on Milvus Lite.
+        flushed_segment_ids: segments already flushed before (``flush_coll_segIDs``).
+        flush_ts: the flush timestamp the server waits on (``coll_flush_ts``); 0 on Lite.
+        seal_time: the seal time the server returned (``coll_seal_times``); 0 on Lite.
+        flushed: whether the server has reported this collection flushed.
+        seconds: seconds from the start of the call until it was reported flushed,
+            ``None`` while it is not.
+    """
+
+    name: str
+    segment_ids: tuple[int, ...] = ()
+    flushed_segment_ids: tuple[int, ...] = ()
+    flush_ts: int = 0
+    seal_time: int = 0
+    flushed: bool = False
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {
+            "name": self.name,
+            "segment_ids": list(self.segment_ids),
+            "flushed_segment_ids": list(self.flushed_segment_ids),
+            "flush_ts": self.flush_ts,
+            "seal_time": self.seal_time,
+            "flushed": self.flushed,
+            "seconds": self.seconds,
+        }
+
+
+def _frozen_mapping(
+    value: Mapping[str, CollectionFlushState],
+) -> Mapping[str, CollectionFlushState]:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class FlushSyncResponse:
+    """The result of ``flush_sync``.
+
+    Attributes:
+        flushed: ``True`` when returned normally: every collection was reported flushed.
+        status: code 0, error_code ``"Success"``, reason ``""`` on success.
+        collections: collection name -> ``CollectionFlushState``, in the order asked.
+        db_name: the database the call flushed in.
+        elapsed: seconds the whole call took.
+        polls: how many GetFlushState RPCs were sent.
+    """
+
+    flushed: bool
+    collections: Mapping[str, CollectionFlushState]
+    db_name: str
+    elapsed: float
+    polls: int
+    status: FlushStatus = field(default_factory=FlushStatus)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "collections", _frozen_mapping(self.collections))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Node SDK's shape plus this package's details (JSON-ready)."""
+        return {
+            "flushed": self.flushed,
+            "status": self.status.to_dict(),
+            "db_name": self.db_name,
+            "elapsed": self.elapsed,
+            "polls": self.polls,
+            "collections": {name: state.to_dict() for name, state in self.collections.items()},
+        }
+
+    def __repr__(self) -> str:
+        done = sum(state.flushed for state in self.collections.values())
+        names = ", ".join(self.collections)
+        return (
+            f"FlushSyncResponse(flushed={self.flushed}, db_name={self.db_name!r}, "
+            f"collections=[{names}] ({done}/{len(self.collections)} flushed), "
+            f"elapsed={self.elapsed:.3f}s, polls={self.polls}, status={self.status.error_code})"
+        )

@@ -1,0 +1,81 @@
+"""Test helpers shared by the Lite and real-server tests."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from dataclasses import dataclass, field
+
+from pymilvus.grpc_gen import common_pb2, milvus_pb2
+
+from pymilvus_flushsync import MilvusClient
+
+DIM = 8
+
+
+def unique(prefix: str = "c") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def rows(start: int, count: int) -> list[dict[str, object]]:
+    rng = random.Random(start)
+    return [
+        {"id": i, "vector": [rng.random() for _ in range(DIM)]} for i in range(start, start + count)
+    ]
+
+
+@dataclass
+class Backend:
+    """A client on one backend, with the collections a test made there."""
+
+    kind: str
+    uri: str
+    client: MilvusClient
+    created: list[tuple[str, str]] = field(default_factory=list)
+
+    def collection(self, count: int = 0, db_name: str = "") -> str:
+        """A new collection with ``count`` rows inserted (not flushed)."""
+        name = unique()
+        client = self.client if not db_name else MilvusClient(self.uri, db_name=db_name)
+        client.create_collection(name, dimension=DIM)
+        self.created.append((db_name, name))
+        for start in range(0, count, 1000):
+            client.insert(name, rows(start, min(1000, count - start)))
+        return name
+
+    def database(self) -> str:
+        name = unique("db")
+        self.client.create_database(name)
+        return name
+
+    def drop_created(self) -> None:
+        for db_name, name in self.created:
+            with contextlib.suppress(Exception):
+                client = MilvusClient(self.uri, db_name=db_name) if db_name else self.client
+                client.drop_collection(name)
+
+    def persisted_rows(self, name: str, db_name: str = "") -> tuple[int, int]:
+        """(rows in Flushed segments, rows in any other state), from GetPersistentSegmentInfo."""
+        stub = self.client._get_connection()._stub
+        request = milvus_pb2.GetPersistentSegmentInfoRequest(dbName=db_name, collectionName=name)
+        reply = stub.GetPersistentSegmentInfo(request, timeout=10)
+        assert reply.status.code == 0, reply.status
+        flushed = sum(i.num_rows for i in reply.infos if i.state == common_pb2.SegmentState.Flushed)
+        other = sum(i.num_rows for i in reply.infos if i.state != common_pb2.SegmentState.Flushed)
+        return flushed, other
+
+    def server_says_flushed(
+        self, name: str, segment_ids: tuple[int, ...], flush_ts: int, db_name: str = ""
+    ) -> bool:
+        stub = self.client._get_connection()._stub
+        request = milvus_pb2.GetFlushStateRequest(
+            segmentIDs=segment_ids, flush_ts=flush_ts, collection_name=name, db_name=db_name
+        )
+        reply = stub.GetFlushState(request, timeout=10)
+        assert reply.status.code == 0, reply.status
+        return bool(reply.flushed)
+
+    def count(self, name: str) -> int:
+        result = self.client.query(name, filter="", output_fields=["count(*)"])
+        return int(result[0]["count(*)"])

@@ -1,0 +1,42 @@
+"""The public surface: exports, the drop-in subclass, an ordinary pymilvus workflow."""
+
+from __future__ import annotations
+
+import pymilvus
+
+import pymilvus_flushsync
+from pymilvus_flushsync import FlushSyncMixin, FlushTimeoutError, MilvusClient
+
+from .helpers import Backend, rows
+
+
+def test_exports_are_complete_and_sorted() -> None:
+    exported = pymilvus_flushsync.__all__
+    assert exported == sorted(exported)
+    public = {n for n in dir(pymilvus_flushsync) if not n.startswith("_")}
+    assert public - {"annotations"} <= set(exported) | {"__version__"}
+    for name in exported:
+        assert getattr(pymilvus_flushsync, name).__doc__
+
+
+def test_drop_in_subclass() -> None:
+    assert issubclass(MilvusClient, pymilvus.MilvusClient)
+    assert issubclass(MilvusClient, FlushSyncMixin)
+    assert issubclass(FlushTimeoutError, pymilvus.MilvusException)
+    assert issubclass(FlushTimeoutError, TimeoutError)
+
+
+def test_ordinary_pymilvus_workflow(backend: Backend) -> None:
+    client = backend.client
+    assert isinstance(client, pymilvus.MilvusClient)
+    name = backend.collection()
+    assert name in client.list_collections()
+    client.insert(name, rows(0, 100))
+    client.flush(name)  # pymilvus's own flush is untouched
+    response = client.flush_sync(name)
+    assert response.flushed
+    hits = client.search(name, data=[rows(5, 1)[0]["vector"]], limit=3)
+    assert len(hits[0]) == 3
+    got = client.get(name, ids=[1, 2])
+    assert sorted(r["id"] for r in got) == [1, 2]
+    assert backend.count(name) == 100

@@ -1,0 +1,306 @@
+"""The sans-I/O core, driven by hand: no server, no sleeps, a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+
+from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
+from pymilvus_flushsync._core import Deadline, Done, FlushMachine, SendRpc, Sleep
+
+from .fakes import RATE_LIMITED, FakeClock, FakeRpcError, flush_reply, has_reply, state_reply
+
+POLICY = FlushPolicy(poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0), rpc_timeout=5.0)
+
+
+def machine(names=("a",), timeout=10.0, db="", clock=None) -> tuple[FlushMachine, FakeClock]:
+    clock = clock or FakeClock()
+    return FlushMachine(tuple(names), db, timeout, POLICY, clock), clock
+
+
+def rpc(m: FlushMachine) -> SendRpc:
+    action = m.next_action()
+    assert isinstance(action, SendRpc), action
+    return action
+
+
+def test_flush_first_with_all_names_db_and_capped_timeout() -> None:
+    m, _ = machine(["a", "b"], timeout=10.0, db="db2")
+    action = rpc(m)
+    assert action.method == "Flush"
+    assert list(action.request.collection_names) == ["a", "b"]
+    assert action.request.db_name == "db2"
+    assert action.metadata == (("dbname", "db2"),)
+    assert action.timeout == 5.0  # min(remaining 10, rpc_timeout 5)
+
+
+def test_default_database_sends_no_metadata_and_reports_server_name() -> None:
+    m, _ = machine()
+    assert rpc(m).metadata is None
+    m.receive(flush_reply({"a": [1]}, db_name="default"))
+    assert m.db_name == "default"
+
+
+def test_real_server_path_polls_with_segments_and_flush_ts() -> None:
+    m, clock = machine()
+    rpc(m)
+    m.receive(flush_reply({"a": [11, 12]}, flush_ts=999))
+    poll = rpc(m)
+    assert poll.method == "GetFlushState"
+    assert list(poll.request.segmentIDs) == [11, 12]
+    assert poll.request.flush_ts == 999
+    assert poll.request.collection_name == "a"
+    clock.advance(0.25)
+    m.receive(state_reply(True))
+    done = m.next_action()
+    assert isinstance(done, Done)
+    resp = done.response
+    assert resp.flushed and resp.polls == 1 and resp.db_name == "default"
+    state = resp.collections["a"]
+    assert state.segment_ids == (11, 12) and state.flushed_segment_ids == (7,)
+    assert state.flush_ts == 999 and state.seal_time == 42
+    assert state.flushed and state.seconds == pytest.approx(0.25)
+
+
+def test_lite_path_checks_names_missing_from_the_response() -> None:
+    m, _ = machine(["a", "b"])
+    rpc(m)
+    m.receive(flush_reply(None))
+    check = rpc(m)
+    assert check.method == "HasCollection" and check.request.collection_name == "a"
+    m.receive(has_reply(True))
+    assert rpc(m).request.collection_name == "b"
+    m.receive(has_reply(True))
+    poll = rpc(m)
+    assert poll.method == "GetFlushState" and poll.request.flush_ts == 0
+
+
+def test_missing_collection_is_code_100_with_its_name() -> None:
+    m, _ = machine(["a", "ghost"])
+    rpc(m)
+    m.receive(flush_reply(None))
+    rpc(m)
+    m.receive(has_reply(True))
+    rpc(m)
+    m.receive(has_reply(False))
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert info.value.code == 100
+    assert "ghost" in info.value.message
+
+
+def test_poll_backs_off_to_the_cap() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(flush_reply({"a": [1]}))
+    sleeps = []
+    for _ in range(6):
+        rpc(m)
+        m.receive(state_reply(False))
+        action = m.next_action()
+        assert isinstance(action, Sleep)
+        sleeps.append(action.seconds)
+    assert sleeps == pytest.approx([0.005, 0.01, 0.02, 0.04, 0.04, 0.04])
+
+
+def test_watches_one_collection_then_sweeps_the_rest_without_sleeping() -> None:
+    names = [f"c{i}" for i in range(8)]
+    m, _ = machine(names)
+    rpc(m)
+    m.receive(flush_reply({n: [i] for i, n in enumerate(names)}))
+    polled = []
+    for _ in range(3):  # c0 is not done yet: only c0 is polled
+        action = rpc(m)
+        polled.append(action.request.collection_name)
+        m.receive(state_reply(False))
+        assert isinstance(m.next_action(), Sleep)
+    for _ in names:  # c0 done; the others were sealed by the same Flush
+        action = rpc(m)
+        polled.append(action.request.collection_name)
+        m.receive(state_reply(True))
+    assert polled == ["c0"] * 3 + names
+    assert isinstance(m.next_action(), Done)
+
+
+def test_sleep_never_passes_the_deadline_then_times_out_with_progress() -> None:
+    m, clock = machine(["a", "b"], timeout=1.0)
+    rpc(m)
+    m.receive(flush_reply({"a": [1], "b": [2]}))
+    rpc(m)
+    m.receive(state_reply(True))
+    clock.advance(0.999)
+    rpc(m)
+    m.receive(state_reply(False))
+    action = m.next_action()
+    assert isinstance(action, Sleep)
+    assert action.seconds == pytest.approx(0.001)
+    clock.advance(action.seconds)
+    with pytest.raises(FlushTimeoutError) as info:
+        m.next_action()
+    err = info.value
+    assert isinstance(err, TimeoutError) and isinstance(err, MilvusException)
+    assert err.pending == ("b",)
+    assert not err.response.flushed
+    assert err.response.collections["a"].flushed
+    assert not err.response.collections["b"].flushed
+    assert err.response.status.error_code == "FlushTimeout"
+
+
+def test_rpc_timeout_is_what_is_left_of_the_deadline() -> None:
+    m, clock = machine(timeout=1.0)
+    clock.advance(0.7)
+    assert rpc(m).timeout == pytest.approx(0.3)
+
+
+def test_no_deadline_caps_each_rpc_but_never_times_out() -> None:
+    m, clock = machine(timeout=None)
+    assert rpc(m).timeout == POLICY.rpc_timeout
+    m.receive(flush_reply({"a": [1]}))
+    clock.advance(1e6)
+    assert rpc(m).method == "GetFlushState"
+
+
+def test_rate_limited_flush_is_retried_with_backoff() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(RATE_LIMITED)
+    assert m.next_action() == Sleep(0.1)
+    assert rpc(m).method == "Flush"
+    m.receive(RATE_LIMITED)
+    assert m.next_action() == Sleep(0.2)
+    assert rpc(m).method == "Flush"
+    m.receive(flush_reply({"a": [1]}))
+    assert rpc(m).method == "GetFlushState"
+
+
+def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause() -> None:
+    m, clock = machine(timeout=0.25)
+    rpc(m)
+    m.receive(RATE_LIMITED)
+    clock.advance(m.next_action().seconds)  # 0.1
+    rpc(m)
+    m.receive(RATE_LIMITED)
+    action = m.next_action()
+    assert action == Sleep(pytest.approx(0.15))  # 0.2 cut to what is left
+    clock.advance(action.seconds)
+    with pytest.raises(FlushTimeoutError) as info:
+        m.next_action()
+    assert info.value.pending == ("a",)
+    assert isinstance(info.value.__cause__, MilvusException)
+    assert info.value.__cause__.code == 8
+
+
+def test_unavailable_while_polling_resends_flush_for_pending_names() -> None:
+    m, _ = machine(["a", "b"])
+    rpc(m)
+    m.receive(flush_reply({"a": [1], "b": [2]}, flush_ts=10))
+    rpc(m)
+    m.receive(state_reply(True))
+    rpc(m)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"))
+    assert isinstance(m.next_action(), Sleep)
+    again = rpc(m)
+    assert again.method == "Flush" and list(again.request.collection_names) == ["b"]
+    m.receive(flush_reply({"b": [3]}, flush_ts=20))
+    poll = rpc(m)
+    assert poll.request.flush_ts == 20 and list(poll.request.segmentIDs) == [3]
+
+
+def test_unavailable_before_any_flush_answer_retries_flush() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    assert isinstance(m.next_action(), Sleep)
+    assert rpc(m).method == "Flush"
+
+
+def test_deadline_exceeded_when_the_deadline_passed_is_a_flush_timeout() -> None:
+    m, clock = machine(timeout=0.5)
+    rpc(m)
+    clock.advance(0.5)
+    m.fail(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    with pytest.raises(FlushTimeoutError) as info:
+        m.next_action()
+    assert info.value.pending == ("a",)
+    assert "DEADLINE_EXCEEDED" in info.value.__cause__.message
+
+
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL],
+)
+def test_grpc_refusals_are_final_milvus_exceptions(code: grpc.StatusCode) -> None:
+    m, _ = machine()
+    rpc(m)
+    m.fail(FakeRpcError(code, "no privilege"))
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert type(info.value) is MilvusException
+    assert info.value.code == code.value[0]
+    assert code.name in info.value.message and "no privilege" in info.value.message
+
+
+def test_unavailable_maps_to_milvus_unavailable() -> None:
+    m, clock = machine(timeout=1.0)
+    rpc(m)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    clock.advance(1.0)
+    with pytest.raises(FlushTimeoutError) as info:
+        m.next_action()
+    assert isinstance(info.value.__cause__, MilvusUnavailableException)
+
+
+def test_server_error_status_is_final_with_code_and_reason() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(flush_reply({"a": [1]}))
+    rpc(m)
+    m.receive(state_reply(False, code=65535, reason="boom"))
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert (info.value.code, info.value.message) == (65535, "boom")
+
+
+def test_successful_reply_resets_the_retry_backoff() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(RATE_LIMITED)
+    m.next_action()
+    rpc(m)
+    m.receive(flush_reply({"a": [1]}))
+    rpc(m)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE))
+    assert m.next_action() == Sleep(0.1)
+
+
+def test_protocol_misuse_is_a_runtime_error() -> None:
+    m, _ = machine()
+    with pytest.raises(RuntimeError):
+        m.receive(flush_reply({"a": [1]}))
+    rpc(m)
+    with pytest.raises(RuntimeError):
+        m.next_action()
+
+
+def test_progress_snapshot() -> None:
+    m, _ = machine(["a", "b"])
+    rpc(m)
+    m.receive(flush_reply({"a": [1], "b": [2]}))
+    rpc(m)
+    m.receive(state_reply(True))
+    progress = m.progress()
+    assert not progress.flushed and progress.polls == 1
+    assert m.pending == ("b",)
+
+
+def test_deadline_and_backoff_values() -> None:
+    assert Deadline.after(None, 5.0).remaining(1e9) == math.inf
+    assert Deadline.after(2.0, 5.0).remaining(6.0) == 1.0
+    assert Backoff(0.01, 10.0, 1.0).delay(10_000) == 1.0
+    with pytest.raises(ValueError, match="invalid back-off"):
+        Backoff(0.5, 2.0, 0.1)
+    with pytest.raises(ValueError, match="invalid back-off"):
+        Backoff(0.1, 0.5, 1.0)

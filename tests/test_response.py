@@ -1,0 +1,52 @@
+"""The typed, frozen response."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from pymilvus_flushsync import CollectionFlushState, FlushStatus, FlushSyncResponse
+
+
+def response() -> FlushSyncResponse:
+    states = {
+        "a": CollectionFlushState("a", (1, 2), (3,), 99, 7, True, 0.5),
+        "b": CollectionFlushState("b", flushed=True, seconds=0.6),
+    }
+    return FlushSyncResponse(
+        flushed=True, collections=states, db_name="default", elapsed=0.61, polls=4
+    )
+
+
+def test_to_dict_has_the_node_sdk_shape() -> None:
+    d = response().to_dict()
+    assert d["flushed"] is True
+    assert d["status"] == {"code": 0, "error_code": "Success", "reason": ""}
+    assert d["collections"]["a"]["segment_ids"] == [1, 2]
+    assert d["polls"] == 4 and d["db_name"] == "default"
+    json.dumps(d)
+
+
+def test_frozen_all_the_way_down() -> None:
+    r = response()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.flushed = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        r.collections["c"] = CollectionFlushState("c")  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.collections["a"].flushed = False  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.status.code = 1  # type: ignore[misc]
+
+
+def test_collections_keep_the_order_asked() -> None:
+    assert list(response().collections) == ["a", "b"]
+
+
+def test_repr_is_readable() -> None:
+    text = repr(response())
+    assert text.startswith("FlushSyncResponse(flushed=True")
+    assert "[a, b] (2/2 flushed)" in text and "polls=4" in text
+    assert FlushStatus().to_dict() == {"code": 0, "error_code": "Success", "reason": ""}
