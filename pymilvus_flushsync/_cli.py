@@ -20,9 +20,9 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError
-from ._params import check_timeout
+from ._params import check_timeout, start
 from ._response import FlushSyncResponse
-from ._sync import MilvusClient, new_machine, run
+from ._sync import MilvusClient, run
 
 EXIT_OK, EXIT_MILVUS, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
 
@@ -85,7 +85,7 @@ def _flush(client: MilvusClient, args: argparse.Namespace) -> int:
             if not names:
                 print("no collections to flush", file=sys.stderr)
                 return EXIT_OK
-        machine = new_machine(client, names, None, args.timeout, client.flush_sync_policy)
+        machine = start(client, names, None, args.timeout, client.flush_sync_policy)
         response = run(machine, client._get_connection(), sleep=_Progress(machine, sys.stderr))
     except FlushTimeoutError as exc:
         _clear(sys.stderr)

@@ -11,15 +11,17 @@ FlushResponse maps empty; it also skips collections that do not exist. So a
 name missing from ``coll_segIDs`` is checked with ``HasCollection`` first, and
 then polled like every other one: a real server and Lite give the same answers.
 
-The machine holds all state of one call. A driver asks it what to do next and
-reports back, and does nothing else::
+The machine holds all state of one call. A driver asks it what to do next,
+performs it, and reports back; it decides nothing::
 
-    while True:
-        action = machine.next_action()      # may raise MilvusException / FlushTimeoutError
-        Done     -> return action.response
-        Sleep    -> sleep(action.seconds)
-        SendRpc  -> reply = stub.<action.method>(action.request, timeout=..., metadata=...)
-                    machine.receive(reply)   or, on grpc.RpcError, machine.fail(exc)
+    while not isinstance(action := machine.next_action(), Done):   # may raise
+        with machine.expect(action) as outcome:    # a grpc.RpcError -> machine.fail()
+            Sleep   -> sleep(action.seconds)
+            SendRpc -> outcome.reply = action.invoke(stub)          # -> machine.receive()
+    return action.response
+
+The sync driver (``_sync.run``) and the asyncio driver (``_async.run``) are that
+loop, one with ``await``.
 
 Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
 Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
@@ -45,7 +47,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,6 +145,11 @@ class SendRpc:
     timeout: float | None
     metadata: tuple[tuple[str, str], ...] | None
 
+    def invoke(self, stub: Any) -> Any:
+        """Call the RPC on a gRPC stub: the reply, or an awaitable of it on a ``grpc.aio`` stub."""
+        method = getattr(stub, self.method)
+        return method(self.request, timeout=self.timeout, metadata=self.metadata)
+
 
 @dataclass(frozen=True)
 class Sleep:
@@ -158,6 +166,12 @@ class Done:
 
 
 Action = SendRpc | Sleep | Done
+
+
+class Outcome:
+    """Where a driver puts the reply of a ``SendRpc`` (see ``FlushMachine.expect``)."""
+
+    reply: Any = None
 
 
 class FlushMachine:
@@ -213,7 +227,7 @@ class FlushMachine:
             return Done(self._response(flushed=True))
         remaining = self._deadline.remaining(self._clock())
         if remaining <= 0:
-            raise self._timeout_error()
+            raise self.timeout_error()
         if self._delay > 0:
             seconds, self._delay = min(self._delay, remaining), 0.0
             return Sleep(seconds)
@@ -241,6 +255,19 @@ class FlushMachine:
         return SendRpc("GetFlushState", request, timeout, self._metadata)
 
     # -- what happened ------------------------------------------------------------
+
+    @contextmanager
+    def expect(self, action: SendRpc | Sleep) -> Iterator[Outcome]:
+        """Wrap the driver's I/O for ``action``: the reply set on the outcome is
+        fed to ``receive``, a ``grpc.RpcError`` to ``fail`` (and not raised)."""
+        outcome = Outcome()
+        try:
+            yield outcome
+        except grpc.RpcError as exc:
+            self.fail(exc)
+            return
+        if isinstance(action, SendRpc):
+            self.receive(outcome.reply)
 
     def receive(self, reply: Any) -> None:
         """Feed the reply to the RPC of the last ``SendRpc``."""
@@ -325,6 +352,11 @@ class FlushMachine:
         """The database, as the server named it once it answered."""
         return self._reply_db or self._db or _DEFAULT_DB
 
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None`` without one; 0 once passed)."""
+        left = self._deadline.remaining(self._clock())
+        return None if math.isinf(left) else max(0.0, left)
+
     @property
     def pending(self) -> tuple[str, ...]:
         """Collections not yet reported flushed."""
@@ -344,7 +376,8 @@ class FlushMachine:
             status=status or FlushStatus(),
         )
 
-    def _timeout_error(self) -> FlushTimeoutError:
+    def timeout_error(self) -> FlushTimeoutError:
+        """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
         pending = self.pending
         message = (
             f"flush_sync did not finish within its {self._timeout} s deadline; "

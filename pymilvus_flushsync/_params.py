@@ -8,7 +8,24 @@ from typing import Any
 
 from pymilvus.exceptions import ParamError
 
-__all__ = ["check_db_name", "check_names", "check_timeout"]
+from ._compat import current_db_name
+from ._core import FlushMachine, FlushPolicy
+
+__all__ = ["check_db_name", "check_names", "check_timeout", "start"]
+
+
+def start(
+    client: Any,
+    collection_names: Any,
+    db_name: Any,
+    timeout: Any,
+    policy: FlushPolicy,
+) -> FlushMachine:
+    """Check a call's arguments (``ParamError``) and start its state; the deadline starts now."""
+    names = check_names(collection_names)
+    seconds = check_timeout(timeout)
+    db = check_db_name(db_name)
+    return FlushMachine(names, current_db_name(client) if db is None else db, seconds, policy)
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:

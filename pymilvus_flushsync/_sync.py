@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import grpc
 import pymilvus
 
 from ._core import Done, FlushMachine, FlushPolicy, Sleep
-from ._params import check_db_name, check_names, check_timeout
+from ._params import start
 from ._response import FlushSyncResponse
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "run"]
@@ -23,45 +22,19 @@ __all__ = ["FlushSyncMixin", "MilvusClient", "run"]
 def run(
     machine: FlushMachine, handler: Any, sleep: Callable[[float], object] = time.sleep
 ) -> FlushSyncResponse:
-    """Drive ``machine`` to the end over ``handler``'s gRPC stub."""
-    while True:
-        action = machine.next_action()
-        if isinstance(action, Done):
-            return action.response
-        if isinstance(action, Sleep):
-            sleep(action.seconds)
-            continue
-        rpc = getattr(handler._stub, action.method)  # fresh: pymilvus swaps it on reconnect
-        try:
-            reply = rpc(action.request, timeout=action.timeout, metadata=action.metadata)
-        except grpc.RpcError as exc:
-            machine.fail(exc)
-        else:
-            machine.receive(reply)
-
-
-def current_db_name(client: Any) -> str:
-    """The client's current database (``""``: the server's default)."""
-    config = getattr(client, "_config", None)
-    return str(getattr(config, "db_name", "") or "")
-
-
-def new_machine(
-    client: Any,
-    collection_names: str | Sequence[str],
-    db_name: str | None,
-    timeout: float | None,
-    policy: FlushPolicy,
-) -> FlushMachine:
-    """Check the arguments (``ParamError``, before any RPC) and start a call's state."""
-    names = check_names(collection_names)
-    seconds = check_timeout(timeout)
-    db = check_db_name(db_name)
-    return FlushMachine(names, current_db_name(client) if db is None else db, seconds, policy)
+    """Drive ``machine`` to the end over ``handler._stub`` (read per RPC: pymilvus
+    swaps it on reconnect)."""
+    while not isinstance(action := machine.next_action(), Done):
+        with machine.expect(action) as outcome:
+            if isinstance(action, Sleep):
+                sleep(action.seconds)
+            else:
+                outcome.reply = action.invoke(handler._stub)
+    return action.response
 
 
 class FlushSyncMixin:
-    """Adds ``flush_sync`` to a ``pymilvus.MilvusClient`` (or any class with its
+    """Adds ``flush_sync`` to ``pymilvus.MilvusClient`` (or any class with its
     ``_get_connection()``). ``flush_sync_policy`` tunes polling and retries."""
 
     flush_sync_policy: ClassVar[FlushPolicy] = FlushPolicy()
@@ -95,7 +68,7 @@ class FlushSyncMixin:
             MilvusException: the server refused (e.g. code 100 for a missing
                 collection), with the server's code and reason.
         """
-        machine = new_machine(self, collection_names, db_name, timeout, self.flush_sync_policy)
+        machine = start(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return run(machine, self._get_connection())  # type: ignore[attr-defined]
 
 

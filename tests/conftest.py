@@ -3,16 +3,18 @@ standalone for the whole test session (the ``milvus`` wheel), always stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from pymilvus_flushsync import MilvusClient
+from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
 
 from .helpers import Backend
 
@@ -90,3 +92,30 @@ def server(milvus_server: _Server) -> Iterator[Backend]:
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Runs the test once on Milvus Lite and once on the real server."""
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+FlushFn = Callable[..., FlushSyncResponse]
+
+
+def async_flush(uri: str) -> FlushFn:
+    """flush_sync on a fresh AsyncMilvusClient in a fresh event loop, as a plain call."""
+
+    def flush(*args: Any, **kwargs: Any) -> FlushSyncResponse:
+        async def call() -> FlushSyncResponse:
+            client = AsyncMilvusClient(uri)
+            try:
+                return await client.flush_sync(*args, **kwargs)
+            finally:
+                await client.close()
+
+        return asyncio.run(call())
+
+    return flush
+
+
+@pytest.fixture(params=["sync", "async"])
+def flush(request: pytest.FixtureRequest, backend: Backend) -> FlushFn:
+    """``flush_sync`` of the sync client, or of the asyncio client: same contract."""
+    if request.param == "sync":
+        return backend.client.flush_sync
+    return async_flush(backend.uri)
