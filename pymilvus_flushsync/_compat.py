@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["current_db_name"]
+__all__ = ["current_db_name", "endpoint"]
 
 
 def current_db_name(client: Any) -> str:
@@ -15,3 +15,9 @@ def current_db_name(client: Any) -> str:
     """
     config = getattr(client, "_config", None)
     return str(getattr(config, "db_name", "") or "")
+
+
+def endpoint(client: Any) -> str:
+    """The client's server address (``host:port``), known before it connects."""
+    config = getattr(client, "_config", None)
+    return str(getattr(config, "address", "") or getattr(client, "_using", "") or "")

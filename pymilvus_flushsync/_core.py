@@ -29,11 +29,14 @@ Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
 ``FlushTimeoutError`` with the last failure as ``__cause__``. Errors, too, are
 raised only from ``next_action``: ``receive`` and ``fail`` never raise.
 
-Polling. One pending collection is watched at a time, on ``policy.poll``
-(a fast start that backs off to a cap). When it reports flushed the next one is
-polled at once, without a sleep: the same Flush sealed them, so they are
-usually done too. The cost of waiting is thus one collection's polls, whatever
-the number of collections.
+Polling. One pending collection is watched at a time. When it reports flushed
+the next one is polled at once, without a sleep: the same Flush sealed them, so
+they are usually done too. The cost of waiting is thus one collection's polls,
+whatever the number of collections. *When* to poll: a server completes flushes
+on its time tick, so once the ``TickModel`` (``_ticks``) of the endpoint is
+trusted, polls go just after the ticks; until then, on ``policy.poll`` (a fast
+start that backs off to a cap). Each wait that saw "not yet" then "flushed"
+teaches the model the bracket in between.
 
 Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE)
 and an RPC that hit its own per-RPC cap (not the deadline) are retried after
@@ -64,6 +67,7 @@ from ._errors import (
     collection_not_found,
 )
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+from ._ticks import TickModel
 
 __all__ = [
     "Backoff",
@@ -129,11 +133,14 @@ class FlushPolicy:
         retry: back-off before retrying a rate-limited or failed RPC.
         rpc_timeout: the most any one RPC may take, even with time left: a
             hung connection is then retried instead of eating the whole deadline.
+        tick_period: the server's time-tick period (Milvus: 200 ms), to learn
+            when flushes complete and poll then; ``None`` turns learning off.
     """
 
     poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
     retry: Backoff = field(default_factory=lambda: Backoff(0.1, 2.0, 2.0))
     rpc_timeout: float = 30.0
+    tick_period: float | None = 0.2
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,8 @@ class FlushMachine:
         timeout: seconds for the whole call, or ``None`` for no deadline.
         policy: poll and retry schedules.
         clock: a monotonic clock, injectable for tests.
+        ticks: the endpoint's learned flush-completion phase, shared between
+            calls; ``None`` polls on ``policy.poll`` only.
     """
 
     def __init__(
@@ -191,9 +200,12 @@ class FlushMachine:
         db_name: str,
         timeout: float | None,
         policy: FlushPolicy | None = None,
+        *,
         clock: Callable[[], float] = time.monotonic,
+        ticks: TickModel | None = None,
     ) -> None:
         self._names = names
+        self._ticks = ticks
         self._db = db_name
         self._policy = policy or FlushPolicy()
         self._clock = clock
@@ -211,6 +223,8 @@ class FlushMachine:
         self._poll_attempt = 0
         self._retry_attempt = 0
         self._polls = 0
+        self._sent_at = 0.0
+        self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
         self._in_flight: SendRpc | None = None
         self._last_failure: Failure | None = None
         self._fatal: MilvusException | None = None
@@ -233,6 +247,7 @@ class FlushMachine:
             return Sleep(seconds)
         rpc_timeout = min(remaining, self._policy.rpc_timeout)
         self._in_flight = self._next_rpc(rpc_timeout)
+        self._sent_at = self._clock()
         return self._in_flight
 
     def _next_rpc(self, timeout: float) -> SendRpc:
@@ -312,6 +327,8 @@ class FlushMachine:
             else:
                 self._unchecked.append(name)
         self._poll_attempt = 0
+        self._not_yet_at = None
+        self._delay = self._tick_delay() or 0.0
 
     def _collection_checked(self, name: str, exists: bool) -> None:
         if not exists:
@@ -320,14 +337,27 @@ class FlushMachine:
         self._unchecked.remove(name)
 
     def _flush_state(self, name: str, flushed: bool) -> None:
+        now = self._clock()
         if not flushed:
-            self._delay = self._policy.poll.delay(self._poll_attempt)
+            self._not_yet_at = self._sent_at
+            self._delay = self._tick_delay() or self._policy.poll.delay(self._poll_attempt)
             self._poll_attempt += 1
             return
-        seconds = self._clock() - self._start
+        if self._ticks is not None and self._not_yet_at is not None:
+            self._ticks.observe(self._not_yet_at, now)
+        self._not_yet_at = None
+        seconds = now - self._start
         self._states[name] = replace(self._states[name], flushed=True, seconds=seconds)
         self._pending.remove(name)
         logger.debug("collection %r flushed after %.3f s", name, seconds)
+
+    def _tick_delay(self) -> float | None:
+        """Seconds until the trusted tick model's next poll time, if there is one."""
+        if self._ticks is None:
+            return None
+        now = self._clock()
+        at = self._ticks.next_poll(now)
+        return None if at is None else at - now
 
     def _failed(self, failure: Failure) -> None:
         self._last_failure = failure

@@ -8,8 +8,9 @@ from typing import Any
 
 from pymilvus.exceptions import ParamError
 
-from ._compat import current_db_name
+from ._compat import current_db_name, endpoint
 from ._core import FlushMachine, FlushPolicy
+from ._ticks import for_endpoint
 
 __all__ = ["check_db_name", "check_names", "check_timeout", "start"]
 
@@ -25,7 +26,14 @@ def start(
     names = check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
-    return FlushMachine(names, current_db_name(client) if db is None else db, seconds, policy)
+    period = policy.tick_period
+    return FlushMachine(
+        names,
+        current_db_name(client) if db is None else db,
+        seconds,
+        policy,
+        ticks=None if period is None else for_endpoint(endpoint(client), period),
+    )
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ POLICY = FlushPolicy(poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0
 
 def machine(names=("a",), timeout=10.0, db="", clock=None) -> tuple[FlushMachine, FakeClock]:
     clock = clock or FakeClock()
-    return FlushMachine(tuple(names), db, timeout, POLICY, clock), clock
+    return FlushMachine(tuple(names), db, timeout, POLICY, clock=clock), clock
 
 
 def rpc(m: FlushMachine) -> SendRpc:
