@@ -32,7 +32,7 @@ async def run(
             if isinstance(action, Sleep):
                 await sleep(action.seconds)
             else:
-                outcome.reply = await action.invoke(handler._async_stub)
+                outcome.reply = await asyncio.gather(*action.invoke(handler._async_stub))
     return action.response
 
 

@@ -17,7 +17,7 @@ performs it, and reports back; it decides nothing::
     while not isinstance(action := machine.next_action(), Done):   # may raise
         with machine.expect(action) as outcome:    # a grpc.RpcError -> machine.fail()
             Sleep   -> sleep(action.seconds)
-            SendRpc -> outcome.reply = action.invoke(stub)          # -> machine.receive()
+            SendRpc -> outcome.reply = [replies of action.invoke(stub), sent at once]
     return action.response
 
 The sync driver (``_sync.run``) and the asyncio driver (``_async.run``) are that
@@ -30,13 +30,14 @@ Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
 raised only from ``next_action``: ``receive`` and ``fail`` never raise.
 
 Polling. One pending collection is watched at a time. When it reports flushed
-the next one is polled at once, without a sleep: the same Flush sealed them, so
-they are usually done too. The cost of waiting is thus one collection's polls,
-whatever the number of collections. *When* to poll: a server completes flushes
-on its time tick, so once the ``TickModel`` (``_ticks``) of the endpoint is
-trusted, polls go just after the ticks; until then, on ``policy.poll`` (a fast
-start that backs off to a cap). Each wait that saw "not yet" then "flushed"
-teaches the model the bracket in between.
+all the others are polled at once, in one round of concurrent RPCs, without a
+sleep: the same Flush sealed them, so they are usually done too. The cost of
+waiting is thus one collection's polls (plus one round), whatever the number
+of collections. *When* to poll: a server completes flushes on its time tick, so
+once the ``TickModel`` (``_ticks``) of the endpoint is trusted, polls go just
+after the ticks; until then, on ``policy.poll`` (a fast start that backs off to
+a cap). Each wait that saw "not yet" then "flushed" teaches the model the
+bracket in between.
 
 Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE)
 and an RPC that hit its own per-RPC cap (not the deadline) are retried after
@@ -151,11 +152,22 @@ class SendRpc:
     request: Any
     timeout: float | None
     metadata: tuple[tuple[str, str], ...] | None
+    more: tuple[Any, ...] = ()  # further requests to the same method, sent concurrently
 
-    def invoke(self, stub: Any) -> Any:
-        """Call the RPC on a gRPC stub: the reply, or an awaitable of it on a ``grpc.aio`` stub."""
+    @property
+    def requests(self) -> tuple[Any, ...]:
+        """Every request of this action, ``request`` first."""
+        return (self.request, *self.more)
+
+    def invoke(self, stub: Any, *, future: bool = False) -> list[Any]:
+        """Start every request on a gRPC stub at once: sync futures (``future=True``)
+        or ``grpc.aio`` awaitables, in request order."""
         method = getattr(stub, self.method)
-        return method(self.request, timeout=self.timeout, metadata=self.metadata)
+        start = method.future if future else method
+        return [
+            start(request, timeout=self.timeout, metadata=self.metadata)
+            for request in self.requests
+        ]
 
 
 @dataclass(frozen=True)
@@ -223,6 +235,7 @@ class FlushMachine:
         self._poll_attempt = 0
         self._retry_attempt = 0
         self._polls = 0
+        self._sweep = False  # poll every pending collection in the next round
         self._sent_at = 0.0
         self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
         self._in_flight: SendRpc | None = None
@@ -259,15 +272,19 @@ class FlushMachine:
                 db_name=self._db, collection_name=self._unchecked[0]
             )
             return SendRpc("HasCollection", request, timeout, self._metadata)
-        state = self._states[self._pending[0]]
-        self._polls += 1
-        request = milvus_pb2.GetFlushStateRequest(
+        names = self._pending if self._sweep else self._pending[:1]
+        self._sweep = False
+        self._polls += len(names)
+        first, *more = (self._flush_state_request(self._states[name]) for name in names)
+        return SendRpc("GetFlushState", first, timeout, self._metadata, tuple(more))
+
+    def _flush_state_request(self, state: CollectionFlushState) -> Any:
+        return milvus_pb2.GetFlushStateRequest(
             segmentIDs=state.segment_ids,
             flush_ts=state.flush_ts,
             db_name=self._db,
             collection_name=state.name,
         )
-        return SendRpc("GetFlushState", request, timeout, self._metadata)
 
     # -- what happened ------------------------------------------------------------
 
@@ -285,19 +302,25 @@ class FlushMachine:
             self.receive(outcome.reply)
 
     def receive(self, reply: Any) -> None:
-        """Feed the reply to the RPC of the last ``SendRpc``."""
+        """Feed the reply (or the list of replies, in request order) of the last ``SendRpc``."""
         action = self._take_in_flight()
-        failure = classify_status(reply.status, _describe(action))
-        if failure is not None:
-            self._failed(failure)
-            return
+        replies = list(reply) if isinstance(reply, (list, tuple)) else [reply]
+        for one in replies:
+            failure = classify_status(one.status, _describe(action))
+            if failure is not None:
+                self._failed(failure)
+                return
         self._retry_attempt = 0
         if action.method == "Flush":
-            self._flush_done(reply)
+            self._flush_done(replies[0])
         elif action.method == "HasCollection":
-            self._collection_checked(action.request.collection_name, bool(reply.value))
+            self._collection_checked(action.request.collection_name, bool(replies[0].value))
         else:
-            self._flush_state(action.request.collection_name, bool(reply.flushed))
+            requests = action.requests
+            flushed = [
+                r.collection_name for r, one in zip(requests, replies, strict=True) if one.flushed
+            ]
+            self._flush_states(flushed, polled=len(requests))
 
     def fail(self, exc: grpc.RpcError) -> None:
         """Feed the ``grpc.RpcError`` (sync or aio) that the last ``SendRpc`` raised."""
@@ -328,6 +351,7 @@ class FlushMachine:
                 self._unchecked.append(name)
         self._poll_attempt = 0
         self._not_yet_at = None
+        self._sweep = False
         self._delay = self._tick_delay() or 0.0
 
     def _collection_checked(self, name: str, exists: bool) -> None:
@@ -336,20 +360,25 @@ class FlushMachine:
             return
         self._unchecked.remove(name)
 
-    def _flush_state(self, name: str, flushed: bool) -> None:
+    def _flush_states(self, flushed: list[str], polled: int) -> None:
+        """The collections of the last poll round that answered "flushed"; the
+        others of the ``polled`` answered "not yet"."""
         now = self._clock()
-        if not flushed:
+        if flushed:
+            if self._ticks is not None and self._not_yet_at is not None:
+                self._ticks.observe(self._not_yet_at, now)
+            self._not_yet_at = None
+            self._sweep = True  # the rest were sealed by the same Flush: ask them all now
+        for name in flushed:
+            seconds = now - self._start
+            self._states[name] = replace(self._states[name], flushed=True, seconds=seconds)
+            self._pending.remove(name)
+            logger.debug("collection %r flushed after %.3f s", name, seconds)
+        if len(flushed) < polled:
             self._not_yet_at = self._sent_at
+            self._sweep = False
             self._delay = self._tick_delay() or self._policy.poll.delay(self._poll_attempt)
             self._poll_attempt += 1
-            return
-        if self._ticks is not None and self._not_yet_at is not None:
-            self._ticks.observe(self._not_yet_at, now)
-        self._not_yet_at = None
-        seconds = now - self._start
-        self._states[name] = replace(self._states[name], flushed=True, seconds=seconds)
-        self._pending.remove(name)
-        logger.debug("collection %r flushed after %.3f s", name, seconds)
 
     def _tick_delay(self) -> float | None:
         """Seconds until the trusted tick model's next poll time, if there is one."""
@@ -428,6 +457,9 @@ def _ids(segment_map: Any, name: str) -> tuple[int, ...]:
 
 
 def _describe(action: SendRpc) -> str:
-    request = action.request
-    names = getattr(request, "collection_names", None) or [request.collection_name]
-    return f"{action.method} {list(names)}"
+    names = [
+        name
+        for request in action.requests
+        for name in (getattr(request, "collection_names", None) or [request.collection_name])
+    ]
+    return f"{action.method} {names}"

@@ -23,13 +23,15 @@ def run(
     machine: FlushMachine, handler: Any, sleep: Callable[[float], object] = time.sleep
 ) -> FlushSyncResponse:
     """Drive ``machine`` to the end over ``handler._stub`` (read per RPC: pymilvus
-    swaps it on reconnect)."""
+    swaps it on reconnect); a round of several RPCs goes out at once as futures."""
     while not isinstance(action := machine.next_action(), Done):
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):
                 sleep(action.seconds)
             else:
-                outcome.reply = action.invoke(handler._stub)
+                outcome.reply = [
+                    call.result() for call in action.invoke(handler._stub, future=True)
+                ]
     return action.response
 
 

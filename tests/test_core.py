@@ -106,23 +106,41 @@ def test_poll_backs_off_to_the_cap() -> None:
     assert sleeps == pytest.approx([0.005, 0.01, 0.02, 0.04, 0.04, 0.04])
 
 
-def test_watches_one_collection_then_sweeps_the_rest_without_sleeping() -> None:
+def test_watches_one_collection_then_sweeps_the_rest_in_one_round() -> None:
     names = [f"c{i}" for i in range(8)]
     m, _ = machine(names)
     rpc(m)
     m.receive(flush_reply({n: [i] for i, n in enumerate(names)}))
-    polled = []
     for _ in range(3):  # c0 is not done yet: only c0 is polled
         action = rpc(m)
-        polled.append(action.request.collection_name)
+        assert [r.collection_name for r in action.requests] == ["c0"]
         m.receive(state_reply(False))
         assert isinstance(m.next_action(), Sleep)
-    for _ in names:  # c0 done; the others were sealed by the same Flush
-        action = rpc(m)
-        polled.append(action.request.collection_name)
-        m.receive(state_reply(True))
-    assert polled == ["c0"] * 3 + names
-    assert isinstance(m.next_action(), Done)
+    rpc(m)
+    m.receive(state_reply(True))  # c0 done: the others were sealed by the same Flush
+    sweep = rpc(m)  # at once, no sleep, all seven together
+    assert [r.collection_name for r in sweep.requests] == names[1:]
+    m.receive([state_reply(n != "c5") for n in names[1:]])
+    assert m.pending == ("c5",)
+    assert isinstance(m.next_action(), Sleep)  # c5 is watched alone now
+    last = rpc(m)
+    assert [r.collection_name for r in last.requests] == ["c5"]
+    m.receive([state_reply(True)])
+    done = m.next_action()
+    assert isinstance(done, Done)
+    assert done.response.polls == 3 + 1 + 7 + 1
+
+
+def test_an_error_status_in_a_sweep_fails_the_call() -> None:
+    m, _ = machine(["a", "b", "c"])
+    rpc(m)
+    m.receive(flush_reply({"a": [1], "b": [2], "c": [3]}))
+    rpc(m)
+    m.receive(state_reply(True))
+    rpc(m)
+    m.receive([state_reply(True), state_reply(False, code=65535, reason="boom")])
+    with pytest.raises(MilvusException, match="boom"):
+        m.next_action()
 
 
 def test_sleep_never_passes_the_deadline_then_times_out_with_progress() -> None:
