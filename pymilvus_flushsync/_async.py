@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pymilvus
 
+from ._compat import async_handler
 from ._core import Done, FlushMachine, FlushPolicy, Sleep
 from ._params import start
 from ._response import FlushSyncResponse
@@ -52,7 +53,8 @@ class AsyncFlushSyncMixin:
 
         The asyncio twin of ``FlushSyncMixin.flush_sync``: same arguments, same
         ``FlushSyncResponse``, same errors. Connecting (on a client's first
-        call) counts against ``timeout`` too.
+        call) counts against ``timeout`` too. Works with pymilvus 2.6+'s async
+        client and with 2.5's (whose ``_get_connection()`` is not a coroutine).
 
         Args:
             collection_names: a collection name, or a list or tuple of them.
@@ -68,9 +70,8 @@ class AsyncFlushSyncMixin:
             MilvusException: the server refused, with its code and reason.
         """
         machine = start(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        connect = self._get_connection()  # type: ignore[attr-defined]
         try:
-            handler = await asyncio.wait_for(connect, machine.remaining())
+            handler = await asyncio.wait_for(async_handler(self), machine.remaining())
         except asyncio.TimeoutError:
             raise machine.timeout_error() from None
         return await run(machine, handler)

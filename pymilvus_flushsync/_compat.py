@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-__all__ = ["current_db_name", "endpoint"]
+__all__ = ["async_handler", "current_db_name", "endpoint"]
 
 
 def current_db_name(client: Any) -> str:
@@ -21,3 +22,18 @@ def endpoint(client: Any) -> str:
     """The client's server address (``host:port``), known before it connects."""
     config = getattr(client, "_config", None)
     return str(getattr(config, "address", "") or getattr(client, "_using", "") or "")
+
+
+async def async_handler(client: Any) -> Any:
+    """The async client's connected handler, whose ``_async_stub`` is ready.
+
+    pymilvus 2.6+ has ``async _get_connection()``; 2.5's is a plain method. Both
+    handlers finish connecting lazily in ``ensure_channel_ready()`` (a no-op once done).
+    """
+    handler = client._get_connection()
+    if inspect.isawaitable(handler):
+        handler = await handler
+    ready = getattr(handler, "ensure_channel_ready", None)
+    if ready is not None:
+        await ready()
+    return handler

@@ -188,7 +188,8 @@ Action = SendRpc | Sleep | Done
 
 
 class Outcome:
-    """Where a driver puts the reply of a ``SendRpc`` (see ``FlushMachine.expect``)."""
+    """Where a driver puts the replies of a ``SendRpc``, in request order (see
+    ``FlushMachine.expect``)."""
 
     reply: Any = None
 
@@ -216,7 +217,6 @@ class FlushMachine:
         clock: Callable[[], float] = time.monotonic,
         ticks: TickModel | None = None,
     ) -> None:
-        self._names = names
         self._ticks = ticks
         self._db = db_name
         self._policy = policy or FlushPolicy()
