@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from pymilvus_flushsync._cli import main
+from pymilvus_flushsync._cli import _clear, _Progress, main
+from pymilvus_flushsync._core import FlushMachine
 
 from .helpers import Backend
 
@@ -110,3 +112,19 @@ def test_module_entry_point_and_demo(tmp_path: object) -> None:
     assert "FlushSyncResponse(flushed=True" in result.stdout
     assert "rows read back: 2500" in result.stdout
     assert '"error_code": "Success"' in result.stdout
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_only_on_a_terminal() -> None:
+    machine = FlushMachine(("a", "b"), "", 10.0, clock=lambda: 5.0)
+    tty, pipe = FakeTerminal(), io.StringIO()
+    _Progress(machine, tty)(0)
+    _Progress(machine, pipe)(0)
+    assert tty.getvalue() == "\rwaiting: 0/2 flushed, 0.0 s, 0 polls"
+    assert pipe.getvalue() == ""
+    _clear(tty)
+    assert tty.getvalue().endswith("\r\033[K")
