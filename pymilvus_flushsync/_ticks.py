@@ -13,7 +13,7 @@ milliseconds all the time.
 
 The model is a *window* on the circle of one tick period: the phases where
 flips happen (the work after a tick varies: on a loaded 2.3.5 server, flips
-fell 20 to 60 ms after the tick). Every completed wait gives a *bracket*: the
+spread over 20 to 40 ms of phase). Every completed wait gives a *bracket*: the
 send time of the last "not flushed" poll and the reply time of the "flushed"
 one; the flip lies in between. The window is the shortest interval that meets
 each of the last ``keep`` brackets (none older than ``max_age``), all moved onto
