@@ -16,6 +16,7 @@ persisted::
 from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
 from ._core import Backoff, FlushPolicy
 from ._errors import FlushTimeoutError
+from ._patch import patch, unpatch, wrap
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._sync import FlushSyncMixin, MilvusClient
 
@@ -30,5 +31,8 @@ __all__ = [
     "FlushSyncResponse",
     "FlushTimeoutError",
     "MilvusClient",
+    "patch",
+    "unpatch",
+    "wrap",
 ]
 __version__ = "0.1.0"

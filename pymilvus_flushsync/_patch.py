@@ -1,0 +1,114 @@
+"""``flush_sync`` on clients this package did not build: ``wrap`` one, or ``patch`` pymilvus.
+
+``wrap(client)`` returns a ``wrapt.ObjectProxy`` that adds ``flush_sync`` and
+forwards everything else (``isinstance(proxy, pymilvus.MilvusClient)`` holds; the
+client itself is not modified). ``patch()`` adds ``flush_sync`` to
+``pymilvus.MilvusClient`` and ``pymilvus.AsyncMilvusClient`` so that clients made
+anywhere have it, the way OpenTelemetry instrumentations patch client libraries:
+idempotent, deferred until pymilvus is imported (``wrapt.when_imported``), and
+undone exactly by ``unpatch()`` (the added attributes are deleted, not wrapped).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from ._async import AsyncFlushSyncMixin
+from ._sync import FlushSyncMixin
+
+__all__ = ["patch", "unpatch", "wrap"]
+
+_ADDED = ("flush_sync", "flush_sync_policy")
+
+if TYPE_CHECKING:  # generic in wrapt's stubs only; wrapt 1.x is not subscriptable at runtime
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
+
+
+class _SyncClientProxy(FlushSyncMixin, _Proxy):
+    """A ``pymilvus.MilvusClient`` with ``flush_sync``."""
+
+
+class _AsyncClientProxy(AsyncFlushSyncMixin, _Proxy):
+    """A ``pymilvus.AsyncMilvusClient`` with ``async flush_sync``."""
+
+
+def wrap(client: Any) -> Any:
+    """A proxy of ``client`` that adds ``flush_sync`` (async for an async client).
+
+    Args:
+        client: a ``pymilvus.MilvusClient`` or ``pymilvus.AsyncMilvusClient``
+            (or a subclass) that someone else made.
+
+    Returns:
+        A ``wrapt.ObjectProxy`` that forwards every other attribute to ``client``.
+    """
+    import pymilvus
+
+    if isinstance(client, pymilvus.AsyncMilvusClient):
+        return _AsyncClientProxy(client)
+    if isinstance(client, pymilvus.MilvusClient):
+        return _SyncClientProxy(client)
+    raise TypeError(f"wrap() takes a pymilvus MilvusClient or AsyncMilvusClient, got {client!r}")
+
+
+class _State:
+    lock = threading.RLock()  # wrapt runs the import hook at once if pymilvus is loaded
+    wanted = False  # patch() was called and unpatch() was not
+    hooked = False  # the import hook is registered (it cannot be removed)
+
+
+def patch() -> None:
+    """Add ``flush_sync`` to pymilvus's clients, now or when pymilvus is imported.
+
+    Idempotent: a second call does nothing.
+    """
+    with _State.lock:
+        _State.wanted = True
+        if not _State.hooked:
+            _State.hooked = True
+            wrapt.when_imported("pymilvus")(_on_import)
+        module = sys.modules.get("pymilvus")
+    if module is not None:
+        _apply(module)
+
+
+def unpatch() -> None:
+    """Remove what ``patch`` added; pymilvus is exactly as before. Idempotent."""
+    with _State.lock:
+        _State.wanted = False
+        module = sys.modules.get("pymilvus")
+        if module is None:
+            return
+        for cls, _mixin in _targets(module):
+            for name in _ADDED:
+                if name in vars(cls):
+                    delattr(cls, name)
+
+
+def _on_import(module: ModuleType) -> None:
+    if _State.wanted:
+        _apply(module)
+
+
+def _apply(module: ModuleType) -> None:
+    with _State.lock:
+        if not _State.wanted:
+            return
+        for cls, mixin in _targets(module):
+            for name in _ADDED:
+                if name not in vars(cls):
+                    setattr(cls, name, vars(mixin)[name])
+
+
+def _targets(module: ModuleType) -> list[tuple[type, type]]:
+    return [
+        (module.MilvusClient, FlushSyncMixin),
+        (module.AsyncMilvusClient, AsyncFlushSyncMixin),
+    ]

@@ -1,0 +1,103 @@
+"""flush_sync on clients built by someone else: wrap() and patch()/unpatch(), on Milvus Lite."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pymilvus
+import pytest
+
+import pymilvus_flushsync
+from pymilvus_flushsync import FlushSyncResponse, patch, unpatch, wrap
+
+from .helpers import Backend
+
+
+@pytest.fixture
+def unpatched() -> Iterator[None]:
+    unpatch()
+    try:
+        yield
+    finally:
+        unpatch()
+
+
+def test_wrap_a_plain_client(lite: Backend) -> None:
+    plain = pymilvus.MilvusClient(lite.uri)
+    try:
+        proxy = wrap(plain)
+        assert isinstance(proxy, pymilvus.MilvusClient)
+        assert not hasattr(plain, "flush_sync")  # the client itself is untouched
+        name = lite.collection(30)
+        response = proxy.flush_sync([name])
+        assert isinstance(response, FlushSyncResponse)
+        assert response.flushed
+        assert proxy.list_collections() == plain.list_collections()  # forwarded
+    finally:
+        plain.close()
+
+
+def test_wrap_a_plain_async_client(lite: Backend) -> None:
+    name = lite.collection(30)
+
+    async def call() -> FlushSyncResponse:
+        plain = pymilvus.AsyncMilvusClient(lite.uri)
+        try:
+            proxy = wrap(plain)
+            assert isinstance(proxy, pymilvus.AsyncMilvusClient)
+            return await proxy.flush_sync(name)
+        finally:
+            await plain.close()
+
+    assert asyncio.run(call()).flushed
+
+
+def test_wrap_refuses_anything_else() -> None:
+    with pytest.raises(TypeError):
+        wrap(object())
+
+
+@pytest.mark.usefixtures("unpatched")
+def test_patch_unpatch_cycles(lite: Backend) -> None:
+    before = dict(vars(pymilvus.MilvusClient)), dict(vars(pymilvus.AsyncMilvusClient))
+    assert not hasattr(pymilvus.MilvusClient, "flush_sync")
+    for _ in range(2):
+        patch()
+        patch()  # twice = once
+        assert hasattr(pymilvus.MilvusClient, "flush_sync")
+        assert hasattr(pymilvus.AsyncMilvusClient, "flush_sync")
+        plain = pymilvus.MilvusClient(lite.uri)
+        try:
+            assert plain.flush_sync(lite.collection(10)).flushed
+        finally:
+            plain.close()
+        unpatch()
+        unpatch()
+        assert dict(vars(pymilvus.MilvusClient)) == before[0]
+        assert dict(vars(pymilvus.AsyncMilvusClient)) == before[1]
+    assert pymilvus_flushsync.MilvusClient.flush_sync  # our own subclass keeps its method
+
+
+def test_patch_is_applied_by_the_import_hook_in_a_fresh_process() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        import pymilvus_flushsync
+        pymilvus_flushsync.patch()
+        import pymilvus
+        assert callable(pymilvus.MilvusClient.flush_sync)
+        assert callable(pymilvus.AsyncMilvusClient.flush_sync)
+        pymilvus_flushsync.unpatch()
+        assert not hasattr(pymilvus.MilvusClient, "flush_sync")
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
