@@ -241,14 +241,14 @@ class ServerBench:
         else:  # make sure there is nothing new: flush and wait with pymilvus first
             for name in names:
                 self.admin.flush(name)
-        watcher = Watcher(self.address, {n: self.inserted[n] for n in names})
-        if new_rows:
+        watcher = Watcher(self.address, {n: self.inserted[n] for n in names}) if new_rows else None
+        if watcher is not None:
             watcher.start()
         began = time.monotonic()
         polls, cpu = call(names)
         returned = time.monotonic()
         trial = Trial(client, mode, returned - began, polls, cpu)
-        if new_rows:
+        if watcher is not None:
             watcher.join(timeout=60)
             moment = watcher.moment()
             trial.overshoot = returned - moment
