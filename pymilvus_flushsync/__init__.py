@@ -13,12 +13,35 @@ persisted::
     response = await AsyncMilvusClient("./milvus.db").flush_sync(["a"], timeout=30.0)
 """
 
-from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
-from ._core import Backoff, FlushPolicy
-from ._errors import FlushTimeoutError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Only ``patch``/``unpatch``/``wrap`` load eagerly: they do not import pymilvus, so
+# ``import pymilvus_flushsync; pymilvus_flushsync.patch()`` really runs before pymilvus
+# is imported. Every other name loads on first use (PEP 562).
 from ._patch import patch, unpatch, wrap
-from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
-from ._sync import FlushSyncMixin, MilvusClient
+
+if TYPE_CHECKING:
+    from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
+    from ._core import Backoff, FlushPolicy
+    from ._errors import FlushTimeoutError
+    from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+    from ._sync import FlushSyncMixin, MilvusClient
+
+_LAZY = {
+    "AsyncFlushSyncMixin": "._async",
+    "AsyncMilvusClient": "._async",
+    "Backoff": "._core",
+    "CollectionFlushState": "._response",
+    "FlushPolicy": "._core",
+    "FlushStatus": "._response",
+    "FlushSyncMixin": "._sync",
+    "FlushSyncResponse": "._response",
+    "FlushTimeoutError": "._errors",
+    "MilvusClient": "._sync",
+}
 
 __all__ = [
     "AsyncFlushSyncMixin",
@@ -36,3 +59,16 @@ __all__ = [
     "wrap",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

@@ -11,11 +11,28 @@ __all__ = ["async_handler", "current_db_name", "endpoint"]
 def current_db_name(client: Any) -> str:
     """The client's current database; ``""`` for the server's default.
 
-    pymilvus 2.6+ keeps it in ``client._config.db_name`` and sends it as ``dbname``
-    metadata per request.
+    pymilvus 2.6+ keeps it in ``client._config.db_name`` (and sends it as ``dbname``
+    metadata per request). 2.5 keeps it only in its handler: the async handler's
+    ``_db_name``, or the sync handler's channel interceptor that adds ``dbname``.
     """
     config = getattr(client, "_config", None)
-    return str(getattr(config, "db_name", "") or "")
+    if config is not None:
+        return str(getattr(config, "db_name", "") or "")
+    return _handler_db_name(client._get_connection())
+
+
+def _handler_db_name(handler: Any) -> str:
+    """pymilvus 2.5: the database a handler's requests go to."""
+    name = getattr(handler, "_db_name", None)
+    if isinstance(name, str):
+        return name
+    add_headers = getattr(getattr(handler, "_db_interceptor", None), "_fn", None)
+    cells = [cell.cell_contents for cell in getattr(add_headers, "__closure__", None) or ()]
+    for keys in cells:  # header_adder_interceptor(headers, values) closes over both lists
+        if keys == ["dbname"]:
+            values = next(c for c in cells if c is not keys)
+            return str(values[0] or "")
+    return ""
 
 
 def endpoint(client: Any) -> str:

@@ -14,29 +14,13 @@ from __future__ import annotations
 import sys
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import wrapt
-
-from ._async import AsyncFlushSyncMixin
-from ._sync import FlushSyncMixin
 
 __all__ = ["patch", "unpatch", "wrap"]
 
 _ADDED = ("flush_sync", "flush_sync_policy")
-
-if TYPE_CHECKING:  # generic in wrapt's stubs only; wrapt 1.x is not subscriptable at runtime
-    _Proxy = wrapt.ObjectProxy[Any]
-else:
-    _Proxy = wrapt.ObjectProxy
-
-
-class _SyncClientProxy(FlushSyncMixin, _Proxy):
-    """A ``pymilvus.MilvusClient`` with ``flush_sync``."""
-
-
-class _AsyncClientProxy(AsyncFlushSyncMixin, _Proxy):
-    """A ``pymilvus.AsyncMilvusClient`` with ``async flush_sync``."""
 
 
 def wrap(client: Any) -> Any:
@@ -51,10 +35,12 @@ def wrap(client: Any) -> Any:
     """
     import pymilvus
 
+    from ._proxy import AsyncClientProxy, SyncClientProxy
+
     if isinstance(client, pymilvus.AsyncMilvusClient):
-        return _AsyncClientProxy(client)
+        return AsyncClientProxy(client)
     if isinstance(client, pymilvus.MilvusClient):
-        return _SyncClientProxy(client)
+        return SyncClientProxy(client)
     raise TypeError(f"wrap() takes a pymilvus MilvusClient or AsyncMilvusClient, got {client!r}")
 
 
@@ -108,6 +94,9 @@ def _apply(module: ModuleType) -> None:
 
 
 def _targets(module: ModuleType) -> list[tuple[type, type]]:
+    from ._async import AsyncFlushSyncMixin  # these import pymilvus: only once it is loaded
+    from ._sync import FlushSyncMixin
+
     return [
         (module.MilvusClient, FlushSyncMixin),
         (module.AsyncMilvusClient, AsyncFlushSyncMixin),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -91,13 +92,24 @@ class CountingHandler:
     def _async_stub(self) -> CountingStub:
         return CountingStub(self._handler._async_stub, self._calls, self._polled)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
 
 class CountingClient(AsyncMilvusClient):
     calls: list[str]
     polled: asyncio.Event
 
-    async def _get_connection(self) -> Any:
-        return CountingHandler(await super()._get_connection(), self.calls, self.polled)
+    def _get_connection(self) -> Any:
+        """Same kind as pymilvus's: a coroutine on 2.6+, a plain call on 2.5."""
+        handler = super()._get_connection()
+        if not inspect.isawaitable(handler):
+            return CountingHandler(handler, self.calls, self.polled)
+
+        async def connected() -> CountingHandler:
+            return CountingHandler(await handler, self.calls, self.polled)
+
+        return connected()
 
 
 @pytest.mark.server

@@ -12,6 +12,7 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClient, _async, _sync
+from pymilvus_flushsync._compat import async_handler, current_db_name
 from pymilvus_flushsync._params import start
 
 from .conftest import FlushFn
@@ -81,7 +82,7 @@ def test_db_name_for_one_call_only(backend: Backend, flush: FlushFn) -> None:
     assert response.db_name == db
     assert seen
     assert all(s == default_collections for s in seen)
-    assert backend.client._config.db_name == ""
+    assert current_db_name(backend.client) == ""
     with pytest.raises(MilvusException) as info:  # not in the client's (default) database
         flush([name], timeout=30)
     assert info.value.code == 100
@@ -176,7 +177,7 @@ def test_hung_server_times_out_on_the_deadline(server: Backend, flavor: str, ste
     async def call_async() -> None:
         client = AsyncMilvusClient(proxy.uri)
         try:
-            handler = await client._get_connection()  # connects before the stall
+            handler = await async_handler(client)  # connects before the stall
             if step == "flush":
                 proxy.stall()
             machine = start(client, [name], None, 1.0, client.flush_sync_policy)

@@ -88,11 +88,14 @@ def test_patch_is_applied_by_the_import_hook_in_a_fresh_process() -> None:
         import sys
         import pymilvus_flushsync
         pymilvus_flushsync.patch()
+        assert "pymilvus" not in sys.modules  # really before pymilvus is imported
         import pymilvus
         assert callable(pymilvus.MilvusClient.flush_sync)
         assert callable(pymilvus.AsyncMilvusClient.flush_sync)
         pymilvus_flushsync.unpatch()
         assert not hasattr(pymilvus.MilvusClient, "flush_sync")
+        pymilvus_flushsync.patch()  # now pymilvus is loaded: applied at once
+        assert callable(pymilvus.MilvusClient.flush_sync)
         print("ok")
         """
     )
