@@ -29,9 +29,12 @@ def run(
             if isinstance(action, Sleep):
                 sleep(action.seconds)
             else:
-                outcome.reply = [
-                    call.result() for call in action.invoke(handler._stub, future=True)
-                ]
+                calls = action.invoke(handler._stub, future=True)
+                try:
+                    outcome.reply = [call.result() for call in calls]
+                finally:  # a no-op once done; on Ctrl-C, nothing is left in flight
+                    for call in calls:
+                        call.cancel()
     return action.response
 
 
