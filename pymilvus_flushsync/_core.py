@@ -39,11 +39,13 @@ after the ticks; until then, on ``policy.poll`` (a fast start that backs off to
 a cap). Each wait that saw "not yet" then "flushed" teaches the model the
 bracket in between.
 
-Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE)
-and an RPC that hit its own per-RPC cap (not the deadline) are retried after
-``policy.retry`` back-off. After the server was unreachable, Flush is sent
-again for the collections still pending (it is idempotent) and the wait goes on
-with the new flush timestamps. Anything else is final at once.
+Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE),
+a server that is restarting ("service not ready", "node not match", ...) and an
+RPC that hit its own per-RPC cap (not the deadline) are retried after
+``policy.retry`` back-off (``_errors`` holds the list). After the server was
+unreachable or restarting, Flush is sent again for the collections still
+pending (it is idempotent) and the wait goes on with the new flush timestamps:
+a restarted server may never complete the old ones. Anything else is final at once.
 """
 
 from __future__ import annotations

@@ -15,7 +15,14 @@ status code's number and whose message starts with its name. A bare
 
 ``Failure`` is the classified form the core works with: the exception to raise
 (or to chain as ``__cause__``), whether retrying may help, and whether the
-server may have lost the Flush (it was unreachable), so Flush must be sent again.
+server may have lost the Flush (it was unreachable, or is restarting), so Flush
+must be sent again.
+
+Retried while the deadline allows: a rate limit (status 8, legacy 49) or a
+request limit (4); a server that is starting or has lost a node (1, 2, 901,
+902, 904, 905, and 65535 with one of those reasons); gRPC UNAVAILABLE and a
+per-RPC DEADLINE_EXCEEDED. Everything else (PERMISSION_DENIED, UNAUTHENTICATED,
+a missing collection, ...) is final at once.
 """
 
 from __future__ import annotations
@@ -31,10 +38,27 @@ if TYPE_CHECKING:
 
 __all__ = ["Failure", "FlushTimeoutError", "classify_rpc_error", "classify_status"]
 
-#: Milvus status codes that mean "try again later" (8: rate limit exceeded).
-RETRYABLE_STATUS_CODES = frozenset({int(ErrorCode.RATE_LIMIT)})
+#: Milvus status codes that mean "try again later" (8: rate limit exceeded;
+#: 4: request limit exceeded).
+RETRYABLE_STATUS_CODES = frozenset({int(ErrorCode.RATE_LIMIT), 4})
 #: The legacy ``error_code`` enum value for a rate limit (``RateLimit``).
 _LEGACY_RATE_LIMIT = 49
+#: Milvus status codes of a server that is (re)starting or has lost a node:
+#: service not ready / unavailable, node not found / offline / not match /
+#: not available. What the client asked for may be lost, so Flush is sent again.
+TRANSIENT_STATUS_CODES = frozenset({1, 2, 901, 902, 904, 905})
+#: "Unexpected error" (65535): Milvus 2.3 uses it for errors that crossed an
+#: internal gRPC hop and lost their code, e.g. "node not match" while a
+#: restarted data node registers. Only these reasons make it transient.
+_UNEXPECTED = 65535
+_TRANSIENT_REASONS = (
+    "service not ready",
+    "service unavailable",
+    "node not found",
+    "node offline",
+    "node not match",
+    "node not available",
+)
 #: gRPC codes that mean "the server is (temporarily) out of reach".
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 #: gRPC codes worth another try while the deadline allows.
@@ -87,8 +111,12 @@ def classify_status(status: Any, what: str) -> Failure | None:
         return None
     reason = status.reason or f"{what} failed"
     error = MilvusException(code=code or legacy, message=reason, compatible_code=legacy)
-    retryable = code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT
-    return Failure(error, retryable=retryable)
+    if code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT:
+        return Failure(error, retryable=True)
+    transient = code in TRANSIENT_STATUS_CODES or (
+        code == _UNEXPECTED and any(text in reason for text in _TRANSIENT_REASONS)
+    )
+    return Failure(error, retryable=transient, reflush=transient)
 
 
 def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:

@@ -1,14 +1,12 @@
-"""Fixtures: Milvus Lite clients on temporary files, and one real Milvus 2.3.5
-standalone for the whole test session (the ``milvus`` wheel), always stopped."""
+"""Fixtures: Milvus Lite clients on temporary files, and real Milvus 2.3.5
+standalones (the ``milvus`` wheel, one at a time, always stopped): one with the
+default config for the session, then one per fault scenario (``tests/test_faults.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,36 +14,12 @@ import pytest
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
 
-from .helpers import Backend
+from .helpers import Backend, serving
+from .servers import Server, Servers
 
 # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
 # implement (pymilvus's insert asks for AllocTimestamp): noise in test output.
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-
-
-class _Server:
-    """The one real Milvus server of this test session."""
-
-    def __init__(self) -> None:
-        from milvus import MilvusServer
-
-        self.base_dir = tempfile.mkdtemp(prefix="flushsync-milvus-")
-        self.server = MilvusServer()
-        self.server.set_base_dir(self.base_dir)
-        for key, value in _extra_config().items():
-            self.server.config.set(key, value)
-        atexit.register(self.stop)  # also when pytest is interrupted
-        self.server.start()
-        self.port = int(self.server.listen_port)
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.server.running:
-            self.server.stop()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 def _extra_config() -> dict[str, str]:
@@ -54,13 +28,47 @@ def _extra_config() -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fault tests last, in file order: each asks for a server config of its own,
+    and only one server can run at a time, so every other test shares the first."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
+_MEASURED = pytest.StashKey[list[tuple[str, str, object]]]()
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+    """Record a measured outcome (seconds, rows) for the terminal summary."""
+    measured = request.config.stash.setdefault(_MEASURED, [])
+
+    def record(key: str, value: object) -> None:
+        measured.append((request.node.nodeid, key, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    measured = config.stash.get(_MEASURED, [])
+    if measured:
+        terminalreporter.section("measured")
+        for nodeid, key, value in measured:
+            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {key} = {value}")
+
+
 @pytest.fixture(scope="session")
-def milvus_server() -> Iterator[_Server]:
-    server = _Server()
+def milvus_servers() -> Iterator[Servers]:
+    servers = Servers(_extra_config())
     try:
-        yield server
+        yield servers
     finally:
-        server.stop()
+        servers.stop()
+
+
+@pytest.fixture
+def milvus_server(milvus_servers: Servers) -> Server:
+    """The real server with the default config (started once, kept while unchanged)."""
+    return milvus_servers.get()
 
 
 @pytest.fixture
@@ -78,14 +86,8 @@ def lite(lite_uri: str) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def server(milvus_server: _Server) -> Iterator[Backend]:
-    client = MilvusClient(milvus_server.uri)
-    backend = Backend("server", milvus_server.uri, client)
-    try:
-        yield backend
-    finally:
-        backend.drop_created()
-        client.close()
+def server(milvus_server: Server) -> Iterator[Backend]:
+    yield from serving(MilvusClient(milvus_server.uri), milvus_server.uri)
 
 
 @pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -87,3 +88,13 @@ class Backend:
     def count(self, name: str) -> int:
         result = self.client.query(name, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"])
+
+
+def serving(client: MilvusClient, uri: str) -> Iterator[Backend]:
+    """A fixture body: a real-server ``Backend`` on ``client``, cleaned up and closed after."""
+    backend = Backend("server", uri, client)
+    try:
+        yield backend
+    finally:
+        backend.drop_created()
+        client.close()

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import pytest
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
 from pymilvus_flushsync._core import Deadline, Done, FlushMachine, SendRpc, Sleep
 
-from .fakes import RATE_LIMITED, FakeClock, FakeRpcError, flush_reply, has_reply, state_reply
+from .fakes import (
+    RATE_LIMITED,
+    FakeClock,
+    FakeRpcError,
+    flush_reply,
+    has_reply,
+    state_reply,
+    status,
+)
 
 POLICY = FlushPolicy(poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0), rpc_timeout=5.0)
 
@@ -76,6 +86,35 @@ def test_lite_path_checks_names_missing_from_the_response() -> None:
     m.receive(has_reply(True))
     poll = rpc(m)
     assert poll.method == "GetFlushState" and poll.request.flush_ts == 0
+
+
+def odd_flush_replies() -> list[milvus_pb2.FlushResponse]:
+    """Successful FlushResponses that say less (or other) than a real server's."""
+    only_ts = milvus_pb2.FlushResponse(status=status())
+    only_ts.coll_flush_ts["a"] = 5
+    only_ids = milvus_pb2.FlushResponse(status=status())
+    only_ids.coll_segIDs["a"].data.extend([1])
+    someone_else = flush_reply({"z": [9]})
+    return [milvus_pb2.FlushResponse(), only_ts, only_ids, someone_else]
+
+
+@pytest.mark.parametrize("reply", odd_flush_replies())
+def test_an_odd_flush_response_is_never_taken_for_flushed(reply: Any) -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(reply)
+    for _ in range(3):  # whatever the Flush said, only GetFlushState can finish the call
+        action = m.next_action()
+        assert not isinstance(action, Done)
+        if isinstance(action, SendRpc):
+            assert action.method in ("HasCollection", "GetFlushState")
+            answer = has_reply(True) if action.method == "HasCollection" else state_reply(False)
+            m.receive(answer)
+    while not isinstance(action := m.next_action(), SendRpc):
+        pass
+    assert action.method == "GetFlushState"
+    m.receive(state_reply(True))
+    assert isinstance(m.next_action(), Done)
 
 
 def test_missing_collection_is_code_100_with_its_name() -> None:
@@ -280,6 +319,42 @@ def test_server_error_status_is_final_with_code_and_reason() -> None:
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert (info.value.code, info.value.message) == (65535, "boom")
+
+
+# What Milvus 2.3.5 answered in the ~10 s after a kill -9 and restart (measured).
+RESTARTING = "attempt #2: rpc error: code = Unknown desc = node not match[expectedNodeID=1]"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(65535, RESTARTING), (1, "service not ready"), (901, "node not found[node=4]")],
+)
+def test_restarting_server_while_polling_is_retried_with_a_new_flush(
+    code: int, reason: str
+) -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(flush_reply({"a": [1]}, flush_ts=10))
+    rpc(m)
+    m.receive(state_reply(False, code=code, reason=reason))
+    assert m.next_action() == Sleep(0.1)
+    again = rpc(m)
+    assert again.method == "Flush"
+    m.receive(flush_reply({"a": [1, 2]}, flush_ts=20))
+    poll = rpc(m)
+    assert poll.request.flush_ts == 20
+
+
+@pytest.mark.parametrize("reason", ["boom", "collection not loaded", ""])
+def test_unexpected_error_without_a_restart_reason_is_final(reason: str) -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(flush_reply({"a": [1]}, flush_ts=10))
+    rpc(m)
+    m.receive(state_reply(False, code=65535, reason=reason))
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert info.value.code == 65535
 
 
 def test_successful_reply_resets_the_retry_backoff() -> None:

@@ -13,10 +13,10 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
 from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
-from pymilvus_flushsync._errors import classify_rpc_error
+from pymilvus_flushsync._errors import classify_rpc_error, classify_status
 from pymilvus_flushsync._params import check_names, check_timeout
 
-from .fakes import RATE_LIMITED, FakeClock, FakeRpcError, flush_reply, state_reply
+from .fakes import RATE_LIMITED, FakeClock, FakeRpcError, flush_reply, state_reply, status
 
 POLICY = FlushPolicy(poll=Backoff(0.005, 1.5, 0.045), retry=Backoff(0.1, 2.0, 2.0), rpc_timeout=5.0)
 RETRYABLE = ("rate_limited", "unavailable")
@@ -137,6 +137,31 @@ def test_retry_classification_of_grpc_errors(code: grpc.StatusCode) -> None:
     )
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         assert not failure.retryable  # denied: at once, never retried until the deadline
+
+
+@given(
+    code=st.integers(min_value=0, max_value=70_000),
+    legacy=st.integers(min_value=0, max_value=100),
+    reason=st.text(max_size=30),
+)
+def test_retry_classification_of_server_statuses(code: int, legacy: int, reason: str) -> None:
+    failure = classify_status(status(code, reason, error_code=legacy), "Flush [a]")
+    if code == 0 and legacy == 0:
+        assert failure is None
+        return
+    assert failure is not None
+    assert failure.error.code == (code or legacy)
+    limited = code in (4, 8) or legacy == 49
+    restarting = code in (1, 2, 901, 902, 904, 905)
+    assert failure.retryable == (limited or restarting or failure.reflush)
+    assert failure.reflush == (not limited and failure.retryable)
+    if code in (100, 1400, 1401) and legacy != 49:
+        assert not failure.retryable  # missing collection, denied: final at once
+    if code == 65535 and not limited:
+        assert failure.retryable == any(
+            text in reason
+            for text in ("service not ready", "service unavailable", "node not", "node offline")
+        )
 
 
 @given(

@@ -1,0 +1,292 @@
+"""Fault injection on real Milvus 2.3.5 servers: rate limits, kill -9 and restart,
+denied users. Each scenario needs a server config of its own, so these tests run
+last (``conftest.pytest_collection_modifyitems``); a hung server (the stalled
+proxy) and many threads on one client are in ``test_flush_sync.py``.
+
+Each test records its measured outcome with ``measure``: pytest's terminal summary
+lists them under "measured".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+
+from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClient
+from pymilvus_flushsync._compat import async_handler
+
+from .conftest import async_flush
+from .helpers import Backend, serving, unique
+from .servers import Server, Servers
+
+pytestmark = [pytest.mark.server, pytest.mark.faults]
+
+# Milvus 2.4.5+ limits Flush to 0.1/s per collection by default; 2.3.5 can limit
+# it too, globally: a second Flush within 10 s answers status 8.
+RATE_LIMITED = {
+    "quotaAndLimits.flushRate.enabled": "true",
+    "quotaAndLimits.flushRate.max": "0.1",
+}
+AUTHORIZATION = {"common.security.authorizationEnabled": "true"}
+# A killed server's etcd session must expire before the restarted one serves;
+# 10 s instead of the default 30 s keeps the restart short (measured 8 s vs 54 s).
+SHORT_SESSION = {"common.session.ttl": "10"}
+ROOT = "root:Milvus"
+
+# A timed check's tolerance: what a loaded 2-core machine meets (the issue allows 0.3 s
+# under a rate limit; every deadline here gets the README's 0.25 s).
+TOLERANCE = 0.25
+
+Record = Callable[[str, object], None]
+
+
+class _Retries(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("flush_sync: retrying"):
+            self.messages.append(message)
+
+
+@pytest.fixture
+def retries() -> Iterator[list[str]]:
+    """The INFO retry messages ``flush_sync`` logs during the test, as they come."""
+    logger = logging.getLogger("pymilvus_flushsync")
+    handler, level = _Retries(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# -- rate limited -------------------------------------------------------------------
+
+
+@pytest.fixture
+def limited(milvus_servers: Servers) -> Iterator[Backend]:
+    server = milvus_servers.get(RATE_LIMITED)
+    yield from serving(MilvusClient(server.uri), server.uri)
+
+
+def spend_the_flush_token(backend: Backend) -> str:
+    """Flush once (waiting out a limit left by an earlier test): the next Flush
+    within 10 s is then rate limited."""
+    name = backend.collection(10)
+    assert backend.client.flush_sync(name, timeout=30).flushed
+    return name
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_rate_limited_until_the_deadline_times_out_with_the_limit_as_cause(
+    limited: Backend, flavor: str, measure: Record
+) -> None:
+    spend_the_flush_token(limited)
+    name = limited.collection(100)
+    flush = limited.client.flush_sync if flavor == "sync" else async_flush(limited.uri)
+    with pytest.raises(FlushTimeoutError) as info:
+        flush(name, timeout=2.0)
+    elapsed = info.value.response.elapsed
+    measure("elapsed_s", round(elapsed, 3))
+    assert 2.0 <= elapsed <= 2.0 + TOLERANCE
+    cause = info.value.__cause__
+    assert isinstance(cause, MilvusException)
+    assert cause.code == 8 and "rate limit" in cause.message
+    assert info.value.pending == (name,)
+
+
+def test_rate_limited_then_flushed_within_the_deadline(
+    limited: Backend, retries: list[str], measure: Record
+) -> None:
+    spend_the_flush_token(limited)
+    name = limited.collection(2000)
+    started = time.monotonic()
+    response = limited.client.flush_sync(name, timeout=30)
+    measure("elapsed_s", round(time.monotonic() - started, 3))
+    assert response.flushed
+    assert limited.persisted_rows(name) == (2000, 0)
+    measure("retries", len(retries))
+    assert retries and all("code=8" in message for message in retries)
+
+
+# -- denied ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def secured(milvus_servers: Servers) -> Iterator[Backend]:
+    server = milvus_servers.get(AUTHORIZATION)
+    yield from serving(MilvusClient(server.uri, token=ROOT), server.uri)
+
+
+DENIED = {
+    "unprivileged": (grpc.StatusCode.PERMISSION_DENIED, "permission deny"),
+    "dropped": (grpc.StatusCode.UNAUTHENTICATED, "auth check failure"),
+}
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize("user", list(DENIED))
+def test_denied_or_unauthenticated_is_a_typed_error_at_once(
+    secured: Backend, user: str, flavor: str, retries: list[str], measure: Record
+) -> None:
+    """A user with no privileges (PERMISSION_DENIED), or one dropped after its
+    client connected (UNAUTHENTICATED): a MilvusException at once, not retried."""
+    name = secured.collection(100)
+    login = unique("user")
+    secured.client.create_user(login, "password123")
+    token = f"{login}:password123"
+    took: list[float] = []
+
+    def connected() -> None:  # the client is connected: now deny it
+        if user == "dropped":
+            secured.client.drop_user(login)
+
+    def call_sync() -> None:
+        client = MilvusClient(secured.uri, token=token)
+        try:
+            connected()
+            started = time.monotonic()
+            try:
+                client.flush_sync(name, timeout=30)
+            finally:
+                took.append(time.monotonic() - started)
+        finally:
+            client.close()
+
+    async def call_async() -> None:
+        client = AsyncMilvusClient(secured.uri, token=token)
+        try:
+            await async_handler(client)
+            connected()
+            started = time.monotonic()
+            try:
+                await client.flush_sync(name, timeout=30)
+            finally:
+                took.append(time.monotonic() - started)
+        finally:
+            await client.close()
+
+    try:
+        with pytest.raises(MilvusException) as info:
+            call_sync() if flavor == "sync" else asyncio.run(call_async())
+    finally:
+        if user != "dropped":
+            secured.client.drop_user(login)
+    measure("elapsed_s", round(took[0], 3))
+    code, reason = DENIED[user]
+    assert type(info.value) is MilvusException  # not a timeout, not a bare grpc.RpcError
+    assert info.value.code == code.value[0]
+    assert code.name in info.value.message and reason in info.value.message
+    assert took[0] < 1.0  # the deadline was 30 s
+    assert retries == []
+
+
+# -- kill -9 and restart --------------------------------------------------------------
+
+
+class WatchedStub:
+    """A stub whose GetFlushState futures set ``not_yet`` on a "not flushed" answer."""
+
+    def __init__(self, stub: Any, not_yet: threading.Event) -> None:
+        self._stub, self._not_yet = stub, not_yet
+
+    def __getattr__(self, method: str) -> Any:
+        rpc = getattr(self._stub, method)
+        if method != "GetFlushState":
+            return rpc
+        not_yet = self._not_yet
+
+        class Watched:
+            def future(self, *args: Any, **kwargs: Any) -> Any:
+                call = rpc.future(*args, **kwargs)
+
+                def seen(done: Any) -> None:
+                    if done.exception() is None and not done.result().flushed:
+                        not_yet.set()
+
+                call.add_done_callback(seen)
+                return call
+
+        return Watched()
+
+
+class WatchedHandler:
+    def __init__(self, handler: Any, not_yet: threading.Event) -> None:
+        self._handler, self._not_yet = handler, not_yet
+
+    @property
+    def _stub(self) -> WatchedStub:  # read per RPC, as pymilvus may swap it
+        return WatchedStub(self._handler._stub, self._not_yet)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+
+class WatchedClient(MilvusClient):
+    """Tells when one of its ``flush_sync`` calls is mid-wait (the server said "not yet")."""
+
+    def __init__(self, uri: str) -> None:
+        self.not_yet = threading.Event()
+        super().__init__(uri)
+
+    def _get_connection(self) -> Any:
+        return WatchedHandler(super()._get_connection(), self.not_yet)
+
+
+@pytest.fixture
+def crashable(milvus_servers: Servers) -> Server:
+    return milvus_servers.get(SHORT_SESSION)
+
+
+def test_kill_9_and_restart_mid_wait_persists_every_row(
+    crashable: Server, retries: list[str], measure: Record
+) -> None:
+    """kill -9 while a flush_sync waits on 3000 rows; while the server is down a
+    second call on the same client times out cleanly; after the restart (same data
+    directory and port) the first call re-sends Flush and every row is persisted."""
+    client = WatchedClient(crashable.uri)
+    backend = Backend("server", crashable.uri, client)
+    try:
+        name = backend.collection(3000)
+        other = backend.collection(10)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.flush_sync, name, timeout=180)
+            assert client.not_yet.wait(timeout=60)  # a poll said "not yet": mid-wait
+            crashable.kill()
+            killed = time.monotonic()
+
+            with pytest.raises(FlushTimeoutError) as info:  # down: a clean timeout
+                client.flush_sync(other, timeout=2.0)
+            assert 2.0 <= info.value.response.elapsed <= 2.0 + TOLERANCE
+            assert isinstance(info.value.__cause__, MilvusUnavailableException)
+
+            crashable.restart()
+            restarted = time.monotonic()
+            response = waiting.result()
+            done = time.monotonic()
+        measure("restart_s", round(restarted - killed, 1))
+        measure("flushed_after_restart_s", round(done - restarted, 1))
+        measure("flushed_after_kill_s", round(done - killed, 1))
+        measure("retries", len(retries))
+        assert response.flushed
+        assert backend.persisted_rows(name) == (3000, 0)
+        measure("rows_persisted", 3000)
+        assert any("UNAVAILABLE" in message for message in retries)
+        assert client.flush_sync(other, timeout=60).flushed  # the client is fine afterwards
+    finally:
+        backend.drop_created()
+        client.close()
