@@ -28,10 +28,12 @@ def _handler_db_name(handler: Any) -> str:
         return name
     add_headers = getattr(getattr(handler, "_db_interceptor", None), "_fn", None)
     cells = [cell.cell_contents for cell in getattr(add_headers, "__closure__", None) or ()]
-    for keys in cells:  # header_adder_interceptor(headers, values) closes over both lists
+    # header_adder_interceptor(headers, values) closes over both lists; a layout
+    # other than that one means "unknown": the server's default database.
+    for keys in cells:
         if keys == ["dbname"]:
-            values = next(c for c in cells if c is not keys)
-            return str(values[0] or "")
+            values = [c for c in cells if c is not keys and isinstance(c, list) and c]
+            return str(values[0][0] or "") if values else ""
     return ""
 
 

@@ -36,3 +36,13 @@ def test_default_when_the_handler_has_no_database() -> None:
     assert current_db_name(client_with(SimpleNamespace(_db_interceptor=None))) == ""
     other = interceptor.header_adder_interceptor(["authorization"], ["x"])
     assert current_db_name(client_with(SimpleNamespace(_db_interceptor=other))) == ""
+
+
+def test_default_when_the_interceptor_layout_is_unknown() -> None:
+    def only_keys() -> object:
+        keys = ["dbname"]
+        return lambda: keys  # a closure over the header names and nothing else
+
+    for add_headers in (only_keys(), lambda: None):
+        handler = SimpleNamespace(_db_interceptor=SimpleNamespace(_fn=add_headers))
+        assert current_db_name(client_with(handler)) == ""
