@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,7 +52,6 @@ class Server:
         atexit.register(self.stop)  # also when pytest is interrupted
         self.server.start()
         self.port = int(self.server.listen_port)
-        self.restart_seconds: float | None = None
 
     @property
     def uri(self) -> str:
@@ -69,9 +67,7 @@ class Server:
     def restart(self) -> None:
         """Start again on the same data directory and port (after ``kill``)."""
         self.server.listen_port = self.port
-        started = time.monotonic()
         self.server.start()
-        self.restart_seconds = time.monotonic() - started
         if int(self.server.listen_port) != self.port:
             raise RuntimeError(f"restarted on port {self.server.listen_port}, not {self.port}")
 
