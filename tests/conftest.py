@@ -14,7 +14,7 @@ import pytest
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
 
-from .helpers import Backend, serving
+from .helpers import Backend, Measure, serving
 from .servers import Server, Servers
 
 # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
@@ -38,7 +38,7 @@ _MEASURED = pytest.StashKey[list[tuple[str, str, object]]]()
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+def measure(request: pytest.FixtureRequest) -> Measure:
     """Record a measured outcome (seconds, rows) for the terminal summary."""
     measured = request.config.stash.setdefault(_MEASURED, [])
 

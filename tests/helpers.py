@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,6 +15,12 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2
 from pymilvus_flushsync import MilvusClient
 
 DIM = 8
+
+# A timed check's tolerance: what a loaded 2-core machine meets.
+TOLERANCE = 0.25
+
+#: The ``measure`` fixture: record a measured outcome for pytest's summary.
+Measure = Callable[[str, object], None]
 
 
 def unique(prefix: str = "c") -> str:

@@ -15,9 +15,7 @@ from pymilvus.exceptions import ParamError
 
 from pymilvus_flushsync import AsyncFlushSyncMixin, AsyncMilvusClient
 
-from .helpers import Backend
-
-TOLERANCE = 0.25
+from .helpers import TOLERANCE, Backend
 
 
 @pytest_asyncio.fixture

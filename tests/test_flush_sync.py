@@ -17,11 +17,8 @@ from pymilvus_flushsync._compat import async_handler, current_db_name
 from pymilvus_flushsync._params import start
 
 from .conftest import FlushFn
-from .helpers import Backend
+from .helpers import TOLERANCE, Backend, Measure
 from .proxy import StallingProxy
-
-# A timed check's tolerance: what a loaded 2-core machine meets.
-TOLERANCE = 0.25
 
 
 def server_only(test: Callable[..., None]) -> Callable[..., None]:
@@ -147,7 +144,7 @@ def test_deadline_shorter_than_the_flush(backend: Backend, flush: FlushFn) -> No
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 @pytest.mark.parametrize("step", ["flush", "poll"])
 def test_hung_server_times_out_on_the_deadline(
-    server: Backend, flavor: str, step: str, measure: Callable[[str, object], None]
+    server: Backend, flavor: str, step: str, measure: Measure
 ) -> None:
     """Through a proxy that keeps connections open but forwards nothing, from the
     Flush on, or from the first poll back-off on."""
