@@ -81,12 +81,10 @@ def limited(milvus_servers: Servers) -> Iterator[Backend]:
     yield from serving(MilvusClient(server.uri), server.uri)
 
 
-def spend_the_flush_token(backend: Backend) -> str:
+def spend_the_flush_token(backend: Backend) -> None:
     """Flush once (waiting out a limit left by an earlier test): the next Flush
     within 10 s is then rate limited."""
-    name = backend.collection(10)
-    assert backend.client.flush_sync(name, timeout=30).flushed
-    return name
+    assert backend.client.flush_sync(backend.collection(10), timeout=30).flushed
 
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])
@@ -291,41 +289,42 @@ def crashable(milvus_servers: Servers) -> Server:
     return milvus_servers.get(SHORT_SESSION)
 
 
+@pytest.fixture
+def watched(crashable: Server) -> Iterator[Backend]:
+    yield from serving(WatchedClient(crashable.uri), crashable.uri)
+
+
 def test_kill_9_and_restart_mid_wait_persists_every_row(
-    crashable: Server, retries: list[str], measure: Measure
+    crashable: Server, watched: Backend, retries: list[str], measure: Measure
 ) -> None:
     """kill -9 while a flush_sync waits on 3000 rows; while the server is down a
     second call on the same client times out cleanly; after the restart (same data
     directory and port) the first call re-sends Flush and every row is persisted."""
-    client = WatchedClient(crashable.uri)
-    backend = Backend("server", crashable.uri, client)
-    try:
-        name = backend.collection(3000)
-        other = backend.collection(10)
-        with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(client.flush_sync, name, timeout=180)
-            assert client.not_yet.wait(timeout=60)  # a poll said "not yet": mid-wait
-            crashable.kill()
-            killed = time.monotonic()
+    client = watched.client
+    assert isinstance(client, WatchedClient)
+    name = watched.collection(3000)
+    other = watched.collection(10)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.flush_sync, name, timeout=180)
+        assert client.not_yet.wait(timeout=60)  # a poll said "not yet": mid-wait
+        crashable.kill()
+        killed = time.monotonic()
 
-            with pytest.raises(FlushTimeoutError) as info:  # down: a clean timeout
-                client.flush_sync(other, timeout=2.0)
-            assert 2.0 <= info.value.response.elapsed <= 2.0 + TOLERANCE
-            assert isinstance(info.value.__cause__, MilvusUnavailableException)
+        with pytest.raises(FlushTimeoutError) as info:  # down: a clean timeout
+            client.flush_sync(other, timeout=2.0)
+        assert 2.0 <= info.value.response.elapsed <= 2.0 + TOLERANCE
+        assert isinstance(info.value.__cause__, MilvusUnavailableException)
 
-            crashable.restart()
-            restarted = time.monotonic()
-            response = waiting.result()
-            done = time.monotonic()
-        measure("serving_again_after_kill_s", round(restarted - killed, 1))
-        measure("flushed_after_restart_s", round(done - restarted, 1))
-        measure("flushed_after_kill_s", round(done - killed, 1))
-        measure("retries", len(retries))
-        assert response.flushed
-        assert backend.persisted_rows(name) == (3000, 0)
-        measure("rows_persisted", 3000)
-        assert any("UNAVAILABLE" in message for message in retries)
-        assert client.flush_sync(other, timeout=60).flushed  # the client is fine afterwards
-    finally:
-        backend.drop_created()
-        client.close()
+        crashable.restart()
+        restarted = time.monotonic()
+        response = waiting.result()
+        done = time.monotonic()
+    measure("serving_again_after_kill_s", round(restarted - killed, 1))
+    measure("flushed_after_restart_s", round(done - restarted, 1))
+    measure("flushed_after_kill_s", round(done - killed, 1))
+    measure("retries", len(retries))
+    assert response.flushed
+    assert watched.persisted_rows(name) == (3000, 0)
+    measure("rows_persisted", 3000)
+    assert any("UNAVAILABLE" in message for message in retries)
+    assert client.flush_sync(other, timeout=60).flushed  # the client is fine afterwards
