@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import pymilvus
 
-from ._compat import async_handler
+from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, Sleep
 from ._params import start
 from ._response import FlushSyncResponse
@@ -24,16 +24,17 @@ __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
 
 async def run(
     machine: FlushMachine,
-    handler: Any,
+    stub: Callable[[], Awaitable[Any]],
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> FlushSyncResponse:
-    """Drive ``machine`` to the end over ``handler._async_stub`` (read per RPC)."""
+    """Drive ``machine`` to the end over the ``grpc.aio`` stub that ``await stub()``
+    returns (per RPC: it raises once the client is closed)."""
     while not isinstance(action := machine.next_action(), Done):
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):
                 await sleep(action.seconds)
             else:
-                outcome.reply = await asyncio.gather(*action.invoke(handler._async_stub))
+                outcome.reply = await asyncio.gather(*action.invoke(await stub()))
     return action.response
 
 
@@ -70,11 +71,11 @@ class AsyncFlushSyncMixin:
             MilvusException: the server refused, with its code and reason.
         """
         machine = start(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        try:
-            handler = await asyncio.wait_for(async_handler(self), machine.remaining())
+        try:  # connect (a no-op once connected) under the deadline
+            await asyncio.wait_for(async_handler(self), machine.remaining())
         except asyncio.TimeoutError:
             raise machine.timeout_error() from None
-        return await run(machine, handler)
+        return await run(machine, lambda: async_stub(self))
 
 
 class AsyncMilvusClient(AsyncFlushSyncMixin, pymilvus.AsyncMilvusClient):  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["async_handler", "current_db_name", "endpoint"]
+__all__ = ["async_handler", "async_stub", "current_db_name", "endpoint", "release_lite"]
 
 
 def current_db_name(client: Any) -> str:
@@ -43,6 +43,25 @@ def endpoint(client: Any) -> str:
     return str(getattr(config, "address", "") or getattr(client, "_using", "") or "")
 
 
+def release_lite(uri: str) -> None:
+    """Stop this process's Milvus Lite server for ``uri`` (a ``.db`` path), if it runs.
+
+    ``client.close()`` leaves Lite's in-process server, its background index
+    builds and its file lock running until the process exits; releasing it
+    waits for that work and frees the lock. A no-op for any other URI, and
+    where milvus-lite has no ``server_manager`` of this shape.
+    """
+    if not uri.endswith(".db"):
+        return
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    release = getattr(server_manager_instance, "release_server", None)
+    if release is not None:
+        release(uri)
+
+
 async def async_handler(client: Any) -> Any:
     """The async client's connected handler, whose ``_async_stub`` is ready.
 
@@ -56,3 +75,11 @@ async def async_handler(client: Any) -> Any:
     if ready is not None:
         await ready()
     return handler
+
+
+async def async_stub(client: Any) -> Any:
+    """The connected async client's ``grpc.aio`` stub; raises once it was closed."""
+    handler = client._get_connection()
+    if inspect.isawaitable(handler):
+        handler = await handler
+    return handler._async_stub

@@ -15,10 +15,14 @@ The machine holds all state of one call. A driver asks it what to do next,
 performs it, and reports back; it decides nothing::
 
     while not isinstance(action := machine.next_action(), Done):   # may raise
-        with machine.expect(action) as outcome:    # a grpc.RpcError -> machine.fail()
+        with machine.expect(action) as outcome:    # an RPC's exception -> machine.fail()
             Sleep   -> sleep(action.seconds)
             SendRpc -> outcome.reply = [replies of action.invoke(stub), sent at once]
     return action.response
+
+``stub`` is read from the client for every RPC (``client._get_connection()``):
+pymilvus swaps it on reconnect, and once the client is closed that raises,
+which ends the call with that ``MilvusException``.
 
 The sync driver (``_sync.run``) and the asyncio driver (``_async.run``) are that
 loop, one with ``await``.
@@ -27,7 +31,9 @@ Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
 Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
 ``min(delay, remaining)``; when nothing is left, ``next_action`` raises
 ``FlushTimeoutError`` with the last failure as ``__cause__``. Errors, too, are
-raised only from ``next_action``: ``receive`` and ``fail`` never raise.
+raised only from ``next_action``: ``receive`` and ``fail`` never raise. Without a
+deadline, an unbroken run of retried failures (no successful reply in between)
+ends once it has lasted ``policy.retry_budget`` seconds: the last error is raised.
 
 Polling. One pending collection is watched at a time. When it reports flushed
 all the others are polled at once, in one round of concurrent RPCs, without a
@@ -45,7 +51,13 @@ RPC that hit its own per-RPC cap (not the deadline) are retried after
 ``policy.retry`` back-off (``_errors`` holds the list). After the server was
 unreachable or restarting, Flush is sent again for the collections still
 pending (it is idempotent) and the wait goes on with the new flush timestamps:
-a restarted server may never complete the old ones. Anything else is final at once.
+a restarted server may never complete the old ones. Anything else is final at
+once: a reply that is not the RPC's message type (undecodable), and any other
+exception of the I/O, become a ``MilvusException`` (``_errors``).
+
+Every collection of a database. Made with ``names=None``, the machine first asks
+the server for the database's collections (``ShowCollections``), under the same
+deadline, and then flushes those; none at all is done at once.
 """
 
 from __future__ import annotations
@@ -65,9 +77,11 @@ from pymilvus.grpc_gen import milvus_pb2
 from ._errors import (
     Failure,
     FlushTimeoutError,
+    classify_exception,
     classify_rpc_error,
     classify_status,
     collection_not_found,
+    undecodable,
 )
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._ticks import TickModel
@@ -85,6 +99,14 @@ __all__ = [
 logger = logging.getLogger("pymilvus_flushsync")
 
 _DEFAULT_DB = "default"
+
+#: The reply message type of every RPC the machine sends.
+_REPLY_TYPES: dict[str, type] = {
+    "Flush": milvus_pb2.FlushResponse,
+    "GetFlushState": milvus_pb2.GetFlushStateResponse,
+    "HasCollection": milvus_pb2.BoolResponse,
+    "ShowCollections": milvus_pb2.ShowCollectionsResponse,
+}
 
 
 @dataclass(frozen=True)
@@ -138,12 +160,17 @@ class FlushPolicy:
             hung connection is then retried instead of eating the whole deadline.
         tick_period: the server's time-tick period (Milvus: 200 ms), to learn
             when flushes complete and poll then; ``None`` turns learning off.
+        retry_budget: without a deadline, the longest an unbroken run of retried
+            failures may last before the last error is raised (``None``: no
+            limit). 120 s covers a restarting server: Milvus 2.3.5 answered
+            Flush again 10 to 60 s after a restart, measured.
     """
 
     poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
     retry: Backoff = field(default_factory=lambda: Backoff(0.1, 2.0, 2.0))
     rpc_timeout: float = 30.0
     tick_period: float | None = 0.2
+    retry_budget: float | None = 120.0
 
 
 @dataclass(frozen=True)
@@ -200,38 +227,45 @@ class FlushMachine:
     """The state of one ``flush_sync`` call (see the module docstring).
 
     Args:
-        names: collection names, already checked and de-duplicated.
+        names: collection names, already checked and de-duplicated; ``None``
+            for every collection of the database (listed first).
         db_name: the database to flush in; ``""`` for the server's default.
         timeout: seconds for the whole call, or ``None`` for no deadline.
         policy: poll and retry schedules.
         clock: a monotonic clock, injectable for tests.
         ticks: the endpoint's learned flush-completion phase, shared between
             calls; ``None`` polls on ``policy.poll`` only.
+        since: the clock reading the deadline (and ``elapsed``) counts from, when
+            the call began before the machine (the CLI connects first); default now.
     """
 
     def __init__(
         self,
-        names: tuple[str, ...],
+        names: tuple[str, ...] | None,
         db_name: str,
         timeout: float | None,
         policy: FlushPolicy | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         ticks: TickModel | None = None,
+        since: float | None = None,
     ) -> None:
         self._ticks = ticks
         self._db = db_name
         self._policy = policy or FlushPolicy()
         self._clock = clock
-        self._start = clock()
+        self._start = clock() if since is None else since
         self._deadline = Deadline.after(timeout, self._start)
         self._timeout = timeout
         self._metadata = (("dbname", db_name),) if db_name else None
-        self._states = {name: CollectionFlushState(name) for name in names}
+        self.every = names is None  # every collection of the database
+        self._listing = self.every  # ShowCollections first
+        self._states: dict[str, CollectionFlushState] = {}
+        self._pending: list[str] = []
+        self._listed(names or ())
         self._needs_flush = True
         self._flushed_once = False
         self._unchecked: list[str] = []
-        self._pending: list[str] = list(names)
         self._reply_db = ""
         self._delay = 0.0
         self._poll_attempt = 0
@@ -242,7 +276,12 @@ class FlushMachine:
         self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
         self._in_flight: SendRpc | None = None
         self._last_failure: Failure | None = None
+        self._failing_since: float | None = None  # start of the current run of retries
         self._fatal: MilvusException | None = None
+
+    def _listed(self, names: tuple[str, ...] | list[str]) -> None:
+        self._states = {name: CollectionFlushState(name) for name in names}
+        self._pending = list(names)
 
     # -- what next? ---------------------------------------------------------------
 
@@ -252,11 +291,16 @@ class FlushMachine:
             raise RuntimeError(f"{self._in_flight.method} is still waiting for its reply")
         if self._fatal is not None:
             raise self._fatal
-        if not self._pending:
+        if not self._pending and not self._listing:
             return Done(self._response(flushed=True))
-        remaining = self._deadline.remaining(self._clock())
+        now = self._clock()
+        remaining = self._deadline.remaining(now)
         if remaining <= 0:
             raise self.timeout_error()
+        budget_left = self._retry_budget_left(now)
+        if budget_left <= 0:
+            raise self._out_of_retries()
+        remaining = min(remaining, budget_left)
         if self._delay > 0:
             seconds, self._delay = min(self._delay, remaining), 0.0
             return Sleep(seconds)
@@ -265,9 +309,29 @@ class FlushMachine:
         self._sent_at = self._clock()
         return self._in_flight
 
+    def _retry_budget_left(self, now: float) -> float:
+        """Without a deadline, what is left of the retry budget of a run of failures."""
+        budget = self._policy.retry_budget
+        if self._failing_since is None or self._timeout is not None or budget is None:
+            return math.inf
+        return self._failing_since + budget - now
+
+    def _out_of_retries(self) -> MilvusException:
+        assert self._last_failure is not None
+        logger.warning(
+            "flush_sync: giving up after %.1f s of failed retries (retry_budget); last error %s",
+            self._clock() - (self._failing_since or 0.0),
+            self._last_failure.describe(),
+        )
+        self._fatal = self._last_failure.error
+        return self._fatal
+
     def _next_rpc(self, timeout: float) -> SendRpc:
+        if self._listing:
+            request: Any = milvus_pb2.ShowCollectionsRequest(db_name=self._db)
+            return SendRpc("ShowCollections", request, timeout, self._metadata)
         if self._needs_flush:
-            request: Any = milvus_pb2.FlushRequest(db_name=self._db, collection_names=self._pending)
+            request = milvus_pb2.FlushRequest(db_name=self._db, collection_names=self._pending)
             return SendRpc("Flush", request, timeout, self._metadata)
         if self._unchecked:
             request = milvus_pb2.HasCollectionRequest(
@@ -293,27 +357,41 @@ class FlushMachine:
     @contextmanager
     def expect(self, action: SendRpc | Sleep) -> Iterator[Outcome]:
         """Wrap the driver's I/O for ``action``: the reply set on the outcome is
-        fed to ``receive``, a ``grpc.RpcError`` to ``fail`` (and not raised)."""
+        fed to ``receive``; any ``Exception`` the I/O of a ``SendRpc`` raised, to
+        ``fail`` (and not raised). ``KeyboardInterrupt`` and task cancellation
+        pass through."""
         outcome = Outcome()
+        if isinstance(action, Sleep):
+            yield outcome
+            return
         try:
             yield outcome
-        except grpc.RpcError as exc:
+        except Exception as exc:
             self.fail(exc)
             return
-        if isinstance(action, SendRpc):
-            self.receive(outcome.reply)
+        self.receive(outcome.reply)
 
     def receive(self, reply: Any) -> None:
         """Feed the reply (or the list of replies, in request order) of the last ``SendRpc``."""
         action = self._take_in_flight()
         replies = list(reply) if isinstance(reply, (list, tuple)) else [reply]
+        expected = _REPLY_TYPES[action.method]
+        if len(replies) != len(action.requests) or not all(
+            isinstance(one, expected) for one in replies
+        ):
+            self._failed(undecodable(_describe(action)), _describe(action))
+            return
         for one in replies:
             failure = classify_status(one.status, _describe(action))
             if failure is not None:
-                self._failed(failure)
+                self._failed(failure, _describe(action))
                 return
         self._retry_attempt = 0
-        if action.method == "Flush":
+        self._failing_since = None
+        if action.method == "ShowCollections":
+            self._listing = False
+            self._listed(list(dict.fromkeys(replies[0].collection_names)))
+        elif action.method == "Flush":
             self._flush_done(replies[0])
         elif action.method == "HasCollection":
             self._collection_checked(action.request.collection_name, bool(replies[0].value))
@@ -324,10 +402,13 @@ class FlushMachine:
             ]
             self._flush_states(flushed, polled=len(requests))
 
-    def fail(self, exc: grpc.RpcError) -> None:
-        """Feed the ``grpc.RpcError`` (sync or aio) that the last ``SendRpc`` raised."""
+    def fail(self, exc: Exception) -> None:
+        """Feed what the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
+        classified; anything else is final (``_errors.classify_exception``)."""
         action = self._take_in_flight()
-        self._failed(classify_rpc_error(exc, _describe(action)))
+        what = _describe(action)
+        classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
+        self._failed(classify(exc, what), what)
 
     def _take_in_flight(self) -> SendRpc:
         action, self._in_flight = self._in_flight, None
@@ -390,20 +471,24 @@ class FlushMachine:
         at = self._ticks.next_poll(now)
         return None if at is None else at - now
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure, what: str) -> None:
         self._last_failure = failure
         if not failure.retryable:
             self._fatal = failure.error
             return
+        if self._failing_since is None:
+            self._failing_since = self._sent_at
+        delay = self._policy.retry.delay(self._retry_attempt)
         if failure.reflush and self._flushed_once:
             self._needs_flush = True
-        self._delay = self._policy.retry.delay(self._retry_attempt)
+        self._delay = delay
         self._retry_attempt += 1
         logger.info(
-            "flush_sync: retrying in %.3f s (try %d) after %s",
-            self._delay,
+            "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
+            what,
+            failure.describe(what),
+            delay,
             self._retry_attempt,
-            failure.describe(),
         )
 
     # -- results ------------------------------------------------------------------
@@ -440,9 +525,10 @@ class FlushMachine:
     def timeout_error(self) -> FlushTimeoutError:
         """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
         pending = self.pending
-        message = (
-            f"flush_sync did not finish within its {self._timeout} s deadline; "
-            f"not yet flushed: {', '.join(pending)}"
+        message = f"flush_sync did not finish within its {self._timeout:g} s deadline; " + (
+            "the collections were not yet listed"
+            if self._listing
+            else f"not yet flushed: {', '.join(pending)}"
         )
         if self._last_failure is not None:
             message += f"; last error: {self._last_failure.describe()}"
@@ -459,9 +545,13 @@ def _ids(segment_map: Any, name: str) -> tuple[int, ...]:
 
 
 def _describe(action: SendRpc) -> str:
+    if action.method == "ShowCollections":
+        return f"ShowCollections [database {action.request.db_name or _DEFAULT_DB!r}]"
     names = [
         name
         for request in action.requests
-        for name in (getattr(request, "collection_names", None) or [request.collection_name])
+        for name in (
+            request.collection_names if action.method == "Flush" else [request.collection_name]
+        )
     ]
     return f"{action.method} {names}"

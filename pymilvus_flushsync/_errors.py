@@ -19,10 +19,14 @@ server may have lost the Flush (it was unreachable, or is restarting), so Flush
 must be sent again.
 
 Retried while the deadline allows: a rate limit (status 8, legacy 49) or a
-request limit (4); a server that is starting or has lost a node (1, 2, 901,
-902, 904, 905, and 65535 with one of those reasons); gRPC UNAVAILABLE and a
-per-RPC DEADLINE_EXCEEDED. Everything else (PERMISSION_DENIED, UNAUTHENTICATED,
-a missing collection, ...) is final at once.
+request limit (4); a server that is starting or has lost a node (2, 901, 902,
+904, 905; and 1 or 65535 only when the reason says so: Milvus Lite answers 1
+for any unexpected failure, Milvus 2.3 loses codes across internal hops);
+gRPC UNAVAILABLE and a per-RPC DEADLINE_EXCEEDED. Everything else
+(PERMISSION_DENIED, UNAUTHENTICATED, a missing collection, a reply that cannot
+be decoded, ...) is final at once. Without a deadline, an unbroken run of
+retries ends after ``FlushPolicy.retry_budget`` seconds with the last error
+(``_core``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from pymilvus.exceptions import ErrorCode, MilvusException, MilvusUnavailableExc
 if TYPE_CHECKING:
     from ._response import FlushSyncResponse
 
-__all__ = ["Failure", "FlushTimeoutError", "classify_rpc_error", "classify_status"]
+__all__ = [
+    "Failure",
+    "FlushTimeoutError",
+    "classify_exception",
+    "classify_rpc_error",
+    "classify_status",
+    "undecodable",
+]
 
 #: Milvus status codes that mean "try again later" (8: rate limit exceeded;
 #: 4: request limit exceeded).
@@ -44,13 +55,15 @@ RETRYABLE_STATUS_CODES = frozenset({int(ErrorCode.RATE_LIMIT), 4})
 #: The legacy ``error_code`` enum value for a rate limit (``RateLimit``).
 _LEGACY_RATE_LIMIT = 49
 #: Milvus status codes of a server that is (re)starting or has lost a node:
-#: service not ready / unavailable, node not found / offline / not match /
-#: not available. What the client asked for may be lost, so Flush is sent again.
-TRANSIENT_STATUS_CODES = frozenset({1, 2, 901, 902, 904, 905})
-#: "Unexpected error" (65535): Milvus 2.3 uses it for errors that crossed an
-#: internal gRPC hop and lost their code, e.g. "node not match" while a
-#: restarted data node registers. Only these reasons make it transient.
-_UNEXPECTED = 65535
+#: service unavailable, node not found / offline / not match / not available.
+#: What the client asked for may be lost, so Flush is sent again.
+TRANSIENT_STATUS_CODES = frozenset({2, 901, 902, 904, 905})
+#: Codes that are transient only with one of ``_TRANSIENT_REASONS``: 1 is
+#: Milvus's "service not ready" but Milvus Lite's answer to *any* unexpected
+#: failure (e.g. an invalid database name); 65535 ("unexpected error") is what
+#: Milvus 2.3 sends when an error crossed an internal gRPC hop and lost its
+#: code, e.g. "node not match" while a restarted data node registers.
+_TRANSIENT_IF_SAID = frozenset({1, 65535})
 _TRANSIENT_REASONS = (
     "service not ready",
     "service unavailable",
@@ -65,6 +78,11 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _RETRYABLE_GRPC = _UNREACHABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 #: Milvus's status code for a collection that does not exist.
 COLLECTION_NOT_FOUND = int(ErrorCode.COLLECTION_NOT_FOUND)
+#: gRPC INTERNAL's number: the code of a reply that cannot be decoded (as the
+#: sync gRPC stub reports it: "Exception deserializing response!").
+_UNDECODABLE = int(grpc.StatusCode.INTERNAL.value[0])
+#: The longest reason a log line shows (Milvus 2.3 puts Go stack traces in some).
+_LOG_REASON_CHARS = 300
 
 
 class FlushTimeoutError(MilvusException, TimeoutError):  # type: ignore[misc]
@@ -84,6 +102,14 @@ class FlushTimeoutError(MilvusException, TimeoutError):  # type: ignore[misc]
         self.response = response
         self.pending = pending
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle (multiprocessing, Celery, Ray) rebuilds it from these, cause included
+        return (
+            type(self),
+            (self.message, self.response, self.pending),
+            vars(self) | {"__cause__": self.__cause__},
+        )
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -93,9 +119,16 @@ class Failure:
     retryable: bool = False
     reflush: bool = False
 
-    def describe(self) -> str:
-        """A one-line reason for logs."""
-        return f"code={self.error.code}: {self.error.message}"
+    def describe(self, what: str = "") -> str:
+        """A one-line reason for logs: the first line, at most a few hundred characters;
+        without the `` (what)`` that ends the messages of gRPC errors, if ``what`` is given."""
+        reason = str(self.error.message)
+        reason = reason.removesuffix(f" ({what})") if what else reason
+        lines = reason.strip().splitlines() or [""]
+        reason = lines[0][:_LOG_REASON_CHARS] + (
+            "..." if len(lines) > 1 or len(lines[0]) > _LOG_REASON_CHARS else ""
+        )
+        return f"code={self.error.code}: {reason}"
 
 
 def classify_status(status: Any, what: str) -> Failure | None:
@@ -114,7 +147,7 @@ def classify_status(status: Any, what: str) -> Failure | None:
     if code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT:
         return Failure(error, retryable=True)
     transient = code in TRANSIENT_STATUS_CODES or (
-        code == _UNEXPECTED and any(text in reason for text in _TRANSIENT_REASONS)
+        code in _TRANSIENT_IF_SAID and any(text in reason for text in _TRANSIENT_REASONS)
     )
     return Failure(error, retryable=transient, reflush=transient)
 
@@ -130,6 +163,26 @@ def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:
     error_type = MilvusUnavailableException if code in _UNREACHABLE else MilvusException
     error = error_type(code=number, message=message)
     return Failure(error, retryable=code in _RETRYABLE_GRPC, reflush=code in _UNREACHABLE)
+
+
+def classify_exception(exc: Exception, what: str) -> Failure:
+    """Any other exception an RPC raised: final. A ``MilvusException`` (e.g. the
+    client was closed: "should create connection first") is kept as it is; anything
+    else becomes one, with the original chained as ``__cause__``."""
+    if isinstance(exc, MilvusException):
+        return Failure(exc)
+    error = MilvusException(
+        code=int(ErrorCode.UNEXPECTED_ERROR), message=f"{type(exc).__name__}: {exc} ({what})"
+    )
+    error.__cause__ = exc
+    return Failure(error)
+
+
+def undecodable(what: str) -> Failure:
+    """A reply that is not the message the RPC returns (``grpc.aio`` gives ``None``
+    where the sync stub raises INTERNAL): final, as the sync stub reports it."""
+    message = f"INTERNAL: the server's reply could not be decoded ({what})"
+    return Failure(MilvusException(code=_UNDECODABLE, message=message))
 
 
 def collection_not_found(name: str, db_name: str) -> MilvusException:

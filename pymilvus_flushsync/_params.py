@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,9 +22,17 @@ def start(
     db_name: Any,
     timeout: Any,
     policy: FlushPolicy,
+    *,
+    every: bool = False,
+    since: float | None = None,
 ) -> FlushMachine:
-    """Check a call's arguments (``ParamError``) and start its state; the deadline starts now."""
-    names = check_names(collection_names)
+    """Check a call's arguments (``ParamError``) and start its state; the deadline starts now.
+
+    ``every=True`` (internal: the CLI's ``--all``) ignores ``collection_names`` and
+    flushes every collection of the database, listed under the same deadline;
+    ``since`` starts the deadline earlier (the CLI's, before it connected).
+    """
+    names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
     period = policy.tick_period
@@ -33,6 +42,7 @@ def start(
         seconds,
         policy,
         ticks=None if period is None else for_endpoint(endpoint(client), period),
+        since=since,
     )
 
 
@@ -51,23 +61,36 @@ def check_names(collection_names: Any) -> tuple[str, ...]:
             raise ParamError(
                 message=f"every collection name must be a non-empty string, got {name!r}"
             )
+        try:
+            name.encode("utf-8")  # a lone surrogate (an undecodable byte from argv) is not
+        except UnicodeEncodeError:
+            raise ParamError(message=f"collection name {name!r} is not valid text") from None
     return tuple(dict.fromkeys(names))
 
 
 def check_timeout(timeout: Any) -> float | None:
-    """``None`` (no deadline) or a positive, finite number of seconds."""
+    """``None`` (no deadline) or a positive, finite real number of seconds (any
+    ``numbers.Real`` but ``bool``: ``int``, ``float``, numpy's, ``Fraction``)."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise ParamError(message=f"timeout must be a number of seconds or None, got {timeout!r}")
-    seconds = float(timeout)
+    try:
+        seconds = float(timeout)
+    except (OverflowError, ValueError, TypeError):
+        seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         raise ParamError(message=f"timeout must be a positive, finite number, got {timeout!r}")
     return seconds
 
 
 def check_db_name(db_name: Any) -> str | None:
-    """``None`` (the client's current database) or a database name."""
+    """``None`` (the client's current database) or a database name that gRPC can send:
+    it goes in the ``dbname`` metadata, whose values must be printable ASCII."""
     if db_name is not None and not isinstance(db_name, str):
         raise ParamError(message=f"db_name must be a string or None, got {db_name!r}")
+    if db_name and not (db_name.isascii() and db_name.isprintable()):
+        raise ParamError(
+            message=f"db_name must be printable ASCII (gRPC metadata), got {db_name!r}"
+        )
     return db_name

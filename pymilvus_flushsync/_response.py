@@ -93,6 +93,17 @@ class FlushSyncResponse:
     def __post_init__(self) -> None:
         object.__setattr__(self, "collections", _frozen_mapping(self.collections))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the read-only mapping cannot be pickled; a plain dict is re-frozen on load
+        return type(self), (
+            self.flushed,
+            dict(self.collections),
+            self.db_name,
+            self.elapsed,
+            self.polls,
+            self.status,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The Node SDK's shape plus this package's details (JSON-ready)."""
         return {

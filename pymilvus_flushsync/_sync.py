@@ -20,16 +20,19 @@ __all__ = ["FlushSyncMixin", "MilvusClient", "run"]
 
 
 def run(
-    machine: FlushMachine, handler: Any, sleep: Callable[[float], object] = time.sleep
+    machine: FlushMachine,
+    stub: Callable[[], Any],
+    sleep: Callable[[float], object] = time.sleep,
 ) -> FlushSyncResponse:
-    """Drive ``machine`` to the end over ``handler._stub`` (read per RPC: pymilvus
-    swaps it on reconnect); a round of several RPCs goes out at once as futures."""
+    """Drive ``machine`` to the end over the gRPC stub that ``stub()`` returns (called
+    per RPC: pymilvus swaps it on reconnect, and it raises once the client is closed);
+    a round of several RPCs goes out at once as futures."""
     while not isinstance(action := machine.next_action(), Done):
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):
                 sleep(action.seconds)
             else:
-                calls = action.invoke(handler._stub, future=True)
+                calls = action.invoke(stub(), future=True)
                 try:
                     outcome.reply = [call.result() for call in calls]
                 finally:  # a no-op once done; on Ctrl-C, nothing is left in flight
@@ -74,7 +77,7 @@ class FlushSyncMixin:
                 collection), with the server's code and reason.
         """
         machine = start(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        return run(machine, self._get_connection())  # type: ignore[attr-defined]
+        return run(machine, lambda: self._get_connection()._stub)  # type: ignore[attr-defined]
 
 
 class MilvusClient(FlushSyncMixin, pymilvus.MilvusClient):  # type: ignore[misc]

@@ -5,15 +5,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from pymilvus_flushsync._cli import _clear, _Progress, main
+import pymilvus_flushsync
+from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _Progress, main
 from pymilvus_flushsync._core import FlushMachine
 
 from .helpers import Backend
+from .hostile import FakeMilvus, hostile
+
+CLI = [sys.executable, "-m", "pymilvus_flushsync"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -79,6 +86,11 @@ def test_missing_collection_exits_1_naming_it(
         ["flush", "--timeout", "soon", "a"],
         ["frobnicate"],
         [],
+        ["flush", ""],  # an empty name
+        ["flush", "a", "\udcff"],  # a byte that is not UTF-8, as argv decodes it
+        ["flush", "--db-name", "数据库", "a"],  # not sendable as gRPC metadata
+        ["demo", "--rows", "-5"],
+        ["demo", "--rows", "0"],
     ],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
@@ -128,3 +140,129 @@ def test_progress_line_only_on_a_terminal() -> None:
     assert pipe.getvalue() == ""
     _clear(tty)
     assert tty.getvalue().endswith("\r\033[K")
+
+
+def test_help_lists_exit_codes_and_the_default_deadline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_cli(capsys, "flush", "--help")
+    assert code == 0
+    for line in ("0    flushed", "1    Milvus error", "2    usage error", "3    timeout", "130"):
+        assert line in out
+    assert f"at most {DEFAULT_TIMEOUT:g} s" in out and "--timeout none" in out
+    assert "$MILVUS_URI" in out and "$MILVUS_TOKEN" in out
+    code, out, _ = run_cli(capsys, "--version")
+    assert (code, out) == (0, f"pymilvus-flushsync {pymilvus_flushsync.__version__}\n")
+
+
+def test_the_default_deadline_is_finite_and_none_waits_forever() -> None:
+    assert _parser().parse_args(["flush", "a"]).timeout == DEFAULT_TIMEOUT < float("inf")
+    assert _parser().parse_args(["flush", "--timeout", "none", "a"]).timeout is None
+
+
+def test_names_with_control_characters_are_printed_escaped(
+    lite: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(capsys, "flush", "--uri", lite.uri, "\x1b[2Jghost")
+    assert code == 1
+    assert "\\x1b[2Jghost" in err and "\x1b" not in err
+
+
+def test_all_with_nothing_to_flush_still_prints_json(
+    lite: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "flush", "--uri", lite.uri, "--all", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["flushed"] is True and data["collections"] == {}
+    assert "no collections to flush" in err
+
+
+def test_a_lite_path_that_does_not_exist_is_an_error_and_is_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo.db"
+    code, out, err = run_cli(capsys, "flush", "--uri", str(typo), "--all")
+    assert (code, out) == (1, "")
+    assert err == f"no Milvus Lite database at {typo}\n"
+    assert not typo.exists()
+
+
+def test_an_invalid_uri_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "flush", "--uri", "http://127.0.0.1:abc", "a")
+    assert code == 2 and err.startswith("invalid --uri http://127.0.0.1:abc")
+
+
+def run_process(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )  # type: ignore[call-overload, no-any-return]
+
+
+def test_a_locked_lite_database_says_so_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pymilvus; pymilvus.MilvusClient(sys.argv[1]); print('held', flush=True);"
+            " sys.stdin.read()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run_process("flush", "--uri", str(db), "c0")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert result.stderr == f"another process holds the lock on {db}\n"
+
+
+def test_ctrl_c_exits_130_with_one_line() -> None:
+    with hostile("never_answers") as server:
+        assert isinstance(server, FakeMilvus)
+        process = subprocess.Popen(
+            [*CLI, "flush", "--uri", server.uri, "c0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started = time.monotonic()
+        while not server.calls and time.monotonic() - started < 30:  # the Flush is in flight
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert server.calls
+    assert (process.returncode, out, err) == (130, "", "interrupted\n")
+
+
+def test_a_reader_that_went_away_is_not_an_error(lite: Backend) -> None:
+    name = lite.collection(10)
+    lite.client.close()  # the child process opens the Lite database itself
+    from pymilvus_flushsync._compat import release_lite
+
+    release_lite(lite.uri)
+    process = subprocess.Popen(
+        [*CLI, "flush", "--uri", lite.uri, "--json", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # like `| head -c 10` that has exited: every write is EPIPE
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 0  # the flush succeeded
+    assert err == b""
+
+
+def test_demo_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = run_process(
+        "demo", "--rows", "1200", env={**os.environ, "TMPDIR": str(tmp_path)}, cwd=str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rows read back: 1200" in result.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -397,3 +398,174 @@ def test_deadline_and_backoff_values() -> None:
         Backoff(0.5, 2.0, 0.1)
     with pytest.raises(ValueError, match="invalid back-off"):
         Backoff(0.1, 0.5, 1.0)
+
+
+# -- edges: Lite's code 1, undecodable replies, other exceptions, the retry budget ----------
+
+LITE_FAILURE = "invalid database name: 'x/y'"  # what Milvus Lite answers, with code 1
+
+
+def test_lite_status_1_is_final_at_once_not_retried() -> None:
+    m, _ = machine(timeout=None)
+    rpc(m)
+    m.receive(milvus_pb2.FlushResponse(status=status(1, LITE_FAILURE)))
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert (info.value.code, info.value.message) == (1, LITE_FAILURE)
+
+
+@pytest.mark.parametrize("reply", [None, milvus_pb2.BoolResponse(), b"\xff"])
+def test_an_undecodable_reply_is_final_code_13(reply: Any) -> None:
+    m, _ = machine()
+    rpc(m)
+    m.receive(reply)  # grpc.aio hands back None for bytes it could not decode
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert info.value.code == 13 and "could not be decoded" in info.value.message
+
+
+def test_a_round_with_a_missing_reply_is_undecodable() -> None:
+    m, _ = machine(["a", "b"])
+    rpc(m)
+    m.receive(flush_reply({"a": [1], "b": [2]}))
+    rpc(m)
+    m.receive(state_reply(True))
+    sweep = rpc(m)
+    assert len(sweep.requests) == 1
+    m.receive([])
+    with pytest.raises(MilvusException, match="could not be decoded"):
+        m.next_action()
+
+
+def test_any_other_exception_of_the_io_is_a_final_milvus_exception() -> None:
+    m, _ = machine()
+    action = rpc(m)
+    with m.expect(action):
+        raise ValueError("Cannot invoke RPC on closed channel!")
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert type(info.value) is MilvusException
+    assert "ValueError: Cannot invoke RPC on closed channel!" in info.value.message
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_milvus_exception_of_the_io_is_raised_as_it_is() -> None:
+    closed = MilvusException(message="should create connection first")
+    m, _ = machine()
+    action = rpc(m)
+    with m.expect(action):
+        raise closed  # the client was closed: _get_connection() raises
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert info.value is closed
+
+
+def test_interrupts_pass_through_expect() -> None:
+    m, _ = machine()
+    action = rpc(m)
+    with pytest.raises(KeyboardInterrupt), m.expect(action):
+        raise KeyboardInterrupt
+
+
+def unavailable_until_it_ends(
+    m: FlushMachine, clock: FakeClock, rpc_seconds: float
+) -> MilvusException:
+    """Fail every RPC with UNAVAILABLE after ``rpc_seconds``; what the call raised."""
+
+    def fail_forever() -> None:
+        while True:
+            action = m.next_action()
+            if isinstance(action, Sleep):
+                clock.advance(action.seconds)
+                continue
+            clock.advance(min(rpc_seconds, action.timeout))
+            m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+
+    with pytest.raises(MilvusException) as info:
+        fail_forever()
+    return info.value
+
+
+def test_without_a_deadline_a_run_of_failures_ends_after_the_retry_budget() -> None:
+    policy = replace(POLICY, retry_budget=10.0)
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", None, policy, clock=clock)
+    error = unavailable_until_it_ends(m, clock, rpc_seconds=3.0)
+    assert type(error) is MilvusUnavailableException  # the last error itself
+    assert clock.now == pytest.approx(100.0 + 10.0)
+
+
+def test_a_successful_reply_starts_the_retry_budget_again() -> None:
+    policy = replace(POLICY, retry_budget=1.0)
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", None, policy, clock=clock)
+    rpc(m)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    clock.advance(m.next_action().seconds)  # 0.1
+    rpc(m)
+    clock.advance(0.8)
+    m.receive(flush_reply({"a": [1]}))  # progress, 0.9 s into the run
+    rpc(m)
+    clock.advance(0.5)
+    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))  # a new run starts here
+    assert isinstance(m.next_action(), Sleep)
+
+
+def test_with_a_deadline_the_deadline_alone_bounds_retries() -> None:
+    policy = replace(POLICY, retry_budget=1.0)
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", 30.0, policy, clock=clock)
+    assert isinstance(unavailable_until_it_ends(m, clock, rpc_seconds=0.5), FlushTimeoutError)
+    assert clock.now == pytest.approx(130.0)
+
+
+def test_a_retry_is_logged_as_one_line_naming_the_rpc(caplog: pytest.LogCaptureFixture) -> None:
+    m, _ = machine()
+    rpc(m)
+    stack = "attempt #2: node not match[expectedNodeID=1]\ngoroutine 1 [running]:\n" + "x" * 500
+    with caplog.at_level("INFO", logger="pymilvus_flushsync"):
+        m.receive(milvus_pb2.FlushResponse(status=status(65535, stack)))
+    (line,) = caplog.messages
+    assert "\n" not in line and len(line) < 400
+    assert line.startswith("flush_sync: Flush ['a'] failed (code=65535: attempt #2: node not")
+    assert line.endswith("...); next try in 0.10 s (retry 1)")
+
+
+# -- every collection of a database (the CLI's --all) -------------------------------------
+
+
+def test_every_collection_is_listed_first_then_flushed() -> None:
+    clock = FakeClock()
+    m = FlushMachine(None, "db2", 10.0, POLICY, clock=clock)
+    listing = rpc(m)
+    assert listing.method == "ShowCollections" and listing.request.db_name == "db2"
+    m.receive(milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=["x", "y"]))
+    flush = rpc(m)
+    assert flush.method == "Flush" and list(flush.request.collection_names) == ["x", "y"]
+
+
+def test_an_empty_database_is_done_at_once() -> None:
+    m = FlushMachine(None, "", 10.0, POLICY, clock=FakeClock())
+    rpc(m)
+    m.receive(milvus_pb2.ShowCollectionsResponse(status=status()))
+    done = m.next_action()
+    assert isinstance(done, Done)
+    assert done.response.flushed and dict(done.response.collections) == {}
+
+
+def test_listing_is_under_the_deadline() -> None:
+    clock = FakeClock()
+    m = FlushMachine(None, "", 1.0, POLICY, clock=clock)
+    assert rpc(m).timeout == pytest.approx(1.0)
+    clock.advance(1.0)
+    m.fail(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    with pytest.raises(FlushTimeoutError, match="not yet listed") as info:
+        m.next_action()
+    assert info.value.pending == ()
+
+
+def test_the_deadline_can_start_before_the_machine() -> None:
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", 2.0, POLICY, clock=clock, since=clock.now - 1.5)
+    assert rpc(m).timeout == pytest.approx(0.5)
+    assert m.progress().elapsed == pytest.approx(1.5)

@@ -13,7 +13,7 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClient, _async, _sync
-from pymilvus_flushsync._compat import async_handler, current_db_name
+from pymilvus_flushsync._compat import async_handler, async_stub, current_db_name
 from pymilvus_flushsync._params import start
 
 from .conftest import FlushFn
@@ -170,18 +170,18 @@ def test_hung_server_times_out_on_the_deadline(
             if step == "flush":
                 proxy.stall()
             machine = start(client, [name], None, 1.0, client.flush_sync_policy)
-            _sync.run(machine, client._get_connection(), sleep=sync_sleep)
+            _sync.run(machine, lambda: client._get_connection()._stub, sleep=sync_sleep)
         finally:
             client.close()
 
     async def call_async() -> None:
         client = AsyncMilvusClient(proxy.uri)
         try:
-            handler = await async_handler(client)  # connects before the stall
+            await async_handler(client)  # connects before the stall
             if step == "flush":
                 proxy.stall()
             machine = start(client, [name], None, 1.0, client.flush_sync_policy)
-            await _async.run(machine, handler, sleep=async_sleep)
+            await _async.run(machine, lambda: async_stub(client), sleep=async_sleep)
         finally:
             await client.close()
 

@@ -42,11 +42,6 @@ class InterruptingStub:
         return Method()
 
 
-class Handler:
-    def __init__(self, stub: Any) -> None:
-        self._stub = stub
-
-
 def test_ctrl_c_during_an_rpc_cancels_it_and_leaves_the_client_usable(lite: Backend) -> None:
     name = lite.collection(100)
     client = lite.client
@@ -56,7 +51,7 @@ def test_ctrl_c_during_an_rpc_cancels_it_and_leaves_the_client_usable(lite: Back
     stub = InterruptingStub(client._get_connection()._stub, cancelled)
     machine = start(client, [name], None, 30.0, client.flush_sync_policy)
     with pytest.raises(KeyboardInterrupt):
-        _sync.run(machine, Handler(stub))
+        _sync.run(machine, lambda: stub)
     assert len(cancelled) == 1  # the in-flight Flush was cancelled, not left running
     for thread in set(threading.enumerate()) - before:  # gRPC's channel spin thread ends
         thread.join(timeout=5)  # once no call is in flight: cancelled, so at once

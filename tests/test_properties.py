@@ -10,17 +10,33 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymilvus.exceptions import MilvusException, ParamError
+from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
 from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._errors import classify_rpc_error, classify_status
 from pymilvus_flushsync._params import check_names, check_timeout
 
-from .fakes import RATE_LIMITED, FakeClock, FakeRpcError, flush_reply, state_reply, status
+from .fakes import (
+    RATE_LIMITED,
+    FakeClock,
+    FakeRpcError,
+    flush_reply,
+    has_reply,
+    state_reply,
+    status,
+)
 
-POLICY = FlushPolicy(poll=Backoff(0.005, 1.5, 0.045), retry=Backoff(0.1, 2.0, 2.0), rpc_timeout=5.0)
+POLICY = FlushPolicy(
+    poll=Backoff(0.005, 1.5, 0.045),
+    retry=Backoff(0.1, 2.0, 2.0),
+    rpc_timeout=5.0,
+    retry_budget=30.0,
+)
 RETRYABLE = ("rate_limited", "unavailable")
-OUTCOMES = st.sampled_from(["ok", "ok", "ok", "not_yet", *RETRYABLE])
+OUTCOMES = st.sampled_from(["ok", "ok", "ok", "ok", "not_yet", *RETRYABLE, "garbage"])
+#: What grpc.aio hands back for a reply it could not decode.
+UNDECODABLE = None
 
 names_strategy = st.lists(
     st.text(alphabet="abcdefgh_", min_size=1, max_size=4), min_size=1, max_size=5, unique=True
@@ -38,6 +54,10 @@ class Simulation:
         self.machine = FlushMachine(tuple(names), "", timeout, POLICY, clock=self.clock)
         self.flushed_by_server: set[str] = set()  # said "flushed" since its latest Flush
         self.polled: set[str] = set()
+        self.lite = data.draw(st.booleans())  # Milvus Lite: empty maps, HasCollection
+        self.missing = set(data.draw(st.lists(st.sampled_from(names), max_size=1)))
+        self.final: int | None = None  # the code of a final answer the server gave
+        self.failing_since: float | None = None  # send time of a run of retryable failures
 
     def deadline_left(self) -> float:
         assert self.timeout is not None
@@ -54,12 +74,23 @@ class Simulation:
         assert action.timeout is not None and 0 < action.timeout <= POLICY.rpc_timeout
         if self.timeout is not None:  # no RPC may outlive the deadline
             assert action.timeout <= self.deadline_left() + 1e-9
+        assert self.final is None, "an RPC was sent after a final answer"
         outcome = self.data.draw(OUTCOMES)
+        sent = self.clock.now
         self.clock.advance(self.data.draw(st.floats(0, action.timeout)))
+        if outcome in RETRYABLE and not (outcome == "rate_limited" and action.method != "Flush"):
+            self.failing_since = sent if self.failing_since is None else self.failing_since
+        elif outcome != "garbage":
+            self.failing_since = None
         if outcome == "unavailable":
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+        if outcome == "garbage":
+            self.final = 13
+            return [UNDECODABLE for _ in action.requests]
         if action.method == "Flush":
             return self.answer_flush(action, outcome)
+        if action.method == "HasCollection":
+            return self.answer_has(action)
         return self.answer_polls(action, outcome)
 
     def answer_flush(self, action: SendRpc, outcome: str) -> Any:
@@ -67,17 +98,40 @@ class Simulation:
             return RATE_LIMITED
         names = list(action.request.collection_names)
         self.flushed_by_server -= set(names)
+        if self.lite:  # skips missing collections, says nothing about the others
+            return flush_reply(None)
+        if self.missing & set(names):  # a real server fails the whole Flush
+            self.final = 100
+            return milvus_pb2.FlushResponse(status=status(100, "collection not found"))
         return flush_reply({name: [1] for name in names})
+
+    def answer_has(self, action: SendRpc) -> Any:
+        assert self.lite, "HasCollection is only needed where the FlushResponse is empty"
+        exists = action.request.collection_name not in self.missing
+        if not exists:
+            self.final = 100
+        return has_reply(exists)
 
     def answer_polls(self, action: SendRpc, outcome: str) -> Any:
         replies = []
         for request in action.requests:
+            assert request.collection_name not in self.missing, "polled a missing collection"
+            if self.lite:
+                assert request.flush_ts == 0 and not request.segmentIDs
             self.polled.add(request.collection_name)
             flushed = outcome == "ok" and not self.data.draw(st.booleans())  # simplest: flushed
             if flushed:
                 self.flushed_by_server.add(request.collection_name)
             replies.append(state_reply(flushed))
         return replies
+
+
+def ending(sim: Simulation) -> tuple[Any, MilvusException | None]:
+    """How ``drive`` ended: ``(response, None)``, or ``(None, what it raised)``."""
+    try:
+        return drive(sim, limit=2_000), None
+    except MilvusException as error:
+        return None, error
 
 
 def drive(sim: Simulation, limit: int = 400) -> Any:
@@ -96,13 +150,14 @@ def test_deadline_holds_and_flushed_means_the_server_said_so(
     names: list[str], timeout: float, data: st.DataObject
 ) -> None:
     sim = Simulation(names, timeout, data)
-    try:
-        response = drive(sim, limit=2_000)
-    except FlushTimeoutError as error:
-        timed_out = error
-    else:
-        timed_out = None
-    if timed_out is not None:
+    response, error = ending(sim)
+    if error is not None and not isinstance(error, FlushTimeoutError):
+        # final at once: undecodable, or a missing collection
+        assert sim.final is not None and error.code == sim.final
+        assert sim.clock.now <= sim.started + timeout + 1e-9
+        return
+    assert sim.final is None, "a final answer was not raised"
+    if (timed_out := error) is not None:
         assert sim.clock.now >= sim.started + timeout - 1e-9  # not early
         assert sim.clock.now <= sim.started + timeout + 1e-9  # not late
         assert timed_out.pending
@@ -122,7 +177,15 @@ def test_every_pending_collection_is_polled_until_done(
     names: list[str], data: st.DataObject
 ) -> None:
     sim = Simulation(names, None, data)
-    response = drive(sim, limit=2_000)
+    response, error = ending(sim)
+    if error is not None:
+        assert not isinstance(error, FlushTimeoutError)  # no deadline, no timeout
+        if sim.final is not None:
+            assert error.code == sim.final
+        else:  # the retry budget: a run of failures that lasted all of it
+            assert sim.failing_since is not None
+            assert sim.clock.now - sim.failing_since == pytest.approx(POLICY.retry_budget)
+        return
     if response is not None:  # finished: each one was asked about, and said "flushed"
         assert sim.polled == set(names)
         assert set(names) <= sim.flushed_by_server
@@ -139,10 +202,19 @@ def test_retry_classification_of_grpc_errors(code: grpc.StatusCode) -> None:
         assert not failure.retryable  # denied: at once, never retried until the deadline
 
 
+RESTART_REASONS = ("service not ready", "service unavailable", "node not", "node offline")
+
+
 @given(
-    code=st.integers(min_value=0, max_value=70_000),
-    legacy=st.integers(min_value=0, max_value=100),
-    reason=st.text(max_size=30),
+    code=st.one_of(
+        st.integers(min_value=0, max_value=70_000),
+        st.sampled_from([0, 1, 2, 4, 8, 100, 901, 902, 904, 905, 65535]),
+    ),
+    legacy=st.one_of(st.integers(min_value=0, max_value=100), st.just(0)),
+    reason=st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["service not ready", "node not match[x]", "invalid database name"]),
+    ),
 )
 def test_retry_classification_of_server_statuses(code: int, legacy: int, reason: str) -> None:
     failure = classify_status(status(code, reason, error_code=legacy), "Flush [a]")
@@ -152,16 +224,49 @@ def test_retry_classification_of_server_statuses(code: int, legacy: int, reason:
     assert failure is not None
     assert failure.error.code == (code or legacy)
     limited = code in (4, 8) or legacy == 49
-    restarting = code in (1, 2, 901, 902, 904, 905)
-    assert failure.retryable == (limited or restarting or failure.reflush)
-    assert failure.reflush == (not limited and failure.retryable)
+    said = any(text in reason for text in RESTART_REASONS)
+    # 1 is Milvus's "not ready" but Milvus Lite's "anything went wrong": the reason decides
+    restarting = code in (2, 901, 902, 904, 905) or (code in (1, 65535) and said)
+    assert failure.retryable == (limited or restarting)
+    assert failure.reflush == (restarting and not limited)
     if code in (100, 1400, 1401) and legacy != 49:
         assert not failure.retryable  # missing collection, denied: final at once
-    if code == 65535 and not limited:
-        assert failure.retryable == any(
-            text in reason
-            for text in ("service not ready", "service unavailable", "node not", "node offline")
-        )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    failure=st.sampled_from(["unavailable", "rate_limited", "not_ready"]),
+    rpc_seconds=st.floats(0, 5.0),
+)
+def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
+    failure: str, rpc_seconds: float
+) -> None:
+    clock = FakeClock()
+    machine = FlushMachine(("a",), "", None, POLICY, clock=clock)
+
+    def fail_forever() -> None:
+        for _ in range(10_000):
+            action = machine.next_action()
+            if isinstance(action, Sleep):
+                clock.advance(action.seconds)
+                continue
+            with machine.expect(action) as outcome:
+                assert isinstance(action, SendRpc) and action.timeout is not None
+                assert action.timeout <= POLICY.rpc_timeout
+                clock.advance(min(rpc_seconds, action.timeout))
+                if failure == "unavailable":
+                    raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+                outcome.reply = (
+                    RATE_LIMITED
+                    if failure == "rate_limited"
+                    else milvus_pb2.FlushResponse(status=status(1, "service not ready"))
+                )
+
+    with pytest.raises(MilvusException) as info:
+        fail_forever()
+    assert not isinstance(info.value, FlushTimeoutError)
+    assert info.value.code == {"unavailable": 14, "rate_limited": 8, "not_ready": 1}[failure]
+    assert clock.now - 100.0 == pytest.approx(POLICY.retry_budget)  # the first send was at 100
 
 
 @given(

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import pytest
+from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import CollectionFlushState, FlushStatus, FlushSyncResponse
+from pymilvus_flushsync._core import FlushMachine
+
+from .fakes import FakeClock
 
 
 def response() -> FlushSyncResponse:
@@ -50,3 +55,26 @@ def test_repr_is_readable() -> None:
     assert text.startswith("FlushSyncResponse(flushed=True")
     assert "[a, b] (2/2 flushed)" in text and "polls=4" in text
     assert FlushStatus().to_dict() == {"code": 0, "error_code": "Success", "reason": ""}
+
+
+def test_a_response_survives_pickle_and_stays_frozen() -> None:
+    original = response()
+    copy = pickle.loads(pickle.dumps(original))
+    assert copy == original and copy.to_dict() == original.to_dict()
+    assert list(copy.collections) == ["a", "b"]
+    with pytest.raises(TypeError):
+        copy.collections["c"] = CollectionFlushState("c")  # type: ignore[index]
+
+
+def test_a_timeout_error_survives_pickle_with_its_response_and_cause() -> None:
+    clock = FakeClock()
+    machine = FlushMachine(("a", "b"), "", 1.0, clock=clock)
+    clock.advance(1.0)
+    error = machine.timeout_error()
+    error.__cause__ = MilvusException(code=8, message="rate limit exceeded[rate=0.1]")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert (copy.code, copy.message, copy.pending) == (error.code, error.message, ("a", "b"))
+    assert copy.response == error.response and not copy.response.flushed
+    assert isinstance(copy.__cause__, MilvusException)
+    assert (copy.__cause__.code, copy.__cause__.message) == (8, "rate limit exceeded[rate=0.1]")
