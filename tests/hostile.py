@@ -28,6 +28,8 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
+from .proxy import TcpServer
+
 _SERVICE = "milvus.proto.milvus.MilvusService"
 _MAX_HOLD = 60.0  # no handler or connection is held longer than this
 
@@ -46,54 +48,27 @@ BEHAVIOURS = {
 LITE_FAILURE = "invalid database name: 'x/y'"
 
 
-class HostileTcp:
+class HostileTcp(TcpServer):
     """A TCP server that never speaks gRPC (module docstring)."""
 
     def __init__(self, mode: str) -> None:
         if mode not in ("silent", "reset", "garbage"):
             raise ValueError(mode)
         self.mode = mode
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._closed = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.mode == "reset":  # RST instead of FIN: the client sees a reset
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-                continue
-            with self._lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
-
-    def _hold(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        if self.mode == "reset":  # RST instead of FIN: the client sees a reset
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        self.keep(conn)
         conn.settimeout(_MAX_HOLD)
         with contextlib.suppress(OSError):
             if self.mode == "garbage":
                 conn.sendall(b"\x00garbage, not HTTP/2\r\n" * 64)
             while not self._closed.is_set() and conn.recv(65536):
                 pass  # read and drop: the client sees an open, silent connection
-
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        with self._lock:
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
 
 
 class FakeMilvus:

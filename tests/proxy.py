@@ -11,12 +11,13 @@ import socket
 import threading
 
 
-class StallingProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self._target = (target_host, target_port)
+class TcpServer:
+    """A TCP listener on 127.0.0.1 (a free port) that hands each connection to
+    ``serve`` on a thread of its own; ``close()`` ends every connection."""
+
+    def __init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
-        self.stalled = threading.Event()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -26,20 +27,46 @@ class StallingProxy:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stall(self) -> None:
-        self.stalled.set()
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def keep(self, *sockets: socket.socket) -> None:
+        """Close these too on ``close()``."""
+        with self._lock:
+            self._sockets += sockets
 
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
-                client, _ = self._listener.accept()
+                conn, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._target)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+
+class StallingProxy(TcpServer):
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self.stalled = threading.Event()
+        super().__init__()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def serve(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(self._target)
+        self.keep(conn, upstream)
+        threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
+        self._pump(conn, upstream)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         while True:
@@ -55,12 +82,3 @@ class StallingProxy:
                 dst.sendall(data)
             except OSError:
                 return
-
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
