@@ -37,7 +37,7 @@ from pymilvus import MilvusClient as PlainClient
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from pymilvus_flushsync import Backoff, FlushPolicy, MilvusClient
-from pymilvus_flushsync._params import start
+from pymilvus_flushsync._call import prepare
 from pymilvus_flushsync._sync import run
 
 HERE = Path(__file__).resolve().parent
@@ -146,8 +146,7 @@ class Clients:
 
     def poll_2ms(self, names: list[str]) -> tuple[int, float]:
         cpu = time.thread_time()
-        machine = start(self.ours, names, None, 120, POLL_2MS)
-        response = run(machine, lambda: self.ours._get_connection()._stub)
+        response = run(prepare(self.ours, names, None, 120, POLL_2MS), self.ours)
         return response.polls, time.thread_time() - cpu
 
     def pymilvus(self, names: list[str]) -> tuple[int, float]:

@@ -1,54 +1,80 @@
 """The asyncio driver, and ``flush_sync`` on ``AsyncMilvusClient``.
 
 The same ``FlushMachine`` as the blocking driver decides everything; this loop
-only awaits the client's own ``grpc.aio`` stub and ``asyncio.sleep``.
-Cancelling the awaiting task stops at once: nothing more is sent, the client
-stays usable.
+only connects, starts the RPCs on the client's own ``grpc.aio`` stub, awaits
+``asyncio.sleep`` and calls the progress hook. Cancelling the awaiting task
+stops at once: nothing more is sent, the client stays usable.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pymilvus
 
+from ._call import prepare
 from ._compat import async_handler, async_stub
-from ._core import Done, FlushMachine, FlushPolicy, Sleep
-from ._params import start
+from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._response import FlushSyncResponse
+from ._sync import ProgressHook
 
 __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
 
 
 async def run(
     machine: FlushMachine,
-    stub: Callable[[], Awaitable[Any]],
+    client: Any,
+    *,
+    on_progress: ProgressHook | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> FlushSyncResponse:
-    """Drive ``machine`` to the end over the ``grpc.aio`` stub that ``await stub()``
-    returns (per RPC: it raises once the client is closed)."""
+    """Connect (on a client's first call; under the deadline), then drive ``machine``
+    to the end over the client's ``grpc.aio`` stub, read per RPC."""
+    try:
+        await asyncio.wait_for(async_handler(client), machine.remaining())
+    except asyncio.TimeoutError:
+        raise machine.timeout_error() from None
     while not isinstance(action := machine.next_action(), Done):
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):
+                if on_progress is not None:
+                    on_progress(machine.progress())
                 await sleep(action.seconds)
             else:
-                outcome.reply = await asyncio.gather(*action.invoke(await stub()))
+                outcome.reply = await send(await async_stub(client), action)
     return action.response
+
+
+async def send(stub: Any, action: SendRpc) -> list[Any]:
+    """Start every request of ``action`` at once (``grpc.aio`` calls); their replies in
+    order. Whatever happens, none is left in flight."""
+    start = getattr(stub, action.method)
+    calls = [
+        start(request, timeout=action.timeout, metadata=action.metadata)
+        for request in action.requests
+    ]
+    try:
+        return [await call for call in calls]
+    finally:
+        for call in calls:
+            call.cancel()
 
 
 class AsyncFlushSyncMixin:
     """Adds ``async flush_sync`` to ``pymilvus.AsyncMilvusClient`` (or any class with
     its ``async _get_connection()``). ``flush_sync_policy`` tunes polling and retries."""
 
-    flush_sync_policy: ClassVar[FlushPolicy] = FlushPolicy()
+    flush_sync_policy: FlushPolicy = FlushPolicy()
 
     async def flush_sync(
         self,
         collection_names: str | Sequence[str],
         db_name: str | None = None,
         timeout: float | None = None,
+        *,
+        on_progress: ProgressHook | None = None,
     ) -> FlushSyncResponse:
         """Flush collections and wait until Milvus reports them persisted.
 
@@ -61,6 +87,8 @@ class AsyncFlushSyncMixin:
             collection_names: a collection name, or a list or tuple of them.
             db_name: the database; ``None`` for the client's current one.
             timeout: seconds for the whole call; ``None`` waits without a deadline.
+            on_progress: called with a ``FlushSyncResponse`` snapshot
+                (``flushed=False``) before every wait.
 
         Returns:
             A frozen ``FlushSyncResponse`` with ``flushed=True``.
@@ -70,12 +98,8 @@ class AsyncFlushSyncMixin:
             FlushTimeoutError: the deadline passed first (``.pending``, ``.response``).
             MilvusException: the server refused, with its code and reason.
         """
-        machine = start(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        try:  # connect (a no-op once connected) under the deadline
-            await asyncio.wait_for(async_handler(self), machine.remaining())
-        except asyncio.TimeoutError:
-            raise machine.timeout_error() from None
-        return await run(machine, lambda: async_stub(self))
+        machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
+        return await run(machine, self, on_progress=on_progress)
 
 
 class AsyncMilvusClient(AsyncFlushSyncMixin, pymilvus.AsyncMilvusClient):  # type: ignore[misc]

@@ -23,12 +23,13 @@ from typing import Any, TextIO
 from pymilvus.exceptions import MilvusException, ParamError
 
 from . import __version__
+from ._call import prepare
 from ._compat import release_lite
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError
-from ._params import check_db_name, check_names, check_timeout, start
+from ._params import check_db_name, check_names, check_timeout
 from ._response import FlushSyncResponse
-from ._sync import MilvusClient, run
+from ._sync import MilvusClient, ProgressHook, run
 
 EXIT_OK, EXIT_MILVUS, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Seconds the ``flush`` command waits by default (``--timeout none``: no deadline).
@@ -187,11 +188,9 @@ def _flush(
     as_json: bool,
 ) -> int:
     policy = client.flush_sync_policy
-    machine = start(client, names, db_name, timeout, policy, every=names is None, since=started)
+    machine = prepare(client, names, db_name, timeout, policy, every=names is None, since=started)
     try:
-        response = run(
-            machine, lambda: client._get_connection()._stub, sleep=_Progress(machine, sys.stderr)
-        )
+        response = run(machine, client, on_progress=_progress_line(sys.stderr))
     except FlushTimeoutError as exc:
         _clear(sys.stderr)
         _err(f"timed out: {_shown(exc.message)}")
@@ -220,23 +219,20 @@ def _subject(machine: FlushMachine, db_name: str | None) -> str:
     return names
 
 
-class _Progress:
-    """A ``sleep`` that keeps a live progress line on a terminal."""
+def _progress_line(stream: TextIO) -> ProgressHook | None:
+    """An ``on_progress`` hook that keeps a live progress line on a terminal."""
+    if not stream.isatty():
+        return None
 
-    def __init__(self, machine: FlushMachine, stream: TextIO) -> None:
-        self._machine = machine
-        self._stream = stream if stream.isatty() else None
+    def draw(progress: FlushSyncResponse) -> None:
+        done = sum(state.flushed for state in progress.collections.values())
+        stream.write(
+            f"\rwaiting: {done}/{len(progress.collections)} flushed, "
+            f"{progress.elapsed:.1f} s, {progress.polls} polls"
+        )
+        stream.flush()
 
-    def __call__(self, seconds: float) -> None:
-        if self._stream is not None:
-            progress = self._machine.progress()
-            done = sum(state.flushed for state in progress.collections.values())
-            self._stream.write(
-                f"\rwaiting: {done}/{len(progress.collections)} flushed, "
-                f"{progress.elapsed:.1f} s, {progress.polls} polls"
-            )
-            self._stream.flush()
-        time.sleep(seconds)
+    return draw
 
 
 def _clear(stream: TextIO) -> None:
@@ -327,7 +323,7 @@ def _quiet_lite() -> Iterator[list[BaseException]]:
     collect the exceptions so that a locked database can be named in one line."""
     errors: list[BaseException] = []
     loggers = [logging.getLogger(name) for name in ("milvus_lite", "grpc._server")]
-    saved = [(log.propagate, log.level) for log in loggers]
+    saved = [log.propagate for log in loggers]
     handler = _Collect(errors.append)
     for log in loggers:
         log.propagate = False
@@ -335,9 +331,9 @@ def _quiet_lite() -> Iterator[list[BaseException]]:
     try:
         yield errors
     finally:
-        for log, (propagate, level) in zip(loggers, saved, strict=True):
+        for log, propagate in zip(loggers, saved, strict=True):
             log.removeHandler(handler)
-            log.propagate, log.level = propagate, level
+            log.propagate = propagate
 
 
 def _demo(rows: int) -> int:

@@ -1,4 +1,4 @@
-"""The flush-and-wait decision maker: no sockets, no sleeps, no threads.
+"""The flush-and-wait decision maker: no sockets, no sleeps, no threads, no RPCs.
 
 Theory
 ======
@@ -11,59 +11,71 @@ FlushResponse maps empty; it also skips collections that do not exist. So a
 name missing from ``coll_segIDs`` is checked with ``HasCollection`` first, and
 then polled like every other one: a real server and Lite give the same answers.
 
-The machine holds all state of one call. A driver asks it what to do next,
-performs it, and reports back; it decides nothing::
+Phases. A ``FlushMachine`` holds all state of one call, in one ``Phase``::
+
+    LIST  -- the database's collections -->  FLUSH          (none: DONE)
+    FLUSH -- FlushResponse ------------->  CHECK          (names it did not mention)
+                                       |->  POLL
+    CHECK -- every name exists --------->  POLL           (missing: FAILED)
+    POLL  -- a round of GetFlushState -->  POLL           (all flushed: DONE)
+    any   -- retryable failure --------->  the same phase after a back-off, or
+                                           FLUSH when the server may have lost it
+    any   -- final failure, deadline, retry budget, an exception mid-step --> FAILED
+
+``LIST`` (``ShowCollections``) is the first phase only for ``names=None``:
+every collection of a database, listed under the same deadline.
+
+A driver asks what to do next, does it, and reports back; it decides nothing
+and the machine starts no I/O::
 
     while not isinstance(action := machine.next_action(), Done):   # may raise
-        with machine.expect(action) as outcome:    # an RPC's exception -> machine.fail()
+        with machine.expect(action) as outcome:    # an RPC's exception -> on_error
             Sleep   -> sleep(action.seconds)
-            SendRpc -> outcome.reply = [replies of action.invoke(stub), sent at once]
+            SendRpc -> outcome.reply = [stub.<method>(r) for r in action.requests]
     return action.response
 
-``stub`` is read from the client for every RPC (``client._get_connection()``):
+The stub is read from the client for every RPC (``client._get_connection()``):
 pymilvus swaps it on reconnect, and once the client is closed that raises,
-which ends the call with that ``MilvusException``.
-
-The sync driver (``_sync.run``) and the asyncio driver (``_async.run``) are that
-loop, one with ``await``.
+which ends the call with that ``MilvusException``. The sync driver
+(``_sync.run``) and the asyncio driver (``_async.run``) are that loop, one with
+``await``; both cancel a round's other RPCs when one fails.
 
 Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
 Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
 ``min(delay, remaining)``; when nothing is left, ``next_action`` raises
 ``FlushTimeoutError`` with the last failure as ``__cause__``. Errors, too, are
-raised only from ``next_action``: ``receive`` and ``fail`` never raise. Without a
+raised only from ``next_action``: the reply handlers never raise. Without a
 deadline, an unbroken run of retried failures (no successful reply in between)
 ends once it has lasted ``policy.retry_budget`` seconds: the last error is raised.
 
-Polling. One pending collection is watched at a time. When it reports flushed
-all the others are polled at once, in one round of concurrent RPCs, without a
-sleep: the same Flush sealed them, so they are usually done too. The cost of
-waiting is thus one collection's polls (plus one round), whatever the number
-of collections. *When* to poll: a server completes flushes on its time tick, so
-once the ``TickModel`` (``_ticks``) of the endpoint is trusted, polls go just
-after the ticks; until then, on ``policy.poll`` (a fast start that backs off to
-a cap). Each wait that saw "not yet" then "flushed" teaches the model the
-bracket in between.
+Polling (``PollSchedule``). One pending collection is watched at a time. When it
+reports flushed all the others are polled at once, in one round of concurrent
+RPCs, without a sleep: the same Flush sealed them, so they are usually done too.
+The cost of waiting is thus one collection's polls (plus one round), whatever
+the number of collections. *When* to poll: a server completes flushes on its
+time tick, so once the ``TickModel`` (``_ticks``) of the endpoint is trusted,
+polls go just after the ticks; until then, on ``policy.poll`` (a fast start that
+backs off to a cap). Each wait that saw "not yet" then "flushed" teaches the
+model the bracket in between; a retry in between spoils the bracket.
 
-Retries. A rate-limited Flush (status 8), an unreachable server (UNAVAILABLE),
-a server that is restarting ("service not ready", "node not match", ...) and an
-RPC that hit its own per-RPC cap (not the deadline) are retried after
-``policy.retry`` back-off (``_errors`` holds the list). After the server was
-unreachable or restarting, Flush is sent again for the collections still
-pending (it is idempotent) and the wait goes on with the new flush timestamps:
-a restarted server may never complete the old ones. Anything else is final at
-once: a reply that is not the RPC's message type (undecodable), and any other
-exception of the I/O, become a ``MilvusException`` (``_errors``).
-
-Every collection of a database. Made with ``names=None``, the machine first asks
-the server for the database's collections (``ShowCollections``), under the same
-deadline, and then flushes those; none at all is done at once.
+Retries (``Retries``). A rate-limited Flush (status 8), an unreachable server
+(UNAVAILABLE), a server that is restarting ("service not ready", "node not
+match", ...) and an RPC that hit its own per-RPC cap (not the deadline) are
+retried after ``policy.retry`` back-off, with full jitter so that callers who
+share a rate limit do not retry in lockstep (``_errors`` holds the list).
+After the server was unreachable or restarting, Flush is sent again for the
+collections still pending (it is idempotent) and the wait goes on with the new
+flush timestamps: a restarted server may never complete the old ones. Anything
+else is final at once: a reply that is not the RPC's message type
+(undecodable), and any other exception of the I/O, become a ``MilvusException``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +93,7 @@ from ._errors import (
     classify_rpc_error,
     classify_status,
     collection_not_found,
+    interrupted,
     undecodable,
 )
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
@@ -92,6 +105,9 @@ __all__ = [
     "Done",
     "FlushMachine",
     "FlushPolicy",
+    "Phase",
+    "PollSchedule",
+    "Retries",
     "SendRpc",
     "Sleep",
 ]
@@ -100,12 +116,24 @@ logger = logging.getLogger("pymilvus_flushsync")
 
 _DEFAULT_DB = "default"
 
-#: The reply message type of every RPC the machine sends.
-_REPLY_TYPES: dict[str, type] = {
-    "Flush": milvus_pb2.FlushResponse,
-    "GetFlushState": milvus_pb2.GetFlushStateResponse,
-    "HasCollection": milvus_pb2.BoolResponse,
-    "ShowCollections": milvus_pb2.ShowCollectionsResponse,
+
+class Phase(enum.Enum):
+    """Where one call is (module docstring: the transitions)."""
+
+    LIST = "ShowCollections"
+    FLUSH = "Flush"
+    CHECK = "HasCollection"
+    POLL = "GetFlushState"
+    DONE = "done"
+    FAILED = "failed"
+
+
+#: The reply message type of each phase's RPC.
+_REPLY_TYPES: dict[Phase, type] = {
+    Phase.LIST: milvus_pb2.ShowCollectionsResponse,
+    Phase.FLUSH: milvus_pb2.FlushResponse,
+    Phase.CHECK: milvus_pb2.BoolResponse,
+    Phase.POLL: milvus_pb2.GetFlushStateResponse,
 }
 
 
@@ -164,6 +192,8 @@ class FlushPolicy:
             failures may last before the last error is raised (``None``: no
             limit). 120 s covers a restarting server: Milvus 2.3.5 answered
             Flush again 10 to 60 s after a restart, measured.
+        jitter: "full jitter": each retry waits a uniformly random part of its
+            back-off, so callers that share a rate limit spread out.
     """
 
     poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
@@ -171,32 +201,23 @@ class FlushPolicy:
     rpc_timeout: float = 30.0
     tick_period: float | None = 0.2
     retry_budget: float | None = 120.0
+    jitter: bool = True
 
 
 @dataclass(frozen=True)
 class SendRpc:
-    """Send ``request`` with ``stub.<method>(request, timeout=timeout, metadata=metadata)``."""
+    """Send every request with ``stub.<method>(request, timeout=..., metadata=...)``,
+    all at once; reply with the list of replies, in request order."""
 
     method: str
-    request: Any
-    timeout: float | None
+    requests: tuple[Any, ...]
+    timeout: float
     metadata: tuple[tuple[str, str], ...] | None
-    more: tuple[Any, ...] = ()  # further requests to the same method, sent concurrently
 
     @property
-    def requests(self) -> tuple[Any, ...]:
-        """Every request of this action, ``request`` first."""
-        return (self.request, *self.more)
-
-    def invoke(self, stub: Any, *, future: bool = False) -> list[Any]:
-        """Start every request on a gRPC stub at once: sync futures (``future=True``)
-        or ``grpc.aio`` awaitables, in request order."""
-        method = getattr(stub, self.method)
-        start = method.future if future else method
-        return [
-            start(request, timeout=self.timeout, metadata=self.metadata)
-            for request in self.requests
-        ]
+    def request(self) -> Any:
+        """The first request (the only one but for a round of polls)."""
+        return self.requests[0]
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,101 @@ class Outcome:
     reply: Any = None
 
 
+class Retries:
+    """The retry state of one call: the back-off, the current run of failures, the last.
+
+    Args:
+        backoff: delays before the retries of one run.
+        budget: seconds a run of failures may last (``None``: as long as the deadline).
+        jitter: draws the delay actually waited from the back-off's (identity: none).
+    """
+
+    def __init__(
+        self, backoff: Backoff, budget: float | None, jitter: Callable[[float], float]
+    ) -> None:
+        self._backoff = backoff
+        self._budget = budget
+        self._jitter = jitter
+        self.attempt = 0
+        self.failing_since: float | None = None  # send time of the run's first failed RPC
+        self.last: Failure | None = None
+
+    def failed(self, failure: Failure, sent_at: float) -> float:
+        """A retryable failure of an RPC sent at ``sent_at``; the delay before the next try."""
+        self.last = failure
+        if self.failing_since is None:
+            self.failing_since = sent_at
+        delay = self._jitter(self._backoff.delay(self.attempt))
+        self.attempt += 1
+        return delay
+
+    def succeeded(self) -> None:
+        """A successful reply: the run of failures is over."""
+        self.attempt = 0
+        self.failing_since = None
+
+    def budget_left(self, now: float) -> float:
+        """Seconds the current run of failures may go on (``inf`` outside a run)."""
+        if self.failing_since is None or self._budget is None:
+            return math.inf
+        return self.failing_since + self._budget - now
+
+
+class PollSchedule:
+    """When to poll the watched collection, and when to sweep all the pending ones.
+
+    Args:
+        backoff: delays between polls while the tick model is not trusted.
+        ticks: the endpoint's learned flush-completion phase (``None``: back-off only).
+    """
+
+    def __init__(self, backoff: Backoff, ticks: TickModel | None) -> None:
+        self._backoff = backoff
+        self._ticks = ticks
+        self._attempt = 0
+        self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
+        self._sweep = False
+
+    def restart(self, now: float) -> float:
+        """A new Flush was answered: the delay before the first poll."""
+        self._attempt = 0
+        self._not_yet_at = None
+        self._sweep = False
+        return self._tick_delay(now) or 0.0
+
+    def names(self, pending: list[str]) -> list[str]:
+        """Who to poll in the next round: the watched one, or everyone after a flip."""
+        names = pending if self._sweep else pending[:1]
+        self._sweep = False
+        return names
+
+    def after_round(self, flushed: bool, waiting: bool, sent_at: float, now: float) -> float:
+        """A round (sent at ``sent_at``) answered: ``flushed`` if any said so, ``waiting``
+        if any did not. The delay before the next round."""
+        if flushed:
+            if self._ticks is not None and self._not_yet_at is not None:
+                self._ticks.observe(self._not_yet_at, now)
+            self._not_yet_at = None
+            self._sweep = not waiting  # sealed by the same Flush: ask the rest now
+        if not waiting:
+            return 0.0
+        self._not_yet_at = sent_at
+        delay = self._tick_delay(now) or self._backoff.delay(self._attempt)
+        self._attempt += 1
+        return delay
+
+    def interrupted(self) -> None:
+        """A failed RPC came between two polls: no bracket may span it."""
+        self._not_yet_at = None
+
+    def _tick_delay(self, now: float) -> float | None:
+        """Seconds until the trusted tick model's next poll time, if there is one."""
+        if self._ticks is None:
+            return None
+        at = self._ticks.next_poll(now)
+        return None if at is None else at - now
+
+
 class FlushMachine:
     """The state of one ``flush_sync`` call (see the module docstring).
 
@@ -237,6 +353,7 @@ class FlushMachine:
             calls; ``None`` polls on ``policy.poll`` only.
         since: the clock reading the deadline (and ``elapsed``) counts from, when
             the call began before the machine (the CLI connects first); default now.
+        rng: the source of the retries' jitter, injectable for tests.
     """
 
     def __init__(
@@ -249,39 +366,36 @@ class FlushMachine:
         clock: Callable[[], float] = time.monotonic,
         ticks: TickModel | None = None,
         since: float | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        self._ticks = ticks
-        self._db = db_name
-        self._policy = policy or FlushPolicy()
+        policy = policy or FlushPolicy()
+        self._policy = policy
         self._clock = clock
         self._start = clock() if since is None else since
         self._deadline = Deadline.after(timeout, self._start)
         self._timeout = timeout
+        self._db = db_name
         self._metadata = (("dbname", db_name),) if db_name else None
+        draw = (rng or random.Random()).uniform
+        self._retries = Retries(
+            policy.retry,
+            budget=policy.retry_budget if timeout is None else None,
+            jitter=(lambda delay: draw(0.0, delay)) if policy.jitter else (lambda delay: delay),
+        )
+        self._polls = PollSchedule(policy.poll, ticks)
         self.every = names is None  # every collection of the database
-        self._listing = self.every  # ShowCollections first
+        self.phase = Phase.LIST if names is None else Phase.FLUSH
         self._states: dict[str, CollectionFlushState] = {}
         self._pending: list[str] = []
         self._listed(names or ())
-        self._needs_flush = True
-        self._flushed_once = False
         self._unchecked: list[str] = []
+        self._flushed_once = False
         self._reply_db = ""
         self._delay = 0.0
-        self._poll_attempt = 0
-        self._retry_attempt = 0
-        self._polls = 0
-        self._sweep = False  # poll every pending collection in the next round
+        self._polled = 0
         self._sent_at = 0.0
-        self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
         self._in_flight: SendRpc | None = None
-        self._last_failure: Failure | None = None
-        self._failing_since: float | None = None  # start of the current run of retries
-        self._fatal: MilvusException | None = None
-
-    def _listed(self, names: tuple[str, ...] | list[str]) -> None:
-        self._states = {name: CollectionFlushState(name) for name in names}
-        self._pending = list(names)
+        self._error: MilvusException | None = None  # raised from FAILED
 
     # -- what next? ---------------------------------------------------------------
 
@@ -289,60 +403,39 @@ class FlushMachine:
         """The next step for the driver; raises when the call has failed or timed out."""
         if self._in_flight is not None:
             raise RuntimeError(f"{self._in_flight.method} is still waiting for its reply")
-        if self._fatal is not None:
-            raise self._fatal
-        if not self._pending and not self._listing:
+        if self.phase is Phase.FAILED:
+            assert self._error is not None
+            raise self._error
+        if self.phase is Phase.DONE:
             return Done(self._response(flushed=True))
         now = self._clock()
         remaining = self._deadline.remaining(now)
         if remaining <= 0:
-            raise self.timeout_error()
-        budget_left = self._retry_budget_left(now)
+            raise self._failed(self.timeout_error())
+        budget_left = self._retries.budget_left(now)
         if budget_left <= 0:
-            raise self._out_of_retries()
-        remaining = min(remaining, budget_left)
+            raise self._out_of_retries(now)
+        left = min(remaining, budget_left)
         if self._delay > 0:
-            seconds, self._delay = min(self._delay, remaining), 0.0
+            seconds, self._delay = min(self._delay, left), 0.0
             return Sleep(seconds)
-        rpc_timeout = min(remaining, self._policy.rpc_timeout)
-        self._in_flight = self._next_rpc(rpc_timeout)
+        self._in_flight = SendRpc(
+            self.phase.value, self._requests(), min(left, self._policy.rpc_timeout), self._metadata
+        )
         self._sent_at = self._clock()
         return self._in_flight
 
-    def _retry_budget_left(self, now: float) -> float:
-        """Without a deadline, what is left of the retry budget of a run of failures."""
-        budget = self._policy.retry_budget
-        if self._failing_since is None or self._timeout is not None or budget is None:
-            return math.inf
-        return self._failing_since + budget - now
-
-    def _out_of_retries(self) -> MilvusException:
-        assert self._last_failure is not None
-        logger.warning(
-            "flush_sync: giving up after %.1f s of failed retries (retry_budget); last error %s",
-            self._clock() - (self._failing_since or 0.0),
-            self._last_failure.describe(),
-        )
-        self._fatal = self._last_failure.error
-        return self._fatal
-
-    def _next_rpc(self, timeout: float) -> SendRpc:
-        if self._listing:
-            request: Any = milvus_pb2.ShowCollectionsRequest(db_name=self._db)
-            return SendRpc("ShowCollections", request, timeout, self._metadata)
-        if self._needs_flush:
-            request = milvus_pb2.FlushRequest(db_name=self._db, collection_names=self._pending)
-            return SendRpc("Flush", request, timeout, self._metadata)
-        if self._unchecked:
-            request = milvus_pb2.HasCollectionRequest(
-                db_name=self._db, collection_name=self._unchecked[0]
-            )
-            return SendRpc("HasCollection", request, timeout, self._metadata)
-        names = self._pending if self._sweep else self._pending[:1]
-        self._sweep = False
-        self._polls += len(names)
-        first, *more = (self._flush_state_request(self._states[name]) for name in names)
-        return SendRpc("GetFlushState", first, timeout, self._metadata, tuple(more))
+    def _requests(self) -> tuple[Any, ...]:
+        if self.phase is Phase.LIST:
+            return (milvus_pb2.ShowCollectionsRequest(db_name=self._db),)
+        if self.phase is Phase.FLUSH:
+            return (milvus_pb2.FlushRequest(db_name=self._db, collection_names=self._pending),)
+        if self.phase is Phase.CHECK:
+            name = self._unchecked[0]
+            return (milvus_pb2.HasCollectionRequest(db_name=self._db, collection_name=name),)
+        names = self._polls.names(self._pending)
+        self._polled += len(names)
+        return tuple(self._flush_state_request(self._states[name]) for name in names)
 
     def _flush_state_request(self, state: CollectionFlushState) -> Any:
         return milvus_pb2.GetFlushStateRequest(
@@ -356,59 +449,59 @@ class FlushMachine:
 
     @contextmanager
     def expect(self, action: SendRpc | Sleep) -> Iterator[Outcome]:
-        """Wrap the driver's I/O for ``action``: the reply set on the outcome is
-        fed to ``receive``; any ``Exception`` the I/O of a ``SendRpc`` raised, to
-        ``fail`` (and not raised). ``KeyboardInterrupt`` and task cancellation
-        pass through."""
+        """Wrap the driver's I/O for ``action``: the reply set on the outcome goes to
+        ``on_reply``, any ``Exception`` of a ``SendRpc``'s I/O to ``on_error`` (not
+        raised). Anything else (``KeyboardInterrupt``, task cancellation, an error of
+        a sleep) moves the machine to FAILED and goes on up, as h11 does."""
         outcome = Outcome()
-        if isinstance(action, Sleep):
-            yield outcome
-            return
         try:
             yield outcome
         except Exception as exc:
-            self.fail(exc)
+            if not isinstance(action, SendRpc):
+                self._failed(interrupted(exc))
+                raise
+            self.on_error(exc)
             return
-        self.receive(outcome.reply)
+        except BaseException as exc:
+            self._in_flight = None
+            self._failed(interrupted(exc))
+            raise
+        if isinstance(action, SendRpc):
+            self.on_reply(outcome.reply)
 
-    def receive(self, reply: Any) -> None:
-        """Feed the reply (or the list of replies, in request order) of the last ``SendRpc``."""
+    def on_reply(self, reply: Any) -> None:
+        """The reply (or the list of replies, in request order) of the last ``SendRpc``."""
         action = self._take_in_flight()
+        what = _describe(action)
         replies = list(reply) if isinstance(reply, (list, tuple)) else [reply]
-        expected = _REPLY_TYPES[action.method]
+        expected = _REPLY_TYPES[self.phase]
         if len(replies) != len(action.requests) or not all(
             isinstance(one, expected) for one in replies
         ):
-            self._failed(undecodable(_describe(action)), _describe(action))
+            self._retry_or_stop(undecodable(what), what)
             return
         for one in replies:
-            failure = classify_status(one.status, _describe(action))
+            failure = classify_status(one.status, what)
             if failure is not None:
-                self._failed(failure, _describe(action))
+                self._retry_or_stop(failure, what)
                 return
-        self._retry_attempt = 0
-        self._failing_since = None
-        if action.method == "ShowCollections":
-            self._listing = False
-            self._listed(list(dict.fromkeys(replies[0].collection_names)))
-        elif action.method == "Flush":
-            self._flush_done(replies[0])
-        elif action.method == "HasCollection":
-            self._collection_checked(action.request.collection_name, bool(replies[0].value))
+        self._retries.succeeded()
+        if self.phase is Phase.LIST:
+            self._on_collections(replies[0])
+        elif self.phase is Phase.FLUSH:
+            self._on_flush(replies[0])
+        elif self.phase is Phase.CHECK:
+            self._on_has_collection(action.request.collection_name, bool(replies[0].value))
         else:
-            requests = action.requests
-            flushed = [
-                r.collection_name for r, one in zip(requests, replies, strict=True) if one.flushed
-            ]
-            self._flush_states(flushed, polled=len(requests))
+            self._on_flush_states(action.requests, replies)
 
-    def fail(self, exc: Exception) -> None:
-        """Feed what the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
+    def on_error(self, exc: Exception) -> None:
+        """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
         classified; anything else is final (``_errors.classify_exception``)."""
         action = self._take_in_flight()
         what = _describe(action)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
-        self._failed(classify(exc, what), what)
+        self._retry_or_stop(classify(exc, what), what)
 
     def _take_in_flight(self) -> SendRpc:
         action, self._in_flight = self._in_flight, None
@@ -416,8 +509,11 @@ class FlushMachine:
             raise RuntimeError("no RPC is waiting for a reply")
         return action
 
-    def _flush_done(self, reply: Any) -> None:
-        self._needs_flush = False
+    def _on_collections(self, reply: Any) -> None:
+        self._listed(list(dict.fromkeys(reply.collection_names)))
+        self.phase = Phase.FLUSH if self._pending else Phase.DONE
+
+    def _on_flush(self, reply: Any) -> None:
         self._flushed_once = True
         self._reply_db = reply.db_name or self._reply_db
         self._unchecked = []
@@ -432,64 +528,68 @@ class FlushMachine:
                 )
             else:
                 self._unchecked.append(name)
-        self._poll_attempt = 0
-        self._not_yet_at = None
-        self._sweep = False
-        self._delay = self._tick_delay() or 0.0
+        self.phase = Phase.CHECK if self._unchecked else Phase.POLL
+        self._delay = self._polls.restart(self._clock())
 
-    def _collection_checked(self, name: str, exists: bool) -> None:
+    def _on_has_collection(self, name: str, exists: bool) -> None:
         if not exists:
-            self._fatal = collection_not_found(name, self.db_name)
+            self._failed(collection_not_found(name, self.db_name))
             return
         self._unchecked.remove(name)
+        if not self._unchecked:
+            self.phase = Phase.POLL
 
-    def _flush_states(self, flushed: list[str], polled: int) -> None:
-        """The collections of the last poll round that answered "flushed"; the
-        others of the ``polled`` answered "not yet"."""
+    def _on_flush_states(self, requests: tuple[Any, ...], replies: list[Any]) -> None:
         now = self._clock()
-        if flushed:
-            if self._ticks is not None and self._not_yet_at is not None:
-                self._ticks.observe(self._not_yet_at, now)
-            self._not_yet_at = None
-            self._sweep = True  # the rest were sealed by the same Flush: ask them all now
+        flushed = [
+            r.collection_name for r, one in zip(requests, replies, strict=True) if one.flushed
+        ]
         for name in flushed:
             seconds = now - self._start
             self._states[name] = replace(self._states[name], flushed=True, seconds=seconds)
             self._pending.remove(name)
             logger.debug("collection %r flushed after %.3f s", name, seconds)
-        if len(flushed) < polled:
-            self._not_yet_at = self._sent_at
-            self._sweep = False
-            self._delay = self._tick_delay() or self._policy.poll.delay(self._poll_attempt)
-            self._poll_attempt += 1
+        waiting = len(flushed) < len(requests)
+        self._delay = self._polls.after_round(bool(flushed), waiting, self._sent_at, now)
+        if not self._pending:
+            self.phase = Phase.DONE
 
-    def _tick_delay(self) -> float | None:
-        """Seconds until the trusted tick model's next poll time, if there is one."""
-        if self._ticks is None:
-            return None
-        now = self._clock()
-        at = self._ticks.next_poll(now)
-        return None if at is None else at - now
-
-    def _failed(self, failure: Failure, what: str) -> None:
-        self._last_failure = failure
+    def _retry_or_stop(self, failure: Failure, what: str) -> None:
+        """A failed RPC: retried after a back-off while it may help, else FAILED."""
         if not failure.retryable:
-            self._fatal = failure.error
+            self._failed(failure.error)
             return
-        if self._failing_since is None:
-            self._failing_since = self._sent_at
-        delay = self._policy.retry.delay(self._retry_attempt)
+        self._polls.interrupted()
+        self._delay = self._retries.failed(failure, self._sent_at)
         if failure.reflush and self._flushed_once:
-            self._needs_flush = True
-        self._delay = delay
-        self._retry_attempt += 1
+            self.phase = Phase.FLUSH
         logger.info(
             "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
             what,
             failure.describe(what),
-            delay,
-            self._retry_attempt,
+            self._delay,
+            self._retries.attempt,
         )
+
+    def _failed(self, error: MilvusException) -> MilvusException:
+        """Move to FAILED: every later ``next_action`` raises ``error``."""
+        self.phase = Phase.FAILED
+        self._error = error
+        return error
+
+    def _out_of_retries(self, now: float) -> MilvusException:
+        last = self._retries.last
+        assert last is not None and self._retries.failing_since is not None
+        logger.warning(
+            "flush_sync: giving up after %.1f s of failed retries (retry_budget); last error %s",
+            now - self._retries.failing_since,
+            last.describe(),
+        )
+        return self._failed(last.error)
+
+    def _listed(self, names: tuple[str, ...] | list[str]) -> None:
+        self._states = {name: CollectionFlushState(name) for name in names}
+        self._pending = list(names)
 
     # -- results ------------------------------------------------------------------
 
@@ -510,7 +610,7 @@ class FlushMachine:
 
     def progress(self) -> FlushSyncResponse:
         """A snapshot of the progress so far (``flushed`` is ``False`` until done)."""
-        return self._response(flushed=not self._pending)
+        return self._response(flushed=self.phase is Phase.DONE)
 
     def _response(self, flushed: bool, status: FlushStatus | None = None) -> FlushSyncResponse:
         return FlushSyncResponse(
@@ -518,25 +618,26 @@ class FlushMachine:
             collections=self._states,
             db_name=self.db_name,
             elapsed=self._clock() - self._start,
-            polls=self._polls,
+            polls=self._polled,
             status=status or FlushStatus(),
         )
 
     def timeout_error(self) -> FlushTimeoutError:
         """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
         pending = self.pending
+        last = self._retries.last
         message = f"flush_sync did not finish within its {self._timeout:g} s deadline; " + (
             "the collections were not yet listed"
-            if self._listing
+            if self.phase is Phase.LIST
             else f"not yet flushed: {', '.join(pending)}"
         )
-        if self._last_failure is not None:
-            message += f"; last error: {self._last_failure.describe()}"
+        if last is not None:
+            message += f"; last error: {last.describe()}"
         response = self._response(
             flushed=False, status=FlushStatus(code=1, error_code="FlushTimeout", reason=message)
         )
         error = FlushTimeoutError(message, response, pending)
-        error.__cause__ = self._last_failure.error if self._last_failure else None
+        error.__cause__ = last.error if last else None
         return error
 
 
@@ -547,11 +648,6 @@ def _ids(segment_map: Any, name: str) -> tuple[int, ...]:
 def _describe(action: SendRpc) -> str:
     if action.method == "ShowCollections":
         return f"ShowCollections [database {action.request.db_name or _DEFAULT_DB!r}]"
-    names = [
-        name
-        for request in action.requests
-        for name in (
-            request.collection_names if action.method == "Flush" else [request.collection_name]
-        )
-    ]
-    return f"{action.method} {names}"
+    if action.method == "Flush":
+        return f"Flush {list(action.request.collection_names)}"
+    return f"{action.method} {[request.collection_name for request in action.requests]}"

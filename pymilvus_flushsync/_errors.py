@@ -46,6 +46,7 @@ __all__ = [
     "classify_exception",
     "classify_rpc_error",
     "classify_status",
+    "interrupted",
     "undecodable",
 ]
 
@@ -176,6 +177,17 @@ def classify_exception(exc: Exception, what: str) -> Failure:
     )
     error.__cause__ = exc
     return Failure(error)
+
+
+def interrupted(exc: BaseException) -> MilvusException:
+    """What a machine raises after a step was cut short (Ctrl-C, task cancellation, an
+    error of the caller's own code): it is FAILED and will not resume."""
+    error = MilvusException(
+        code=int(ErrorCode.UNEXPECTED_ERROR),
+        message=f"flush_sync was interrupted ({type(exc).__name__}) and cannot go on",
+    )
+    error.__cause__ = exc
+    return error
 
 
 def undecodable(what: str) -> Failure:

@@ -9,41 +9,7 @@ from typing import Any
 
 from pymilvus.exceptions import ParamError
 
-from ._compat import current_db_name, endpoint
-from ._core import FlushMachine, FlushPolicy
-from ._ticks import for_endpoint
-
-__all__ = ["check_db_name", "check_names", "check_timeout", "start"]
-
-
-def start(
-    client: Any,
-    collection_names: Any,
-    db_name: Any,
-    timeout: Any,
-    policy: FlushPolicy,
-    *,
-    every: bool = False,
-    since: float | None = None,
-) -> FlushMachine:
-    """Check a call's arguments (``ParamError``) and start its state; the deadline starts now.
-
-    ``every=True`` (internal: the CLI's ``--all``) ignores ``collection_names`` and
-    flushes every collection of the database, listed under the same deadline;
-    ``since`` starts the deadline earlier (the CLI's, before it connected).
-    """
-    names = None if every else check_names(collection_names)
-    seconds = check_timeout(timeout)
-    db = check_db_name(db_name)
-    period = policy.tick_period
-    return FlushMachine(
-        names,
-        current_db_name(client) if db is None else db,
-        seconds,
-        policy,
-        ticks=None if period is None else for_endpoint(endpoint(client), period),
-        since=since,
-    )
+__all__ = ["check_db_name", "check_names", "check_timeout"]
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ client itself is not modified). ``patch()`` adds ``flush_sync`` to
 ``pymilvus.MilvusClient`` and ``pymilvus.AsyncMilvusClient`` so that clients made
 anywhere have it, the way OpenTelemetry instrumentations patch client libraries:
 idempotent, deferred until pymilvus is imported (``wrapt.when_imported``), and
-undone exactly by ``unpatch()`` (the added attributes are deleted, not wrapped).
+undone exactly by ``unpatch()``: the attributes it added are deleted, and only
+while they are still the ones it added (as OpenTelemetry's ``unwrap`` checks).
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def unpatch() -> None:
         module = sys.modules.get("pymilvus")
         if module is None:
             return
-        for cls, _mixin in _targets(module):
+        for cls, mixin in _targets(module):
             for name in _ADDED:
-                if name in vars(cls):
+                # only what patch() added: were pymilvus to ship its own, it stays
+                if name in vars(cls) and vars(cls)[name] is vars(mixin)[name]:
                     delattr(cls, name)
 
 

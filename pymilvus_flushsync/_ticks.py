@@ -16,10 +16,12 @@ flips happen (the work after a tick varies: on a loaded 2.3.5 server, flips
 spread over 20 to 40 ms of phase). Every completed wait gives a *bracket*: the
 send time of the last "not flushed" poll and the reply time of the "flushed"
 one; the flip lies in between. The window is the shortest interval that meets
-each of the last ``keep`` brackets (none older than ``max_age``), all moved onto
-one period: so early, wide brackets do not stretch it, and a flip outside it
-does. A bracket that would stretch it past 30% of a period replaces them all
-(the server restarted, or is not periodic); one bracket alone is not trusted.
+each of the last ``keep`` brackets, all moved onto one period: so early, wide
+brackets do not stretch it, and a flip outside it does. A bracket that would
+stretch it past 30% of a period (``_MAX_WINDOW``) replaces them all (the server
+restarted, or is not periodic); one bracket alone is not trusted. Brackets
+older than ``max_age`` are forgotten whenever the model is read, so a model
+learned long ago never schedules a poll.
 
 Once trusted, each tick is polled at the window's start, at even steps (at
 most three, ``spacing`` apart at most) through it, the last just after its end,
@@ -73,15 +75,15 @@ class TickModel:
         self._lock = threading.Lock()
         self._brackets: deque[tuple[float, float]] = deque(maxlen=keep)
 
-    @property
-    def trusted(self) -> bool:
-        """Whether the recent brackets agree on a window narrower than half a period."""
-        with self._lock:
-            return self._window() is not None
+    def trusted(self, now: float) -> bool:
+        """Whether the brackets still fresh at ``now`` agree on a window no wider than
+        30% of a period."""
+        return self.window(now) is not None
 
     def window(self, now: float) -> tuple[float, float] | None:
         """The window instance that starts last at or before ``now``; ``None`` if untrusted."""
         with self._lock:
+            self._expire(now)
             window = self._window()
         if window is None:
             return None
@@ -114,12 +116,15 @@ class TickModel:
                 if self._window() is not None:
                     self._brackets.clear()
                 return
-            while self._brackets and self._brackets[0][1] < hi - self.max_age:
-                self._brackets.popleft()
+            self._expire(hi)
             self._brackets.append((lo, hi))
             if self._window() is None:  # disagrees with the rest: start over from it
                 self._brackets.clear()
                 self._brackets.append((lo, hi))
+
+    def _expire(self, now: float) -> None:
+        while self._brackets and self._brackets[0][1] < now - self.max_age:
+            self._brackets.popleft()
 
     def next_poll(self, now: float) -> float | None:
         """When to poll next, after ``now``; ``None`` while the model is not trusted."""

@@ -24,7 +24,9 @@ from .fakes import (
     status,
 )
 
-POLICY = FlushPolicy(poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0), rpc_timeout=5.0)
+POLICY = FlushPolicy(
+    poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0), rpc_timeout=5.0, jitter=False
+)
 
 
 def machine(names=("a",), timeout=10.0, db="", clock=None) -> tuple[FlushMachine, FakeClock]:
@@ -51,21 +53,21 @@ def test_flush_first_with_all_names_db_and_capped_timeout() -> None:
 def test_default_database_sends_no_metadata_and_reports_server_name() -> None:
     m, _ = machine()
     assert rpc(m).metadata is None
-    m.receive(flush_reply({"a": [1]}, db_name="default"))
+    m.on_reply(flush_reply({"a": [1]}, db_name="default"))
     assert m.db_name == "default"
 
 
 def test_real_server_path_polls_with_segments_and_flush_ts() -> None:
     m, clock = machine()
     rpc(m)
-    m.receive(flush_reply({"a": [11, 12]}, flush_ts=999))
+    m.on_reply(flush_reply({"a": [11, 12]}, flush_ts=999))
     poll = rpc(m)
     assert poll.method == "GetFlushState"
     assert list(poll.request.segmentIDs) == [11, 12]
     assert poll.request.flush_ts == 999
     assert poll.request.collection_name == "a"
     clock.advance(0.25)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     done = m.next_action()
     assert isinstance(done, Done)
     resp = done.response
@@ -79,12 +81,12 @@ def test_real_server_path_polls_with_segments_and_flush_ts() -> None:
 def test_lite_path_checks_names_missing_from_the_response() -> None:
     m, _ = machine(["a", "b"])
     rpc(m)
-    m.receive(flush_reply(None))
+    m.on_reply(flush_reply(None))
     check = rpc(m)
     assert check.method == "HasCollection" and check.request.collection_name == "a"
-    m.receive(has_reply(True))
+    m.on_reply(has_reply(True))
     assert rpc(m).request.collection_name == "b"
-    m.receive(has_reply(True))
+    m.on_reply(has_reply(True))
     poll = rpc(m)
     assert poll.method == "GetFlushState" and poll.request.flush_ts == 0
 
@@ -103,29 +105,30 @@ def odd_flush_replies() -> list[milvus_pb2.FlushResponse]:
 def test_an_odd_flush_response_is_never_taken_for_flushed(reply: Any) -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(reply)
+    m.on_reply(reply)
     for _ in range(3):  # whatever the Flush said, only GetFlushState can finish the call
         action = m.next_action()
         assert not isinstance(action, Done)
         if isinstance(action, SendRpc):
             assert action.method in ("HasCollection", "GetFlushState")
             answer = has_reply(True) if action.method == "HasCollection" else state_reply(False)
-            m.receive(answer)
-    while not isinstance(action := m.next_action(), SendRpc):
-        pass
-    assert action.method == "GetFlushState"
-    m.receive(state_reply(True))
+            m.on_reply(answer)
+    action = m.next_action()
+    if isinstance(action, Sleep):
+        action = m.next_action()
+    assert isinstance(action, SendRpc) and action.method == "GetFlushState"
+    m.on_reply(state_reply(True))
     assert isinstance(m.next_action(), Done)
 
 
 def test_missing_collection_is_code_100_with_its_name() -> None:
     m, _ = machine(["a", "ghost"])
     rpc(m)
-    m.receive(flush_reply(None))
+    m.on_reply(flush_reply(None))
     rpc(m)
-    m.receive(has_reply(True))
+    m.on_reply(has_reply(True))
     rpc(m)
-    m.receive(has_reply(False))
+    m.on_reply(has_reply(False))
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert info.value.code == 100
@@ -135,11 +138,11 @@ def test_missing_collection_is_code_100_with_its_name() -> None:
 def test_poll_backs_off_to_the_cap() -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(flush_reply({"a": [1]}))
+    m.on_reply(flush_reply({"a": [1]}))
     sleeps = []
     for _ in range(6):
         rpc(m)
-        m.receive(state_reply(False))
+        m.on_reply(state_reply(False))
         action = m.next_action()
         assert isinstance(action, Sleep)
         sleeps.append(action.seconds)
@@ -150,22 +153,22 @@ def test_watches_one_collection_then_sweeps_the_rest_in_one_round() -> None:
     names = [f"c{i}" for i in range(8)]
     m, _ = machine(names)
     rpc(m)
-    m.receive(flush_reply({n: [i] for i, n in enumerate(names)}))
+    m.on_reply(flush_reply({n: [i] for i, n in enumerate(names)}))
     for _ in range(3):  # c0 is not done yet: only c0 is polled
         action = rpc(m)
         assert [r.collection_name for r in action.requests] == ["c0"]
-        m.receive(state_reply(False))
+        m.on_reply(state_reply(False))
         assert isinstance(m.next_action(), Sleep)
     rpc(m)
-    m.receive(state_reply(True))  # c0 done: the others were sealed by the same Flush
+    m.on_reply(state_reply(True))  # c0 done: the others were sealed by the same Flush
     sweep = rpc(m)  # at once, no sleep, all seven together
     assert [r.collection_name for r in sweep.requests] == names[1:]
-    m.receive([state_reply(n != "c5") for n in names[1:]])
+    m.on_reply([state_reply(n != "c5") for n in names[1:]])
     assert m.pending == ("c5",)
     assert isinstance(m.next_action(), Sleep)  # c5 is watched alone now
     last = rpc(m)
     assert [r.collection_name for r in last.requests] == ["c5"]
-    m.receive([state_reply(True)])
+    m.on_reply([state_reply(True)])
     done = m.next_action()
     assert isinstance(done, Done)
     assert done.response.polls == 3 + 1 + 7 + 1
@@ -174,11 +177,11 @@ def test_watches_one_collection_then_sweeps_the_rest_in_one_round() -> None:
 def test_an_error_status_in_a_sweep_fails_the_call() -> None:
     m, _ = machine(["a", "b", "c"])
     rpc(m)
-    m.receive(flush_reply({"a": [1], "b": [2], "c": [3]}))
+    m.on_reply(flush_reply({"a": [1], "b": [2], "c": [3]}))
     rpc(m)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     rpc(m)
-    m.receive([state_reply(True), state_reply(False, code=65535, reason="boom")])
+    m.on_reply([state_reply(True), state_reply(False, code=65535, reason="boom")])
     with pytest.raises(MilvusException, match="boom"):
         m.next_action()
 
@@ -186,12 +189,12 @@ def test_an_error_status_in_a_sweep_fails_the_call() -> None:
 def test_sleep_never_passes_the_deadline_then_times_out_with_progress() -> None:
     m, clock = machine(["a", "b"], timeout=1.0)
     rpc(m)
-    m.receive(flush_reply({"a": [1], "b": [2]}))
+    m.on_reply(flush_reply({"a": [1], "b": [2]}))
     rpc(m)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     clock.advance(0.999)
     rpc(m)
-    m.receive(state_reply(False))
+    m.on_reply(state_reply(False))
     action = m.next_action()
     assert isinstance(action, Sleep)
     assert action.seconds == pytest.approx(0.001)
@@ -216,7 +219,7 @@ def test_rpc_timeout_is_what_is_left_of_the_deadline() -> None:
 def test_no_deadline_caps_each_rpc_but_never_times_out() -> None:
     m, clock = machine(timeout=None)
     assert rpc(m).timeout == POLICY.rpc_timeout
-    m.receive(flush_reply({"a": [1]}))
+    m.on_reply(flush_reply({"a": [1]}))
     clock.advance(1e6)
     assert rpc(m).method == "GetFlushState"
 
@@ -224,23 +227,23 @@ def test_no_deadline_caps_each_rpc_but_never_times_out() -> None:
 def test_rate_limited_flush_is_retried_with_backoff() -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(RATE_LIMITED)
+    m.on_reply(RATE_LIMITED)
     assert m.next_action() == Sleep(0.1)
     assert rpc(m).method == "Flush"
-    m.receive(RATE_LIMITED)
+    m.on_reply(RATE_LIMITED)
     assert m.next_action() == Sleep(0.2)
     assert rpc(m).method == "Flush"
-    m.receive(flush_reply({"a": [1]}))
+    m.on_reply(flush_reply({"a": [1]}))
     assert rpc(m).method == "GetFlushState"
 
 
 def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause() -> None:
     m, clock = machine(timeout=0.25)
     rpc(m)
-    m.receive(RATE_LIMITED)
+    m.on_reply(RATE_LIMITED)
     clock.advance(m.next_action().seconds)  # 0.1
     rpc(m)
-    m.receive(RATE_LIMITED)
+    m.on_reply(RATE_LIMITED)
     action = m.next_action()
     assert action == Sleep(pytest.approx(0.15))  # 0.2 cut to what is left
     clock.advance(action.seconds)
@@ -254,15 +257,15 @@ def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause(
 def test_unavailable_while_polling_resends_flush_for_pending_names() -> None:
     m, _ = machine(["a", "b"])
     rpc(m)
-    m.receive(flush_reply({"a": [1], "b": [2]}, flush_ts=10))
+    m.on_reply(flush_reply({"a": [1], "b": [2]}, flush_ts=10))
     rpc(m)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     rpc(m)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"))
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused"))
     assert isinstance(m.next_action(), Sleep)
     again = rpc(m)
     assert again.method == "Flush" and list(again.request.collection_names) == ["b"]
-    m.receive(flush_reply({"b": [3]}, flush_ts=20))
+    m.on_reply(flush_reply({"b": [3]}, flush_ts=20))
     poll = rpc(m)
     assert poll.request.flush_ts == 20 and list(poll.request.segmentIDs) == [3]
 
@@ -270,7 +273,7 @@ def test_unavailable_while_polling_resends_flush_for_pending_names() -> None:
 def test_unavailable_before_any_flush_answer_retries_flush() -> None:
     m, _ = machine()
     rpc(m)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
     assert isinstance(m.next_action(), Sleep)
     assert rpc(m).method == "Flush"
 
@@ -279,7 +282,7 @@ def test_deadline_exceeded_when_the_deadline_passed_is_a_flush_timeout() -> None
     m, clock = machine(timeout=0.5)
     rpc(m)
     clock.advance(0.5)
-    m.fail(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
     with pytest.raises(FlushTimeoutError) as info:
         m.next_action()
     assert info.value.pending == ("a",)
@@ -293,7 +296,7 @@ def test_deadline_exceeded_when_the_deadline_passed_is_a_flush_timeout() -> None
 def test_grpc_refusals_are_final_milvus_exceptions(code: grpc.StatusCode) -> None:
     m, _ = machine()
     rpc(m)
-    m.fail(FakeRpcError(code, "no privilege"))
+    m.on_error(FakeRpcError(code, "no privilege"))
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert type(info.value) is MilvusException
@@ -304,7 +307,7 @@ def test_grpc_refusals_are_final_milvus_exceptions(code: grpc.StatusCode) -> Non
 def test_unavailable_maps_to_milvus_unavailable() -> None:
     m, clock = machine(timeout=1.0)
     rpc(m)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
     clock.advance(1.0)
     with pytest.raises(FlushTimeoutError) as info:
         m.next_action()
@@ -314,9 +317,9 @@ def test_unavailable_maps_to_milvus_unavailable() -> None:
 def test_server_error_status_is_final_with_code_and_reason() -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(flush_reply({"a": [1]}))
+    m.on_reply(flush_reply({"a": [1]}))
     rpc(m)
-    m.receive(state_reply(False, code=65535, reason="boom"))
+    m.on_reply(state_reply(False, code=65535, reason="boom"))
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert (info.value.code, info.value.message) == (65535, "boom")
@@ -335,13 +338,13 @@ def test_restarting_server_while_polling_is_retried_with_a_new_flush(
 ) -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(flush_reply({"a": [1]}, flush_ts=10))
+    m.on_reply(flush_reply({"a": [1]}, flush_ts=10))
     rpc(m)
-    m.receive(state_reply(False, code=code, reason=reason))
+    m.on_reply(state_reply(False, code=code, reason=reason))
     assert m.next_action() == Sleep(0.1)
     again = rpc(m)
     assert again.method == "Flush"
-    m.receive(flush_reply({"a": [1, 2]}, flush_ts=20))
+    m.on_reply(flush_reply({"a": [1, 2]}, flush_ts=20))
     poll = rpc(m)
     assert poll.request.flush_ts == 20
 
@@ -350,9 +353,9 @@ def test_restarting_server_while_polling_is_retried_with_a_new_flush(
 def test_unexpected_error_without_a_restart_reason_is_final(reason: str) -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(flush_reply({"a": [1]}, flush_ts=10))
+    m.on_reply(flush_reply({"a": [1]}, flush_ts=10))
     rpc(m)
-    m.receive(state_reply(False, code=65535, reason=reason))
+    m.on_reply(state_reply(False, code=65535, reason=reason))
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert info.value.code == 65535
@@ -361,19 +364,19 @@ def test_unexpected_error_without_a_restart_reason_is_final(reason: str) -> None
 def test_successful_reply_resets_the_retry_backoff() -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(RATE_LIMITED)
+    m.on_reply(RATE_LIMITED)
     m.next_action()
     rpc(m)
-    m.receive(flush_reply({"a": [1]}))
+    m.on_reply(flush_reply({"a": [1]}))
     rpc(m)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE))
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE))
     assert m.next_action() == Sleep(0.1)
 
 
 def test_protocol_misuse_is_a_runtime_error() -> None:
     m, _ = machine()
     with pytest.raises(RuntimeError):
-        m.receive(flush_reply({"a": [1]}))
+        m.on_reply(flush_reply({"a": [1]}))
     rpc(m)
     with pytest.raises(RuntimeError):
         m.next_action()
@@ -382,9 +385,9 @@ def test_protocol_misuse_is_a_runtime_error() -> None:
 def test_progress_snapshot() -> None:
     m, _ = machine(["a", "b"])
     rpc(m)
-    m.receive(flush_reply({"a": [1], "b": [2]}))
+    m.on_reply(flush_reply({"a": [1], "b": [2]}))
     rpc(m)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     progress = m.progress()
     assert not progress.flushed and progress.polls == 1
     assert m.pending == ("b",)
@@ -408,7 +411,7 @@ LITE_FAILURE = "invalid database name: 'x/y'"  # what Milvus Lite answers, with 
 def test_lite_status_1_is_final_at_once_not_retried() -> None:
     m, _ = machine(timeout=None)
     rpc(m)
-    m.receive(milvus_pb2.FlushResponse(status=status(1, LITE_FAILURE)))
+    m.on_reply(milvus_pb2.FlushResponse(status=status(1, LITE_FAILURE)))
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert (info.value.code, info.value.message) == (1, LITE_FAILURE)
@@ -418,7 +421,7 @@ def test_lite_status_1_is_final_at_once_not_retried() -> None:
 def test_an_undecodable_reply_is_final_code_13(reply: Any) -> None:
     m, _ = machine()
     rpc(m)
-    m.receive(reply)  # grpc.aio hands back None for bytes it could not decode
+    m.on_reply(reply)  # grpc.aio hands back None for bytes it could not decode
     with pytest.raises(MilvusException) as info:
         m.next_action()
     assert info.value.code == 13 and "could not be decoded" in info.value.message
@@ -427,12 +430,12 @@ def test_an_undecodable_reply_is_final_code_13(reply: Any) -> None:
 def test_a_round_with_a_missing_reply_is_undecodable() -> None:
     m, _ = machine(["a", "b"])
     rpc(m)
-    m.receive(flush_reply({"a": [1], "b": [2]}))
+    m.on_reply(flush_reply({"a": [1], "b": [2]}))
     rpc(m)
-    m.receive(state_reply(True))
+    m.on_reply(state_reply(True))
     sweep = rpc(m)
     assert len(sweep.requests) == 1
-    m.receive([])
+    m.on_reply([])
     with pytest.raises(MilvusException, match="could not be decoded"):
         m.next_action()
 
@@ -479,7 +482,7 @@ def unavailable_until_it_ends(
                 clock.advance(action.seconds)
                 continue
             clock.advance(min(rpc_seconds, action.timeout))
-            m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+            m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
 
     with pytest.raises(MilvusException) as info:
         fail_forever()
@@ -500,14 +503,14 @@ def test_a_successful_reply_starts_the_retry_budget_again() -> None:
     clock = FakeClock()
     m = FlushMachine(("a",), "", None, policy, clock=clock)
     rpc(m)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
     clock.advance(m.next_action().seconds)  # 0.1
     rpc(m)
     clock.advance(0.8)
-    m.receive(flush_reply({"a": [1]}))  # progress, 0.9 s into the run
+    m.on_reply(flush_reply({"a": [1]}))  # progress, 0.9 s into the run
     rpc(m)
     clock.advance(0.5)
-    m.fail(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))  # a new run starts here
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))  # a new run starts here
     assert isinstance(m.next_action(), Sleep)
 
 
@@ -524,7 +527,7 @@ def test_a_retry_is_logged_as_one_line_naming_the_rpc(caplog: pytest.LogCaptureF
     rpc(m)
     stack = "attempt #2: node not match[expectedNodeID=1]\ngoroutine 1 [running]:\n" + "x" * 500
     with caplog.at_level("INFO", logger="pymilvus_flushsync"):
-        m.receive(milvus_pb2.FlushResponse(status=status(65535, stack)))
+        m.on_reply(milvus_pb2.FlushResponse(status=status(65535, stack)))
     (line,) = caplog.messages
     assert "\n" not in line and len(line) < 400
     assert line.startswith("flush_sync: Flush ['a'] failed (code=65535: attempt #2: node not")
@@ -539,7 +542,7 @@ def test_every_collection_is_listed_first_then_flushed() -> None:
     m = FlushMachine(None, "db2", 10.0, POLICY, clock=clock)
     listing = rpc(m)
     assert listing.method == "ShowCollections" and listing.request.db_name == "db2"
-    m.receive(milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=["x", "y"]))
+    m.on_reply(milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=["x", "y"]))
     flush = rpc(m)
     assert flush.method == "Flush" and list(flush.request.collection_names) == ["x", "y"]
 
@@ -547,7 +550,7 @@ def test_every_collection_is_listed_first_then_flushed() -> None:
 def test_an_empty_database_is_done_at_once() -> None:
     m = FlushMachine(None, "", 10.0, POLICY, clock=FakeClock())
     rpc(m)
-    m.receive(milvus_pb2.ShowCollectionsResponse(status=status()))
+    m.on_reply(milvus_pb2.ShowCollectionsResponse(status=status()))
     done = m.next_action()
     assert isinstance(done, Done)
     assert done.response.flushed and dict(done.response.collections) == {}
@@ -558,7 +561,7 @@ def test_listing_is_under_the_deadline() -> None:
     m = FlushMachine(None, "", 1.0, POLICY, clock=clock)
     assert rpc(m).timeout == pytest.approx(1.0)
     clock.advance(1.0)
-    m.fail(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
     with pytest.raises(FlushTimeoutError, match="not yet listed") as info:
         m.next_action()
     assert info.value.pending == ()

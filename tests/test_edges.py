@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -180,9 +181,10 @@ def test_cli_reports_every_retry_on_stderr(capsys: pytest.CaptureFixture[str]) -
     assert code == 3
     retries = [line for line in err.splitlines() if "next try in" in line]
     assert len(retries) >= 2
-    assert retries[0] == (
-        "pymilvus-flushsync: flush_sync: Flush ['c0'] failed (code=1: service not ready); "
-        "next try in 0.10 s (retry 1)"
+    assert re.fullmatch(
+        r"pymilvus-flushsync: flush_sync: Flush \['c0'\] failed \(code=1: service not ready\); "
+        r"next try in 0\.(0\d|10) s \(retry 1\)",  # 0.1 s back-off, full jitter
+        retries[0],
     )
 
 

@@ -13,8 +13,8 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClient, _async, _sync
-from pymilvus_flushsync._compat import async_handler, async_stub, current_db_name
-from pymilvus_flushsync._params import start
+from pymilvus_flushsync._call import prepare
+from pymilvus_flushsync._compat import async_handler, current_db_name
 
 from .conftest import FlushFn
 from .helpers import TOLERANCE, Backend, Measure
@@ -169,8 +169,8 @@ def test_hung_server_times_out_on_the_deadline(
         try:
             if step == "flush":
                 proxy.stall()
-            machine = start(client, [name], None, 1.0, client.flush_sync_policy)
-            _sync.run(machine, lambda: client._get_connection()._stub, sleep=sync_sleep)
+            machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
+            _sync.run(machine, client, sleep=sync_sleep)
         finally:
             client.close()
 
@@ -180,8 +180,8 @@ def test_hung_server_times_out_on_the_deadline(
             await async_handler(client)  # connects before the stall
             if step == "flush":
                 proxy.stall()
-            machine = start(client, [name], None, 1.0, client.flush_sync_policy)
-            await _async.run(machine, lambda: async_stub(client), sleep=async_sleep)
+            machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
+            await _async.run(machine, client, sleep=async_sleep)
         finally:
             await client.close()
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import _sync
-from pymilvus_flushsync._params import start
+from pymilvus_flushsync._call import prepare
+from pymilvus_flushsync._core import Phase
 
 from .helpers import Backend
 
@@ -42,6 +45,16 @@ class InterruptingStub:
         return Method()
 
 
+class StubClient:
+    """A client whose connection's stub is ``stub``."""
+
+    def __init__(self, stub: Any) -> None:
+        self._handler = SimpleNamespace(_stub=stub)
+
+    def _get_connection(self) -> Any:
+        return self._handler
+
+
 def test_ctrl_c_during_an_rpc_cancels_it_and_leaves_the_client_usable(lite: Backend) -> None:
     name = lite.collection(100)
     client = lite.client
@@ -49,10 +62,13 @@ def test_ctrl_c_during_an_rpc_cancels_it_and_leaves_the_client_usable(lite: Back
     before = set(threading.enumerate())
     cancelled: list[Any] = []
     stub = InterruptingStub(client._get_connection()._stub, cancelled)
-    machine = start(client, [name], None, 30.0, client.flush_sync_policy)
+    machine = prepare(client, [name], None, 30.0, client.flush_sync_policy)
     with pytest.raises(KeyboardInterrupt):
-        _sync.run(machine, lambda: stub)
+        _sync.run(machine, StubClient(stub))
     assert len(cancelled) == 1  # the in-flight Flush was cancelled, not left running
+    assert machine.phase is Phase.FAILED  # a half-done step is never resumed
+    with pytest.raises(MilvusException, match="interrupted"):
+        machine.next_action()
     for thread in set(threading.enumerate()) - before:  # gRPC's channel spin thread ends
         thread.join(timeout=5)  # once no call is in flight: cancelled, so at once
         assert not thread.is_alive(), thread

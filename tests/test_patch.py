@@ -12,7 +12,15 @@ import pymilvus
 import pytest
 
 import pymilvus_flushsync
-from pymilvus_flushsync import FlushSyncResponse, patch, unpatch, wrap
+from pymilvus_flushsync import (
+    Backoff,
+    FlushPolicy,
+    FlushSyncResponse,
+    MilvusClient,
+    patch,
+    unpatch,
+    wrap,
+)
 
 from .helpers import Backend
 
@@ -104,3 +112,30 @@ def test_patch_is_applied_by_the_import_hook_in_a_fresh_process() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.usefixtures("unpatched")
+def test_unpatch_removes_only_what_patch_added() -> None:
+    def their_own(self: object, *args: object) -> str:  # as if pymilvus shipped one
+        return "theirs"
+
+    patch()
+    pymilvus.MilvusClient.flush_sync = their_own  # type: ignore[attr-defined]
+    try:
+        unpatch()
+        assert vars(pymilvus.MilvusClient)["flush_sync"] is their_own  # kept
+        assert "flush_sync" not in vars(pymilvus.AsyncMilvusClient)  # ours: removed
+    finally:
+        del pymilvus.MilvusClient.flush_sync  # type: ignore[attr-defined]
+
+
+def test_the_policy_can_be_set_on_one_client(lite: Backend) -> None:
+    slow = FlushPolicy(poll=Backoff(0.05, 1.0, 0.05), tick_period=None)
+    client = MilvusClient(lite.uri)
+    try:
+        client.flush_sync_policy = slow  # the README's way; mypy accepts it too
+        assert client.flush_sync_policy is slow
+        assert MilvusClient.flush_sync_policy is not slow  # the class keeps its own
+        assert client.flush_sync(lite.collection(10)).flushed
+    finally:
+        client.close()

@@ -3,6 +3,7 @@ whose every reply, error and delay hypothesis chooses."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import grpc
@@ -51,7 +52,9 @@ class Simulation:
         self.started = self.clock.now
         self.timeout = timeout
         self.data = data
-        self.machine = FlushMachine(tuple(names), "", timeout, POLICY, clock=self.clock)
+        self.machine = FlushMachine(
+            tuple(names), "", timeout, POLICY, clock=self.clock, rng=random.Random(0)
+        )
         self.flushed_by_server: set[str] = set()  # said "flushed" since its latest Flush
         self.polled: set[str] = set()
         self.lite = data.draw(st.booleans())  # Milvus Lite: empty maps, HasCollection
@@ -242,7 +245,7 @@ def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
     failure: str, rpc_seconds: float
 ) -> None:
     clock = FakeClock()
-    machine = FlushMachine(("a",), "", None, POLICY, clock=clock)
+    machine = FlushMachine(("a",), "", None, POLICY, clock=clock, rng=random.Random(1))
 
     def fail_forever() -> None:
         for _ in range(10_000):

@@ -24,10 +24,10 @@ def test_untrusted_until_two_brackets_agree() -> None:
     model = TickModel(P)
     assert model.next_poll(10.0) is None
     model.observe(10.070, 10.090)
-    assert not model.trusted
+    assert not model.trusted(10.1)
     assert model.next_poll(10.1) is None
     model.observe(12.075, 12.095)  # 10 periods later
-    assert model.trusted
+    assert model.trusted(12.1)
     lo, hi = model.window(12.1)
     assert lo == pytest.approx(12.075)
     assert hi == pytest.approx(12.090)
@@ -46,9 +46,9 @@ def test_a_bracket_that_disagrees_starts_over() -> None:
     model = TickModel(P)
     model.observe(10.070, 10.090)
     model.observe(10.270, 10.290)
-    assert model.trusted
+    assert model.trusted(10.3)
     model.observe(11.180, 11.184)  # the window would span 90 ms: too wide
-    assert not model.trusted
+    assert not model.trusted(11.2)
     model.observe(11.378, 11.386)  # agrees with the new one
     assert model.window(11.4)[0] % P == pytest.approx(0.180)
 
@@ -60,7 +60,7 @@ def test_wide_empty_and_old_brackets_are_ignored() -> None:
     assert model.window(10.3) is None
     model.observe(10.070, 10.090)
     model.observe(30.071, 30.080)  # the first is 20 s old by now
-    assert not model.trusted
+    assert not model.trusted(30.1)
 
 
 def test_next_poll_walks_the_window_then_waits_for_the_next_tick() -> None:
@@ -80,10 +80,19 @@ def test_a_miss_after_trust_forgets_everything() -> None:
     model = TickModel(P)
     model.observe(10.070, 10.080)
     model.observe(10.272, 10.281)
-    assert model.trusted
+    assert model.trusted(10.3)
     model.observe(11.080, 11.27)  # caught a tick later: the window was wrong
-    assert not model.trusted
+    assert not model.trusted(11.3)
     assert model.window(11.3) is None
+
+
+def test_a_model_learned_long_ago_schedules_nothing() -> None:
+    model = TickModel(P, max_age=120.0)
+    model.observe(10.070, 10.090)
+    model.observe(12.075, 12.095)
+    assert model.trusted(12.1) and model.next_poll(12.1) is not None
+    assert not model.trusted(12.095 + 121.0)  # expired on read, with no new bracket
+    assert model.next_poll(12.095 + 121.0) is None
 
 
 def test_for_endpoint_shares_one_model_per_endpoint() -> None:
@@ -97,14 +106,14 @@ def simulate(machine: FlushMachine, clock: FakeClock, done_at: float, rpc: float
     assert isinstance(action, SendRpc)
     assert action.method == "Flush"
     clock.advance(rpc)
-    machine.receive(flush_reply({"a": [1]}))
+    machine.on_reply(flush_reply({"a": [1]}))
     while not isinstance(action := machine.next_action(), Done):
         if isinstance(action, Sleep):
             clock.advance(action.seconds)
             continue
         asked_at = clock.now
         clock.advance(rpc)
-        machine.receive(state_reply(asked_at >= done_at))
+        machine.on_reply(state_reply(asked_at >= done_at))
     return action.response.polls
 
 
@@ -119,7 +128,7 @@ def test_learned_phase_cuts_polls_and_latency() -> None:
         done_at = flip_after(clock.now + 2.5)
         polls.append(simulate(m, clock, done_at))
         overshoots.append(clock.now - done_at)
-    assert model.trusted
+    assert model.trusted(clock.now)
     # blind: up to 45 ms late and ~60 polls; learned: a few ms late and a handful of polls
     assert max(overshoots[:1]) <= 0.05
     assert max(overshoots[-6:]) <= 0.015  # at most one window spacing

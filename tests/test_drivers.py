@@ -1,0 +1,181 @@
+"""The sync and asyncio drivers over one in-memory fake server, as httpcore tests its
+two halves over one ``MockStream``: same RPCs, same answer, same cancellations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from pymilvus.exceptions import MilvusException
+
+from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
+from pymilvus_flushsync._core import FlushMachine, Phase
+
+from .fakes import FakeRpcError, flush_reply, state_reply
+
+Answer = Callable[[str, Any], Any]  # (method, request) -> reply; raises a grpc.RpcError
+
+
+class FakeServer:
+    """Answers every RPC with ``answer``; records what was sent and what was cancelled
+    before it was answered."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, tuple[str, ...]]] = []
+        self.cancelled_in_flight = 0
+
+    def start(self, method: str, request: Any) -> FakeCall:
+        names = getattr(request, "collection_names", None) or [request.collection_name]
+        self.sent.append((method, tuple(names)))
+        return FakeCall(self, method, request)
+
+    def client(self) -> Any:
+        """A client whose connection has a sync stub and a ``grpc.aio`` stub on this server."""
+        handler = SimpleNamespace(_stub=SyncStub(self), _async_stub=AioStub(self))
+        return SimpleNamespace(_get_connection=lambda: handler)
+
+
+class FakeCall:
+    """One RPC: a sync future (``result``) and a ``grpc.aio`` call (awaitable) at once."""
+
+    def __init__(self, server: FakeServer, method: str, request: Any) -> None:
+        self._server, self._method, self._request = server, method, request
+        self._done = False
+
+    def result(self) -> Any:
+        self._done = True
+        return self._server.answer(self._method, self._request)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from asyncio.sleep(0).__await__()
+        return self.result()
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self._server.cancelled_in_flight += 1
+        return True
+
+
+class SyncStub:
+    def __init__(self, server: FakeServer) -> None:
+        self._server = server
+
+    def __getattr__(self, method: str) -> Any:
+        def future(request: Any, timeout: float, metadata: Any) -> FakeCall:
+            return self._server.start(method, request)
+
+        return SimpleNamespace(future=future)
+
+
+class AioStub:
+    def __init__(self, server: FakeServer) -> None:
+        self._server = server
+
+    def __getattr__(self, method: str) -> Any:
+        return lambda request, timeout, metadata: self._server.start(method, request)
+
+
+POLICY = FlushPolicy(tick_period=None, jitter=False)
+
+
+def drive(flavor: str, server: FakeServer, names: tuple[str, ...]) -> tuple[Any, list[float]]:
+    """flush_sync of ``names`` through one driver; (response or error, progress calls)."""
+    machine = FlushMachine(names, "", 10.0, POLICY)
+    progress: list[float] = []
+
+    def hook(snapshot: FlushSyncResponse) -> None:
+        assert not snapshot.flushed
+        progress.append(snapshot.elapsed)
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    try:
+        if flavor == "sync":
+            outcome: Any = _sync.run(
+                machine, server.client(), on_progress=hook, sleep=lambda seconds: None
+            )
+        else:
+            outcome = asyncio.run(
+                _async.run(machine, server.client(), on_progress=hook, sleep=no_sleep)
+            )
+    except MilvusException as error:
+        outcome = error
+        assert machine.phase is Phase.FAILED
+    return outcome, progress
+
+
+def waits_then_flushes(polls_before_flushed: int) -> Answer:
+    """Seals on Flush; every collection flips after that many polls in all."""
+    polls = 0
+
+    def answer(method: str, request: Any) -> Any:
+        nonlocal polls
+        if method == "Flush":
+            return flush_reply({name: [i] for i, name in enumerate(request.collection_names)})
+        polls += 1
+        return state_reply(polls > polls_before_flushed)
+
+    return answer
+
+
+def test_both_drivers_send_the_same_rpcs_and_return_the_same_answer() -> None:
+    results = {}
+    for flavor in ("sync", "async"):
+        server = FakeServer(waits_then_flushes(3))
+        response, progress = drive(flavor, server, ("a", "b", "c"))
+        assert isinstance(response, FlushSyncResponse) and response.flushed
+        results[flavor] = (server.sent, response.polls, len(progress), server.cancelled_in_flight)
+    assert results["sync"] == results["async"]
+    sent, polls, waits, cancelled = results["sync"]
+    assert sent[0] == ("Flush", ("a", "b", "c"))
+    assert sent[1:5] == [("GetFlushState", ("a",))] * 4  # the watched one, alone
+    assert sent[5:] == [("GetFlushState", ("b",)), ("GetFlushState", ("c",))]  # one round
+    assert (polls, waits, cancelled) == (6, 3, 0)
+
+
+def test_both_drivers_cancel_the_rest_of_a_round_when_one_rpc_fails() -> None:
+    def answer(method: str, request: Any) -> Any:
+        if method == "Flush":
+            return flush_reply({name: [1] for name in request.collection_names})
+        if request.collection_name == "b":
+            raise FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "denied")
+        return state_reply(True)
+
+    for flavor in ("sync", "async"):
+        server = FakeServer(answer)
+        error, _ = drive(flavor, server, ("a", "b", "c", "d"))
+        assert type(error) is MilvusException and error.code == 7
+        # the sweep after "a": b failed, so c and d were cancelled, not left running
+        assert server.sent[-3:] == [("GetFlushState", (n,)) for n in "bcd"]
+        assert server.cancelled_in_flight == 2, flavor
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_an_exception_of_the_callers_hook_fails_the_machine_and_goes_up(flavor: str) -> None:
+    class Stop(Exception):
+        pass
+
+    def hook(snapshot: FlushSyncResponse) -> None:
+        raise Stop
+
+    server = FakeServer(waits_then_flushes(5))
+    machine = FlushMachine(("a",), "", 10.0, POLICY)
+
+    def run() -> None:
+        if flavor == "sync":
+            _sync.run(machine, server.client(), on_progress=hook, sleep=lambda seconds: None)
+        else:
+            asyncio.run(_async.run(machine, server.client(), on_progress=hook))
+
+    with pytest.raises(Stop):
+        run()
+    assert machine.phase is Phase.FAILED
+    with pytest.raises(MilvusException, match="interrupted"):
+        machine.next_action()
