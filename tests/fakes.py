@@ -17,7 +17,7 @@ class FakeClock:
         self.now += seconds
 
 
-class FakeRpcError(grpc.RpcError):
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
         super().__init__(details)
         self._code = code

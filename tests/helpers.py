@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-from pymilvus_flushsync import MilvusClient
+from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
 
 DIM = 8
 
@@ -104,3 +106,22 @@ def serving(client: MilvusClient, uri: str) -> Iterator[Backend]:
     finally:
         backend.drop_created()
         client.close()
+
+
+FlushFn = Callable[..., FlushSyncResponse]
+
+
+def async_flush(uri: str) -> FlushFn:
+    """flush_sync on a fresh AsyncMilvusClient in a fresh event loop, as a plain call."""
+
+    def flush(*args: Any, **kwargs: Any) -> FlushSyncResponse:
+        async def call() -> FlushSyncResponse:
+            client = AsyncMilvusClient(uri)
+            try:
+                return await client.flush_sync(*args, **kwargs)
+            finally:
+                await client.close()
+
+        return asyncio.run(call())
+
+    return flush

@@ -15,7 +15,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
 from pymilvus_flushsync._core import FlushMachine, Phase
 
-from .fakes import FakeRpcError, flush_reply, state_reply
+from ..fakes import FakeRpcError, flush_reply, state_reply
 
 Answer = Callable[[str, Any], Any]  # (method, request) -> reply; raises a grpc.RpcError
 

@@ -1,21 +1,20 @@
 """Fixtures: Milvus Lite clients on temporary files, and real Milvus 2.3.5
 standalones (the ``milvus`` wheel, one at a time, always stopped): one with the
-default config for the session, then one per fault scenario (``tests/test_faults.py``)."""
+default config for the session, then one per fault scenario (``tests/integration/test_faults.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
+from pymilvus_flushsync import MilvusClient
 
-from .helpers import Backend, Measure, serving
-from .servers import Server, Servers
+from ..helpers import Backend, FlushFn, Measure, async_flush, serving
+from ..servers import Server, Servers
 
 # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
 # implement (pymilvus's insert asks for AllocTimestamp): noise in test output.
@@ -94,25 +93,6 @@ def server(milvus_server: Server) -> Iterator[Backend]:
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Runs the test once on Milvus Lite and once on the real server."""
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
-
-
-FlushFn = Callable[..., FlushSyncResponse]
-
-
-def async_flush(uri: str) -> FlushFn:
-    """flush_sync on a fresh AsyncMilvusClient in a fresh event loop, as a plain call."""
-
-    def flush(*args: Any, **kwargs: Any) -> FlushSyncResponse:
-        async def call() -> FlushSyncResponse:
-            client = AsyncMilvusClient(uri)
-            try:
-                return await client.flush_sync(*args, **kwargs)
-            finally:
-                await client.close()
-
-        return asyncio.run(call())
-
-    return flush
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -14,8 +14,6 @@ from pymilvus.exceptions import ParamError
 from pymilvus_flushsync import AsyncFlushSyncMixin, FlushSyncMixin
 from pymilvus_flushsync._params import check_names, check_timeout
 
-from .helpers import Backend
-
 BAD_NAMES = [
     *(None, [], (), "", [""], ["a", ""], [1], ["a", None], {"a"}, {"a": 1}, 5, b"a"),
     "\udcff",  # a lone surrogate: argv's undecodable byte; cannot be sent as UTF-8
@@ -80,16 +78,3 @@ def test_names_are_normalised() -> None:
     assert check_names("a") == ("a",)
     assert check_names(["b", "a", "b", "c", "a"]) == ("b", "a", "c")
     assert check_names(("x",)) == ("x",)
-
-
-@pytest.mark.parametrize("names", [None, [], "", [""], [1]])
-def test_bad_names_on_a_real_client(backend: Backend, names: object) -> None:
-    with pytest.raises(ParamError):
-        backend.client.flush_sync(names)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "1"])
-def test_bad_timeouts_on_a_real_client(backend: Backend, timeout: object) -> None:
-    name = backend.collection()
-    with pytest.raises(ParamError):
-        backend.client.flush_sync([name], timeout=timeout)  # type: ignore[arg-type]

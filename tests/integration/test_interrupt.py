@@ -13,7 +13,7 @@ from pymilvus_flushsync import _sync
 from pymilvus_flushsync._call import prepare
 from pymilvus_flushsync._core import Phase
 
-from .helpers import Backend
+from ..helpers import Backend
 
 
 class InterruptedCall:

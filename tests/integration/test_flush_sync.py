@@ -16,14 +16,16 @@ from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClien
 from pymilvus_flushsync._call import prepare
 from pymilvus_flushsync._compat import async_handler, current_db_name
 
-from .conftest import FlushFn
-from .helpers import TOLERANCE, Backend, Measure
-from .proxy import StallingProxy
+from ..helpers import TOLERANCE, Backend, FlushFn, Measure
+from ..proxy import StallingProxy
 
 
 def server_only(test: Callable[..., None]) -> Callable[..., None]:
     """Run ``test`` on the real server only (both client flavours)."""
-    return pytest.mark.server(pytest.mark.parametrize("backend", ["server"], indirect=True)(test))
+    marked: Callable[..., None] = pytest.mark.server(
+        pytest.mark.parametrize("backend", ["server"], indirect=True)(test)
+    )
+    return marked
 
 
 def test_several_collections_in_one_call(backend: Backend, flush: FlushFn) -> None:
@@ -33,7 +35,7 @@ def test_several_collections_in_one_call(backend: Backend, flush: FlushFn) -> No
     assert response.flushed
     assert list(response.collections) == names
     assert all(s.flushed and s.seconds is not None for s in response.collections.values())
-    assert response.elapsed >= max(s.seconds for s in response.collections.values())
+    assert response.elapsed >= max(s.seconds or 0.0 for s in response.collections.values())
     assert response.polls >= len(names)
     assert response.db_name == "default"
     assert response.to_dict()["status"] == {"code": 0, "error_code": "Success", "reason": ""}
@@ -194,7 +196,8 @@ def test_hung_server_times_out_on_the_deadline(
     measure("elapsed_s", round(info.value.response.elapsed, 3))
     assert 1.0 <= info.value.response.elapsed <= 1.0 + TOLERANCE
     assert info.value.pending == (name,)
-    assert "DEADLINE_EXCEEDED" in info.value.__cause__.message
+    cause = info.value.__cause__
+    assert isinstance(cause, MilvusException) and "DEADLINE_EXCEEDED" in cause.message
     assert bool(sleeps) == (step == "poll")
 
 

@@ -10,7 +10,7 @@ import textwrap
 
 from pymilvus_flushsync import MilvusClient
 
-from .helpers import rows
+from ..helpers import rows
 
 ROWS = 3000
 

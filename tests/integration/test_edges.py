@@ -25,8 +25,8 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient
 from pymilvus_flushsync._cli import main
 
-from .helpers import TOLERANCE, Backend
-from .hostile import BEHAVIOURS, FakeMilvus, hostile
+from ..helpers import TOLERANCE, Backend
+from ..hostile import BEHAVIOURS, FakeMilvus, hostile
 
 DEADLINE = 0.5  # the timed calls' timeout
 BUDGET = 0.5  # the untimed calls' retry budget (and per-RPC cap)

@@ -18,8 +18,8 @@ import pymilvus_flushsync
 from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _progress_line, main
 from pymilvus_flushsync._core import FlushMachine
 
-from .helpers import Backend
-from .hostile import FakeMilvus, hostile
+from ..helpers import Backend
+from ..hostile import FakeMilvus, hostile
 
 CLI = [sys.executable, "-m", "pymilvus_flushsync"]
 
@@ -194,10 +194,12 @@ def test_an_invalid_uri_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2 and err.startswith("invalid --uri http://127.0.0.1:abc")
 
 
-def run_process(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_process(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=120, check=False, **kwargs
-    )  # type: ignore[call-overload, no-any-return]
+        [*CLI, *args], capture_output=True, text=True, timeout=120, check=False, env=env, cwd=cwd
+    )
 
 
 LITE_3 = int(importlib.metadata.version("milvus-lite").split(".")[0]) >= 3

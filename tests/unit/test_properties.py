@@ -18,7 +18,7 @@ from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._errors import classify_rpc_error, classify_status
 from pymilvus_flushsync._params import check_names, check_timeout
 
-from .fakes import (
+from ..fakes import (
     RATE_LIMITED,
     FakeClock,
     FakeRpcError,
@@ -253,8 +253,8 @@ def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
             if isinstance(action, Sleep):
                 clock.advance(action.seconds)
                 continue
+            assert isinstance(action, SendRpc)
             with machine.expect(action) as outcome:
-                assert isinstance(action, SendRpc) and action.timeout is not None
                 assert action.timeout <= POLICY.rpc_timeout
                 clock.advance(min(rpc_seconds, action.timeout))
                 if failure == "unavailable":
@@ -278,20 +278,24 @@ def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
     )
 )
 def test_argument_validation_is_param_error_or_a_clean_value(value: Any) -> None:
-    for check in (check_names, check_timeout):
-        try:
-            checked = check(value)
-        except ParamError:
-            continue
-        if check is check_timeout:
-            assert checked is None or (checked > 0 and checked < float("inf"))
-        else:
-            assert checked and all(isinstance(n, str) and n for n in checked)
+    try:
+        seconds = check_timeout(value)
+    except ParamError:
+        pass
+    else:
+        assert seconds is None or 0 < seconds < float("inf")
+    try:
+        names = check_names(value)
+    except ParamError:
+        pass
+    else:
+        assert names and all(isinstance(n, str) and n for n in names)
 
 
 def never_flushes(machine: FlushMachine, clock: FakeClock) -> None:
     while True:
         action = machine.next_action()
+        assert not isinstance(action, Done)
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):
                 clock.advance(action.seconds)

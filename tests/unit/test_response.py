@@ -12,7 +12,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import CollectionFlushState, FlushStatus, FlushSyncResponse
 from pymilvus_flushsync._core import FlushMachine
 
-from .fakes import FakeClock
+from ..fakes import FakeClock
 
 
 def response() -> FlushSyncResponse:
@@ -59,7 +59,7 @@ def test_repr_is_readable() -> None:
 
 def test_a_response_survives_pickle_and_stays_frozen() -> None:
     original = response()
-    copy = pickle.loads(pickle.dumps(original))
+    copy: FlushSyncResponse = pickle.loads(pickle.dumps(original))
     assert copy == original and copy.to_dict() == original.to_dict()
     assert list(copy.collections) == ["a", "b"]
     with pytest.raises(TypeError):

@@ -8,7 +8,7 @@ from pymilvus_flushsync import Backoff, FlushPolicy
 from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._ticks import TickModel, for_endpoint
 
-from .fakes import FakeClock, flush_reply, state_reply
+from ..fakes import FakeClock, flush_reply, state_reply
 
 P = 0.2
 PHASE = 0.083  # flips happen at 0.083 + k * 0.2
@@ -20,6 +20,12 @@ def flip_after(t: float) -> float:
     return PHASE + k * P
 
 
+def window(model: TickModel, now: float) -> tuple[float, float]:
+    found = model.window(now)
+    assert found is not None, "the model is not trusted"
+    return found
+
+
 def test_untrusted_until_two_brackets_agree() -> None:
     model = TickModel(P)
     assert model.next_poll(10.0) is None
@@ -28,7 +34,7 @@ def test_untrusted_until_two_brackets_agree() -> None:
     assert model.next_poll(10.1) is None
     model.observe(12.075, 12.095)  # 10 periods later
     assert model.trusted(12.1)
-    lo, hi = model.window(12.1)
+    lo, hi = window(model, 12.1)
     assert lo == pytest.approx(12.075)
     assert hi == pytest.approx(12.090)
 
@@ -37,7 +43,7 @@ def test_the_window_meets_every_recent_bracket() -> None:
     model = TickModel(P, keep=3)
     for lo, hi in [(1.030, 1.035), (1.240, 1.290), (2.060, 2.068), (2.282, 2.290)]:
         model.observe(lo, hi)
-    lo, hi = model.window(2.3)  # the first bracket fell out; the wide one does not stretch it
+    lo, hi = window(model, 2.3)  # the first bracket fell out; the wide one does not stretch it
     assert lo % P == pytest.approx(0.068)
     assert hi % P == pytest.approx(0.082)
 
@@ -50,7 +56,7 @@ def test_a_bracket_that_disagrees_starts_over() -> None:
     model.observe(11.180, 11.184)  # the window would span 90 ms: too wide
     assert not model.trusted(11.2)
     model.observe(11.378, 11.386)  # agrees with the new one
-    assert model.window(11.4)[0] % P == pytest.approx(0.180)
+    assert window(model, 11.4)[0] % P == pytest.approx(0.180)
 
 
 def test_wide_empty_and_old_brackets_are_ignored() -> None:
@@ -70,7 +76,9 @@ def test_next_poll_walks_the_window_then_waits_for_the_next_tick() -> None:
     times = []
     now = 20.45
     for _ in range(6):
-        now = model.next_poll(now)
+        at = model.next_poll(now)
+        assert at is not None
+        now = at
         times.append(round(now % P, 4))
     # the start, three even steps through 0.060-0.102, one 25 ms later, the next tick
     assert times == pytest.approx([0.060, 0.074, 0.088, 0.102, 0.127, 0.060], abs=1e-3)

@@ -14,7 +14,7 @@ from pymilvus.grpc_gen import milvus_pb2
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
 from pymilvus_flushsync._core import Deadline, Done, FlushMachine, SendRpc, Sleep
 
-from .fakes import (
+from ..fakes import (
     RATE_LIMITED,
     FakeClock,
     FakeRpcError,
@@ -29,9 +29,19 @@ POLICY = FlushPolicy(
 )
 
 
-def machine(names=("a",), timeout=10.0, db="", clock=None) -> tuple[FlushMachine, FakeClock]:
+def machine(
+    names: tuple[str, ...] | list[str] = ("a",),
+    timeout: float | None = 10.0,
+    db: str = "",
+    clock: FakeClock | None = None,
+) -> tuple[FlushMachine, FakeClock]:
     clock = clock or FakeClock()
     return FlushMachine(tuple(names), db, timeout, POLICY, clock=clock), clock
+
+
+def slept(action: object) -> float:
+    assert isinstance(action, Sleep), action
+    return action.seconds
 
 
 def rpc(m: FlushMachine) -> SendRpc:
@@ -241,12 +251,12 @@ def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause(
     m, clock = machine(timeout=0.25)
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    clock.advance(m.next_action().seconds)  # 0.1
+    clock.advance(slept(m.next_action()))  # 0.1
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    action = m.next_action()
-    assert action == Sleep(pytest.approx(0.15))  # 0.2 cut to what is left
-    clock.advance(action.seconds)
+    seconds = slept(m.next_action())
+    assert seconds == pytest.approx(0.15)  # 0.2 cut to what is left
+    clock.advance(seconds)
     with pytest.raises(FlushTimeoutError) as info:
         m.next_action()
     assert info.value.pending == ("a",)
@@ -286,7 +296,8 @@ def test_deadline_exceeded_when_the_deadline_passed_is_a_flush_timeout() -> None
     with pytest.raises(FlushTimeoutError) as info:
         m.next_action()
     assert info.value.pending == ("a",)
-    assert "DEADLINE_EXCEEDED" in info.value.__cause__.message
+    cause = info.value.__cause__
+    assert isinstance(cause, MilvusException) and "DEADLINE_EXCEEDED" in cause.message
 
 
 @pytest.mark.parametrize(
@@ -481,6 +492,7 @@ def unavailable_until_it_ends(
             if isinstance(action, Sleep):
                 clock.advance(action.seconds)
                 continue
+            assert isinstance(action, SendRpc)
             clock.advance(min(rpc_seconds, action.timeout))
             m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
 
@@ -504,7 +516,7 @@ def test_a_successful_reply_starts_the_retry_budget_again() -> None:
     m = FlushMachine(("a",), "", None, policy, clock=clock)
     rpc(m)
     m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
-    clock.advance(m.next_action().seconds)  # 0.1
+    clock.advance(slept(m.next_action()))  # 0.1
     rpc(m)
     clock.advance(0.8)
     m.on_reply(flush_reply({"a": [1]}))  # progress, 0.9 s into the run

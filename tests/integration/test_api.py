@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pymilvus
+import pytest
+from pymilvus.exceptions import ParamError
 
 import pymilvus_flushsync
 from pymilvus_flushsync import FlushSyncMixin, FlushTimeoutError, MilvusClient
 
-from .helpers import Backend, rows
+from ..helpers import Backend, rows
 
 
 def test_exports_are_complete_and_sorted() -> None:
@@ -43,3 +47,16 @@ def test_ordinary_pymilvus_workflow(backend: Backend) -> None:
     got = client.get(name, ids=[1, 2])
     assert sorted(r["id"] for r in got) == [1, 2]
     assert backend.count(name) == 100
+
+
+@pytest.mark.parametrize("names", [None, [], "", [""], [1]])
+def test_bad_names_on_a_real_client(backend: Backend, names: object) -> None:
+    with pytest.raises(ParamError):
+        backend.client.flush_sync(names)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "1"])
+def test_bad_timeouts_on_a_real_client(backend: Backend, timeout: object) -> None:
+    name = backend.collection()
+    with pytest.raises(ParamError):
+        backend.client.flush_sync([name], timeout=timeout)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from pymilvus.exceptions import ParamError
 
 from pymilvus_flushsync import AsyncFlushSyncMixin, AsyncMilvusClient
 
-from .helpers import TOLERANCE, Backend
+from ..helpers import TOLERANCE, Backend
 
 
 @pytest_asyncio.fixture

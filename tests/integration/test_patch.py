@@ -22,7 +22,7 @@ from pymilvus_flushsync import (
     wrap,
 )
 
-from .helpers import Backend
+from ..helpers import Backend
 
 
 @pytest.fixture
@@ -57,7 +57,9 @@ def test_wrap_a_plain_async_client(lite: Backend) -> None:
         try:
             proxy = wrap(plain)
             assert isinstance(proxy, pymilvus.AsyncMilvusClient)
-            return await proxy.flush_sync(name)
+            response = await proxy.flush_sync(name)
+            assert isinstance(response, FlushSyncResponse)
+            return response
         finally:
             await plain.close()
 
@@ -87,7 +89,10 @@ def test_patch_unpatch_cycles(lite: Backend) -> None:
         unpatch()
         assert dict(vars(pymilvus.MilvusClient)) == before[0]
         assert dict(vars(pymilvus.AsyncMilvusClient)) == before[1]
-    assert pymilvus_flushsync.MilvusClient.flush_sync  # our own subclass keeps its method
+    # our own subclass keeps its method
+    assert (
+        pymilvus_flushsync.MilvusClient.flush_sync is pymilvus_flushsync.FlushSyncMixin.flush_sync
+    )
 
 
 def test_patch_is_applied_by_the_import_hook_in_a_fresh_process() -> None:
@@ -120,13 +125,13 @@ def test_unpatch_removes_only_what_patch_added() -> None:
         return "theirs"
 
     patch()
-    pymilvus.MilvusClient.flush_sync = their_own  # type: ignore[attr-defined]
+    pymilvus.MilvusClient.flush_sync = their_own
     try:
         unpatch()
         assert vars(pymilvus.MilvusClient)["flush_sync"] is their_own  # kept
         assert "flush_sync" not in vars(pymilvus.AsyncMilvusClient)  # ours: removed
     finally:
-        del pymilvus.MilvusClient.flush_sync  # type: ignore[attr-defined]
+        del pymilvus.MilvusClient.flush_sync
 
 
 def test_the_policy_can_be_set_on_one_client(lite: Backend) -> None:
