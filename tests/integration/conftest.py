@@ -1,6 +1,6 @@
 """Fixtures: Milvus Lite clients on temporary files, and real Milvus 2.3.5
 standalones (the ``milvus`` wheel, one at a time, always stopped): one with the
-default config for the session, then one per fault scenario (``tests/integration/test_faults.py``)."""
+default config for the session, then one per fault scenario (``test_faults.py``)."""
 
 from __future__ import annotations
 
