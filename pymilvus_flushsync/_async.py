@@ -30,12 +30,13 @@ async def run(
     on_progress: ProgressHook | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> FlushSyncResponse:
-    """Connect (on a client's first call; under the deadline), then drive ``machine``
-    to the end over the client's ``grpc.aio`` stub, read per RPC."""
+    """Connect (on a client's first call; under the deadline, or the retry budget
+    without one), then drive ``machine`` to the end over the client's ``grpc.aio``
+    stub, read per RPC."""
     try:
-        await asyncio.wait_for(async_handler(client), machine.remaining())
+        await asyncio.wait_for(async_handler(client), machine.connect_timeout())
     except asyncio.TimeoutError:
-        raise machine.timeout_error() from None
+        raise machine.not_connected() from None
     while not isinstance(action := machine.next_action(), Done):
         with machine.expect(action) as outcome:
             if isinstance(action, Sleep):

@@ -83,7 +83,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
-from pymilvus.exceptions import MilvusException
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._errors import (
@@ -602,6 +602,25 @@ class FlushMachine:
         """Seconds left before the deadline (``None`` without one; 0 once passed)."""
         left = self._deadline.remaining(self._clock())
         return None if math.isinf(left) else max(0.0, left)
+
+    def connect_timeout(self) -> float | None:
+        """How long a driver may spend connecting: what is left of the deadline;
+        without one, the retry budget (connecting is retried inside pymilvus)."""
+        left = self.remaining()
+        return self._policy.retry_budget if left is None else left
+
+    def not_connected(self) -> MilvusException:
+        """Connecting took all of ``connect_timeout()``: FAILED, with a
+        ``FlushTimeoutError`` under a deadline, else the server is unavailable."""
+        if self._timeout is not None:
+            return self._failed(self.timeout_error())
+        return self._failed(
+            MilvusUnavailableException(
+                code=2,
+                message="no connection to the server within the retry budget "
+                f"({self._policy.retry_budget:g} s)",
+            )
+        )
 
     @property
     def pending(self) -> tuple[str, ...]:
