@@ -584,3 +584,75 @@ def test_the_deadline_can_start_before_the_machine() -> None:
     m = FlushMachine(("a",), "", 2.0, POLICY, clock=clock, since=clock.now - 1.5)
     assert rpc(m).timeout == pytest.approx(0.5)
     assert m.progress().elapsed == pytest.approx(1.5)
+
+
+# -- flush_all_sync: FlushAll, GetFlushAllState; listing where FlushAll is missing -----------
+
+
+def flush_all_machine(clock: FakeClock, timeout: float | None = 10.0) -> FlushMachine:
+    return FlushMachine(None, "db2", timeout, POLICY, clock=clock, flush_all=True)
+
+
+def test_flush_all_polls_its_state_on_the_flush_all_ts() -> None:
+    clock = FakeClock()
+    m = flush_all_machine(clock)
+    first = rpc(m)
+    assert first.method == "FlushAll" and first.request.db_name == "db2"
+    m.on_reply(milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=77))
+    for flushed in (False, True):
+        action = m.next_action()
+        if isinstance(action, Sleep):
+            clock.advance(action.seconds)
+            action = m.next_action()
+        assert isinstance(action, SendRpc) and action.method == "GetFlushAllState"
+        assert (action.request.flush_all_ts, action.request.db_name) == (77, "db2")
+        m.on_reply(milvus_pb2.GetFlushAllStateResponse(status=status(), flushed=flushed))
+    done = m.next_action()
+    assert isinstance(done, Done)
+    assert done.response.flushed and done.response.polls == 2
+    assert dict(done.response.collections) == {}
+
+
+def test_flush_all_where_it_is_not_implemented_lists_and_flushes_instead() -> None:
+    m = flush_all_machine(FakeClock())
+    rpc(m)
+    m.on_error(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
+    listing = rpc(m)
+    assert listing.method == "ShowCollections" and listing.request.db_name == "db2"
+    m.on_reply(milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=["x", "y"]))
+    flush = rpc(m)
+    assert flush.method == "Flush" and list(flush.request.collection_names) == ["x", "y"]
+
+
+def test_flush_all_is_sent_again_after_the_server_was_unreachable() -> None:
+    clock = FakeClock()
+    m = flush_all_machine(clock)
+    rpc(m)
+    m.on_reply(milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=77))
+    action = m.next_action()
+    if isinstance(action, Sleep):
+        clock.advance(action.seconds)
+        action = m.next_action()
+    assert isinstance(action, SendRpc)
+    m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+    clock.advance(slept(m.next_action()))
+    assert rpc(m).method == "FlushAll"
+
+
+def test_flush_all_times_out_with_a_message_of_its_own() -> None:
+    clock = FakeClock()
+    m = flush_all_machine(clock, timeout=1.0)
+    rpc(m)
+    m.on_reply(milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=77))
+    clock.advance(1.0)
+    with pytest.raises(FlushTimeoutError, match="did not yet report every collection") as info:
+        m.next_action()
+    assert info.value.pending == ()
+
+
+def test_flush_all_unimplemented_elsewhere_is_an_error() -> None:
+    m, _ = machine()
+    rpc(m)
+    m.on_error(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
+    with pytest.raises(MilvusException, match="UNIMPLEMENTED"):
+        m.next_action()
