@@ -178,9 +178,9 @@ class Clients:
             handler._stub = counting.stub
         return counting.polls, time.thread_time() - cpu
 
-    def node_sdk(self, names: list[str], every: bool = False) -> tuple[int, float]:
+    def node_sdk(self, names: list[str]) -> tuple[int, float]:
         assert self.node is not None and self.node.stdin and self.node.stdout
-        self.node.stdin.write(json.dumps({"names": names, "all": every}) + "\n")
+        self.node.stdin.write(json.dumps({"names": names}) + "\n")
         self.node.stdin.flush()
         reply = json.loads(self.node.stdout.readline())
         if not reply["ok"]:
@@ -289,61 +289,6 @@ class ServerBench:
         return self.results
 
 
-def raw_flush_all(address: str) -> None:
-    """The reference: FlushAll, then GetFlushAllState every 5 ms, on a channel of its own."""
-    with grpc.insecure_channel(address) as channel:
-        stub = milvus_pb2_grpc.MilvusServiceStub(channel)
-        reply = stub.FlushAll(milvus_pb2.FlushAllRequest(), timeout=60)
-        request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=reply.flush_all_ts)
-        while not stub.GetFlushAllState(request, timeout=60).flushed:
-            time.sleep(0.005)
-
-
-def flush_all_bench(uri: str, address: str, clients: Clients, trials: int) -> dict[str, Any]:
-    """3 collections in 2 databases x 400 new rows a trial; every client flushes all."""
-    admin = PlainClient(uri)
-    admin.create_database("bench_other")
-    other = PlainClient(uri, db_name="bench_other")
-    made = [(admin, "", "fa_0"), (admin, "", "fa_1"), (other, "bench_other", "fa_2")]
-    for client, _, name in made:
-        client.create_collection(name, dimension=DIM)
-    calls: dict[str, Callable[[], object]] = {
-        "flush_all_sync": lambda: clients.ours.flush_all_sync(timeout=120),
-        "raw_5ms": lambda: raw_flush_all(address),
-        "pymilvus": lambda: clients.plain.flush_all(timeout=120),
-    }
-    if clients.node is not None:
-        calls["node_sdk"] = lambda: clients.node_sdk([], every=True)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    not_persisted: dict[str, int] = {name: 0 for name in calls}
-    inserted = 0
-    rng = random.Random(1)
-    for number in range(trials + 1):  # the first round warms up
-        for name in rng.sample(list(calls), len(calls)):
-            for client, _, collection in made:
-                client.insert(collection, rows(inserted, 400))
-            inserted += 400
-            began = time.monotonic()
-            calls[name]()
-            took = time.monotonic() - began
-            if number:
-                times[name].append(took)
-                not_persisted[name] += not all(
-                    persisted(clients.ours, db, collection, inserted) for _, db, collection in made
-                )
-    return {
-        name: {"median_ms": median(values) * 1000, "not_persisted": not_persisted[name]}
-        for name, values in times.items()
-    }
-
-
-def persisted(client: Any, db_name: str, name: str, expected: int) -> bool:
-    stub = client._get_connection()._stub
-    request = milvus_pb2.GetPersistentSegmentInfoRequest(dbName=db_name, collectionName=name)
-    infos = stub.GetPersistentSegmentInfo(request, timeout=10).infos
-    return bool(sum(i.num_rows for i in infos if i.state == FLUSHED) >= expected)
-
-
 def lite_bench(trials: int, rows_per: int) -> dict[str, list[float]]:
     """Milvus Lite: insert rows_per rows + flush, flush_sync vs pymilvus's flush."""
     times: dict[str, list[float]] = {"flush_sync": [], "pymilvus": []}
@@ -379,10 +324,7 @@ def median(values: list[float]) -> float:
 
 
 def summarise(
-    results: Results,
-    lite: dict[str, list[float]],
-    flush_all: dict[str, Any],
-    meta: dict[str, Any],
+    results: Results, lite: dict[str, list[float]], meta: dict[str, Any]
 ) -> dict[str, Any]:
     rows_out = []
     for mode in ("one", "eight", "nothing"):
@@ -411,8 +353,7 @@ def summarise(
         "meta": meta,
         "server": rows_out,
         "lite": {k: {"median_ms": median(v) * 1000, "trials": len(v)} for k, v in lite.items()},
-        "flush_all": flush_all,
-        "targets": targets(rows_out, lite, flush_all),
+        "targets": targets(rows_out, lite),
     }
 
 
@@ -428,12 +369,9 @@ TARGETS: list[tuple[str, str, str, float, str | None]] = [
     ("eight <= 0.5x pymilvus", "eight", "latency_median_ms", 0.5, "pymilvus"),
 ]
 LITE_TARGET = 1.15  # Milvus Lite insert + flush_sync, against pymilvus's flush
-FLUSH_ALL_TARGET = 1.15  # flush_all_sync against the raw 5 ms FlushAll poller (and < Node)
 
 
-def targets(
-    rows_out: list[dict[str, Any]], lite: dict[str, list[float]], flush_all: dict[str, Any]
-) -> dict[str, bool]:
+def targets(rows_out: list[dict[str, Any]], lite: dict[str, list[float]]) -> dict[str, bool]:
     def get(mode: str, client: str, key: str) -> float:
         for row in rows_out:
             if row["mode"] == mode and row["client"] == client and row[key] is not None:
@@ -448,32 +386,10 @@ def targets(
     checks["no early returns"] = all(
         r["early_returns"] == 0 for r in rows_out if r["client"] == "flush_sync"
     )
-    lite_ratio = median(lite["flush_sync"]) / median(lite["pymilvus"])
-    checks[f"lite <= {LITE_TARGET}x pymilvus"] = lite_ratio <= LITE_TARGET
-    return checks | flush_all_targets(flush_all)
-
-
-def flush_all_targets(flush_all: dict[str, Any]) -> dict[str, bool]:
-    ours = flush_all["flush_all_sync"]["median_ms"]
-    checks = {
-        f"flush_all <= {FLUSH_ALL_TARGET}x raw 5 ms poller": ours
-        <= FLUSH_ALL_TARGET * flush_all["raw_5ms"]["median_ms"],
-        "flush_all: every row persisted at return": flush_all["flush_all_sync"]["not_persisted"]
-        == 0,
-    }
-    if "node_sdk" in flush_all:
-        checks["flush_all ahead of Node"] = ours < flush_all["node_sdk"]["median_ms"]
+    checks[f"lite <= {LITE_TARGET}x pymilvus"] = median(lite["flush_sync"]) <= LITE_TARGET * median(
+        lite["pymilvus"]
+    )
     return checks
-
-
-def flush_all_table(flush_all: dict[str, Any]) -> list[str]:
-    lines = [
-        "| flush all (3 collections, 2 databases, 400 rows each) | median ms | not persisted |",
-        "|---|---|---|",
-    ]
-    for name, row in flush_all.items():
-        lines.append(f"| {name} | {row['median_ms']:.0f} | {row['not_persisted']} |")
-    return lines
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -500,7 +416,6 @@ def table(summary: dict[str, Any]) -> str:
         f"{lite['flush_sync']['trials']})"
     )
     lines.append("")
-    lines += ["", *flush_all_table(summary["flush_all"]), ""]
     lines += [f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in summary["targets"].items()]
     return "\n".join(lines)
 
@@ -536,7 +451,6 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--rows", type=int, default=2000, help="rows per collection per trial")
     parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
-    parser.add_argument("--flush-all-only", action="store_true", help="only the flush-all mode")
     args = parser.parse_args()
 
     print("starting Milvus 2.3.5 standalone ...", flush=True)
@@ -547,19 +461,11 @@ def main() -> int:
         node = None if args.no_node else start_node(address)
         clients = Clients(f"http://{address}", node)
         bench = ServerBench(f"http://{address}", address, clients, args.rows)
-        if not args.flush_all_only:
-            results = bench.run(args.trials, ["one", "eight", "nothing"])
-        print("flush all ...", flush=True)
-        flush_all = flush_all_bench(f"http://{address}", address, clients, args.trials)
+        results = bench.run(args.trials, ["one", "eight", "nothing"])
     finally:
         if node is not None:
             node.terminate()
         server.stop()
-    if args.flush_all_only:
-        checks = flush_all_targets(flush_all)
-        print("\n".join(flush_all_table(flush_all)))
-        print("\n".join(f"- {'PASS' if ok else 'FAIL'} {name}" for name, ok in checks.items()))
-        return 0 if all(checks.values()) else 1
     print("Milvus Lite ...", flush=True)
     lite = lite_bench(args.trials, args.rows)
     meta = {
@@ -571,7 +477,7 @@ def main() -> int:
         "trials": args.trials,
         "rows_per_collection": args.rows,
     }
-    summary = summarise(results, lite, flush_all, meta)
+    summary = summarise(results, lite, meta)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(summary, indent=2))
     plot(results, RESULTS / "overshoot.png")

@@ -13,11 +13,11 @@ client.getFlushState = async (data) => {
 
 const rl = readline.createInterface({ input: process.stdin });
 rl.on("line", async (line) => {
-  const { names, all } = JSON.parse(line);
+  const { names } = JSON.parse(line);
   polls = 0;
   const cpu = process.cpuUsage();
   try {
-    const res = all ? await client.flushAllSync({}) : await client.flushSync({ collection_names: names });
+    const res = await client.flushSync({ collection_names: names });
     const used = process.cpuUsage(cpu);
     process.stdout.write(
       JSON.stringify({ ok: true, flushed: !!res.flushed, polls, cpu_s: (used.user + used.system) / 1e6 }) + "\n",

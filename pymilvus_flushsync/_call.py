@@ -26,16 +26,14 @@ def prepare(
     *,
     every: bool = False,
     since: float | None = None,
-    flush_all: bool = False,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
 
     ``every=True`` (the CLI's ``--all``) ignores ``collection_names`` and flushes
     every collection of the database, listed under the same deadline.
-    ``flush_all=True`` (``flush_all_sync``) sends FlushAll instead.
     """
-    names = None if every or flush_all else check_names(collection_names)
+    names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
     period = policy.tick_period
@@ -46,5 +44,4 @@ def prepare(
         policy,
         ticks=None if period is None else for_endpoint(endpoint(client), period),
         since=since,
-        flush_all=flush_all,
     )

@@ -95,11 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     flush.add_argument("names", nargs="*", metavar="NAME", help="collections to flush")
     flush.add_argument("--all", action="store_true", help="flush every collection of the database")
-    flush.add_argument(
-        "--server",
-        action="store_true",
-        help="FlushAll: what the server flushes for it (Milvus 2.3/2.4: every database)",
-    )
     flush.add_argument("--uri", help=f"Milvus URI or Lite file ($MILVUS_URI, else {DEFAULT_URI})")
     flush.add_argument("--token", help="token, or user:password ($MILVUS_TOKEN)")
     flush.add_argument("--db-name", default=None, help="database (default: the server's)")
@@ -137,10 +132,10 @@ def _main(argv: Sequence[str] | None, lite_errors: list[BaseException]) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args.rows)
-    if [bool(args.names), args.all, args.server].count(True) != 1:
-        parser.error("name one or more collections, or pass --all or --server (one of them)")
+    if bool(args.names) == bool(args.all):
+        parser.error("name one or more collections, or pass --all (not both)")
     try:
-        names = None if args.all or args.server else check_names(args.names)
+        names = None if args.all else check_names(args.names)
         db_name = check_db_name(args.db_name)
     except ParamError as exc:
         parser.error(_shown(exc.message))
@@ -159,13 +154,7 @@ def _main(argv: Sequence[str] | None, lite_errors: list[BaseException]) -> int:
         return _not_connected(uri, exc, lite_errors, args.timeout, time.monotonic() - started)
     try:
         return _flush(
-            client,
-            names,
-            db_name,
-            timeout=args.timeout,
-            started=started,
-            as_json=args.json,
-            server=args.server,
+            client, names, db_name, timeout=args.timeout, started=started, as_json=args.json
         )
     finally:
         client.close()
@@ -197,19 +186,9 @@ def _flush(
     timeout: float | None,
     started: float,
     as_json: bool,
-    server: bool,
 ) -> int:
     policy = client.flush_sync_policy
-    machine = prepare(
-        client,
-        names,
-        db_name,
-        timeout,
-        policy,
-        every=names is None,
-        since=started,
-        flush_all=server,
-    )
+    machine = prepare(client, names, db_name, timeout, policy, every=names is None, since=started)
     try:
         response = run(machine, client, on_progress=_progress_line(sys.stderr))
     except FlushTimeoutError as exc:
@@ -225,15 +204,14 @@ def _flush(
         )
         return EXIT_MILVUS
     _clear(sys.stderr)
-    if not response.collections and not server:
+    if not response.collections:
         _err(f"no collections to flush in database {_shown(response.db_name)!r}")
     _print(response, as_json)
     return EXIT_OK
 
 
 def _subject(machine: FlushMachine, db_name: str | None) -> str:
-    """What a failed call tried: its names; for ``--all`` and ``--server``, the database
-    and those listed."""
+    """What a failed call tried: its names; for ``--all``, the database and those listed."""
     names = ", ".join(_shown(name) for name in machine.progress().collections)
     if machine.every:
         database = db_name or "default"

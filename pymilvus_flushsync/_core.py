@@ -25,18 +25,6 @@ Phases. A ``FlushMachine`` holds all state of one call, in one ``Phase``::
 ``LIST`` (``ShowCollections``) is the first phase only for ``names=None``:
 every collection of a database, listed under the same deadline.
 
-``flush_all_sync`` (``flush_all=True``) has two phases of its own::
-
-    FLUSH_ALL -- FlushAllResponse ---------->  POLL_ALL
-              -- UNIMPLEMENTED (Milvus Lite) ->  LIST, then as above
-    POLL_ALL  -- GetFlushAllState ---------->  POLL_ALL    (flushed: DONE)
-
-The state request carries the response's ``flush_all_ts``, which every server
-line accepts (2.6.8+ also takes per-channel ``flush_all_tss`` but keeps the
-legacy field: ``internal/proxy``, see ``shared/MILVUS_FLUSH_FACTS.md``). What
-gets flushed is the server's choice: 2.3/2.4 flush every database whatever
-``db_name`` says; 2.5 the database; 2.6.8+ is one cluster-wide broadcast.
-
 A driver asks what to do next, does it, and reports back; it decides nothing
 and the machine starts no I/O::
 
@@ -136,8 +124,6 @@ class Phase(enum.Enum):
     FLUSH = "Flush"
     CHECK = "HasCollection"
     POLL = "GetFlushState"
-    FLUSH_ALL = "FlushAll"
-    POLL_ALL = "GetFlushAllState"
     DONE = "done"
     FAILED = "failed"
 
@@ -148,8 +134,6 @@ _REPLY_TYPES: dict[Phase, type] = {
     Phase.FLUSH: milvus_pb2.FlushResponse,
     Phase.CHECK: milvus_pb2.BoolResponse,
     Phase.POLL: milvus_pb2.GetFlushStateResponse,
-    Phase.FLUSH_ALL: milvus_pb2.FlushAllResponse,
-    Phase.POLL_ALL: milvus_pb2.GetFlushAllStateResponse,
 }
 
 
@@ -370,9 +354,6 @@ class FlushMachine:
         since: the clock reading the deadline (and ``elapsed``) counts from, when
             the call began before the machine (the CLI connects first); default now.
         rng: the source of the retries' jitter, injectable for tests.
-        flush_all: ``FlushAll`` and ``GetFlushAllState`` instead (``names`` is
-            ignored); where FlushAll is not implemented, every collection of the
-            database is listed and flushed instead.
     """
 
     def __init__(
@@ -386,7 +367,6 @@ class FlushMachine:
         ticks: TickModel | None = None,
         since: float | None = None,
         rng: random.Random | None = None,
-        flush_all: bool = False,
     ) -> None:
         policy = policy or FlushPolicy()
         self._policy = policy
@@ -403,10 +383,8 @@ class FlushMachine:
             jitter=(lambda delay: draw(0.0, delay)) if policy.jitter else (lambda delay: delay),
         )
         self._polls = PollSchedule(policy.poll, ticks)
-        self.every = names is None or flush_all  # every collection of the database
-        self._flush_phase = Phase.FLUSH_ALL if flush_all else Phase.FLUSH
-        self.phase = self._flush_phase if names is not None or flush_all else Phase.LIST
-        self._flush_all_ts = 0
+        self.every = names is None  # every collection of the database
+        self.phase = Phase.LIST if names is None else Phase.FLUSH
         self._states: dict[str, CollectionFlushState] = {}
         self._pending: list[str] = []
         self._listed(names or ())
@@ -455,15 +433,6 @@ class FlushMachine:
         if self.phase is Phase.CHECK:
             name = self._unchecked[0]
             return (milvus_pb2.HasCollectionRequest(db_name=self._db, collection_name=name),)
-        if self.phase is Phase.FLUSH_ALL:
-            return (milvus_pb2.FlushAllRequest(db_name=self._db),)
-        if self.phase is Phase.POLL_ALL:
-            self._polled += 1
-            return (
-                milvus_pb2.GetFlushAllStateRequest(
-                    flush_all_ts=self._flush_all_ts, db_name=self._db
-                ),
-            )
         names = self._polls.names(self._pending)
         self._polled += len(names)
         return tuple(self._flush_state_request(self._states[name]) for name in names)
@@ -523,10 +492,6 @@ class FlushMachine:
             self._on_flush(replies[0])
         elif self.phase is Phase.CHECK:
             self._on_has_collection(action.request.collection_name, bool(replies[0].value))
-        elif self.phase is Phase.FLUSH_ALL:
-            self._on_flush_all(replies[0])
-        elif self.phase is Phase.POLL_ALL:
-            self._on_flush_all_state(bool(replies[0].flushed))
         else:
             self._on_flush_states(action.requests, replies)
 
@@ -535,11 +500,6 @@ class FlushMachine:
         classified; anything else is final (``_errors.classify_exception``)."""
         action = self._take_in_flight()
         what = _describe(action)
-        if self.phase is Phase.FLUSH_ALL and _unimplemented(exc):
-            logger.debug("FlushAll is not implemented here: listing the collections instead")
-            self._flush_phase = Phase.FLUSH
-            self.phase = Phase.LIST
-            return
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
         self._retry_or_stop(classify(exc, what), what)
 
@@ -570,18 +530,6 @@ class FlushMachine:
                 self._unchecked.append(name)
         self.phase = Phase.CHECK if self._unchecked else Phase.POLL
         self._delay = self._polls.restart(self._clock())
-
-    def _on_flush_all(self, reply: Any) -> None:
-        self._flushed_once = True
-        self._flush_all_ts = int(reply.flush_all_ts)
-        self.phase = Phase.POLL_ALL
-        self._delay = self._polls.restart(self._clock())
-
-    def _on_flush_all_state(self, flushed: bool) -> None:
-        now = self._clock()
-        self._delay = self._polls.after_round(flushed, not flushed, self._sent_at, now)
-        if flushed:
-            self.phase = Phase.DONE
 
     def _on_has_collection(self, name: str, exists: bool) -> None:
         if not exists:
@@ -614,7 +562,7 @@ class FlushMachine:
         self._polls.interrupted()
         self._delay = self._retries.failed(failure, self._sent_at)
         if failure.reflush and self._flushed_once:
-            self.phase = self._flush_phase
+            self.phase = Phase.FLUSH
         logger.info(
             "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
             what,
@@ -700,8 +648,6 @@ class FlushMachine:
         message = f"flush_sync did not finish within its {self._timeout:g} s deadline; " + (
             "the collections were not yet listed"
             if self.phase is Phase.LIST
-            else "the server did not yet report every collection flushed"
-            if self._flush_phase is Phase.FLUSH_ALL
             else f"not yet flushed: {', '.join(pending)}"
         )
         if last is not None:
@@ -718,20 +664,9 @@ def _ids(segment_map: Any, name: str) -> tuple[int, ...]:
     return tuple(int(i) for i in segment_map[name].data) if name in segment_map else ()
 
 
-def _unimplemented(exc: Exception) -> bool:
-    code = getattr(exc, "code", None)
-    return (
-        isinstance(exc, grpc.RpcError)
-        and callable(code)
-        and code() is grpc.StatusCode.UNIMPLEMENTED
-    )
-
-
 def _describe(action: SendRpc) -> str:
-    if action.method in ("ShowCollections", "FlushAll"):
-        return f"{action.method} [database {action.request.db_name or _DEFAULT_DB!r}]"
-    if action.method == "GetFlushAllState":
-        return f"GetFlushAllState [flush_all_ts={action.request.flush_all_ts}]"
+    if action.method == "ShowCollections":
+        return f"ShowCollections [database {action.request.db_name or _DEFAULT_DB!r}]"
     if action.method == "Flush":
         return f"Flush {list(action.request.collection_names)}"
     return f"{action.method} {[request.collection_name for request in action.requests]}"

@@ -101,34 +101,6 @@ class FlushSyncMixin:
         machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return run(machine, self, on_progress=on_progress)
 
-    def flush_all_sync(
-        self,
-        timeout: float | None = None,
-        db_name: str | None = None,
-        *,
-        on_progress: ProgressHook | None = None,
-    ) -> FlushSyncResponse:
-        """pymilvus's ``flush_all``, done with ``flush_sync``'s contract.
-
-        One FlushAll RPC, then GetFlushAllState, polled like ``flush_sync``'s
-        polls, until the server reports everything flushed; one deadline, the same
-        retries, errors and response (``collections`` is empty: the server does not
-        name them). What the server flushes depends on its line (2.3/2.4: every
-        database). Where FlushAll is not implemented (Milvus Lite), every
-        collection of the database is listed and flushed instead.
-
-        Args:
-            timeout: seconds for the whole call; ``None`` waits without a deadline.
-            db_name: the database; ``None`` for the client's current one.
-            on_progress: called with a snapshot before every wait.
-
-        Raises:
-            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``.
-        """
-        policy = self.flush_sync_policy
-        machine = prepare(self, None, db_name, timeout, policy, flush_all=True)
-        return run(machine, self, on_progress=on_progress)
-
 
 class MilvusClient(FlushSyncMixin, pymilvus.MilvusClient):  # type: ignore[misc]
     """``pymilvus.MilvusClient`` with ``flush_sync``; everything else is unchanged."""

@@ -59,16 +59,15 @@ def test_a_second_flush_of_a_collection_waits_for_its_allowance(
     server, client, interposer = limited.server, limited.client, limited.interposer
     name = server.collection(500)
     assert client.flush_sync(name, timeout=30).flushed
-    first = time.monotonic()
     server.client.insert(name, rows(500, 500))
     with caplog.at_level(logging.INFO, logger="pymilvus_flushsync"):
         response = client.flush_sync(name, timeout=30)
-    waited = time.monotonic() - first
-    measure("second_flush_after_s", round(waited, 2))
-    measure("refusals", len(interposer.rejected))
     assert response.flushed
-    assert waited >= 10.0 - 0.1  # the allowance came back after 10 s, not before
     assert interposer.rejected and len(interposer.flushes) == 2
+    (first, _), (second, _) = interposer.flushes  # when each Flush reached the server
+    measure("second_flush_reached_the_server_after_s", round(second - first, 2))
+    measure("refusals", len(interposer.rejected))
+    assert 10.0 <= second - first <= 10.0 + 2.0  # the allowance, then at most one back-off
     retries = [m for m in caplog.messages if "next try in" in m]
     assert retries and all("code=8" in m for m in retries)
     assert server.persisted_rows(name) == (1000, 0)
