@@ -53,7 +53,7 @@ async def send(stub: Any, action: SendRpc) -> list[Any]:
     order. Whatever happens, none is left in flight."""
     start = getattr(stub, action.method)
     calls = [
-        start(request, timeout=action.timeout, metadata=action.metadata)
+        _cancellable(start(request, timeout=action.timeout, metadata=action.metadata))
         for request in action.requests
     ]
     try:
@@ -61,6 +61,12 @@ async def send(stub: Any, action: SendRpc) -> list[Any]:
     finally:
         for call in calls:
             call.cancel()
+
+
+def _cancellable(call: Any) -> Any:
+    """A ``grpc.aio`` call as it is; any other awaitable (a stub wrapped in ``async
+    def``, as interceptors and test doubles do) as a task, so that it can be cancelled."""
+    return call if callable(getattr(call, "cancel", None)) else asyncio.ensure_future(call)
 
 
 class AsyncFlushSyncMixin:

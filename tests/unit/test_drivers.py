@@ -179,3 +179,30 @@ def test_an_exception_of_the_callers_hook_fails_the_machine_and_goes_up(flavor: 
     assert machine.phase is Phase.FAILED
     with pytest.raises(MilvusException, match="interrupted"):
         machine.next_action()
+
+
+class CoroutineStub:
+    """A ``grpc.aio`` stub wrapped in ``async def`` (as interceptors and test doubles do):
+    its methods return coroutines, which have no ``cancel()``."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self._server = server
+
+    def __getattr__(self, method: str) -> Any:
+        async def call(request: Any, timeout: float, metadata: Any) -> Any:
+            return await self._server.start(method, request)
+
+        return call
+
+
+def test_the_async_driver_takes_a_stub_that_returns_coroutines() -> None:
+    server = FakeServer(waits_then_flushes(2))
+    handler = SimpleNamespace(_async_stub=CoroutineStub(server))
+    client = SimpleNamespace(_get_connection=lambda: handler)
+    machine = FlushMachine(("a", "b"), "", 10.0, POLICY)
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    response = asyncio.run(_async.run(machine, client, sleep=no_sleep))
+    assert response.flushed and server.sent[0] == ("Flush", ("a", "b"))
