@@ -53,6 +53,9 @@ assert set(EXPECT) == {*BEHAVIOURS, "tcp:silent", "tcp:reset", "tcp:garbage"}
 CONNECT_RETRIED = {"tcp:reset", "tcp:garbage"} if pymilvus.__version__.startswith("2.5.") else set()
 EXPECT.update({kind: ("deadline", None) for kind in CONNECT_RETRIED})
 NO_CONNECTION = {"tcp:silent", *CONNECT_RETRIED}
+#: "At once" for the CLI includes pymilvus's client constructor, which takes up to
+#: ~0.3 s under pymilvus 2.5 on the 2-core machine (measured 0.28 s in CI).
+CLI_AT_ONCE = 2 * TOLERANCE if pymilvus.__version__.startswith("2.5.") else TOLERANCE
 
 #: Untimed calls, and the code of the error that ends them. ``never_flushed`` answers
 #: every poll, so without a deadline it waits (until ``close()``: below). Without a
@@ -164,7 +167,7 @@ def test_cli_with_a_deadline(capsys: pytest.CaptureFixture[str], kind: str, form
     if ends == "deadline":
         assert DEADLINE - 0.01 <= took <= DEADLINE + TOLERANCE
     else:
-        assert took <= TOLERANCE
+        assert took <= CLI_AT_ONCE
 
 
 @pytest.mark.parametrize("form", ["NAME", "--all"])
@@ -177,7 +180,7 @@ def test_cli_without_a_timeout_fails_at_once(
         code, out, err, took = run_cli(capsys, "flush", "--uri", server.uri, *what)
     assert (code, out) == (1, "")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert took <= TOLERANCE
+    assert took <= CLI_AT_ONCE
 
 
 def test_cli_failed_all_names_the_collections_it_tried(capsys: pytest.CaptureFixture[str]) -> None:

