@@ -68,9 +68,7 @@ async def async_handler(client: Any) -> Any:
     pymilvus 2.6+ has ``async _get_connection()``; 2.5's is a plain method. Both
     handlers finish connecting lazily in ``ensure_channel_ready()`` (a no-op once done).
     """
-    handler = client._get_connection()
-    if inspect.isawaitable(handler):
-        handler = await handler
+    handler = await _async_connection(client)
     ready = getattr(handler, "ensure_channel_ready", None)
     if ready is not None:
         await ready()
@@ -79,7 +77,10 @@ async def async_handler(client: Any) -> Any:
 
 async def async_stub(client: Any) -> Any:
     """The connected async client's ``grpc.aio`` stub; raises once it was closed."""
+    return (await _async_connection(client))._async_stub
+
+
+async def _async_connection(client: Any) -> Any:
+    """``client._get_connection()``: a coroutine in pymilvus 2.6+, a plain call in 2.5."""
     handler = client._get_connection()
-    if inspect.isawaitable(handler):
-        handler = await handler
-    return handler._async_stub
+    return await handler if inspect.isawaitable(handler) else handler

@@ -22,13 +22,12 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-from .proxy import TcpServer
+from .proxy import TcpServer, grpc_server
 
 _SERVICE = "milvus.proto.milvus.MilvusService"
 _MAX_HOLD = 60.0  # no handler or connection is held longer than this
@@ -87,7 +86,6 @@ class FakeMilvus:
         self.calls: list[str] = []
         self.metadata: dict[str, str] = {}
         self._closed = threading.Event()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handlers = {
             "Connect": self._unary(self._connect, milvus_pb2.ConnectRequest),
             **{
@@ -95,11 +93,9 @@ class FakeMilvus:
                 for method, request, reply in _FLUSH_RPCS
             },
         }
-        self._server.add_generic_rpc_handlers(
+        self._server, self.port = grpc_server(
             (grpc.method_handlers_generic_handler(_SERVICE, handlers),)
         )
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
 
     @property
     def uri(self) -> str:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent import futures
 from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
+
+from .proxy import grpc_server
 
 _SERVICE = "/milvus.proto.milvus.MilvusService/"
 #: Metadata gRPC sets itself: not forwarded.
@@ -51,10 +52,7 @@ class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
         self._next: dict[tuple[str, str], float] = {}  # (db, collection) -> next allowed
         self._lock = threading.Lock()
         self._channel = grpc.insecure_channel(target)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-        self._server.add_generic_rpc_handlers((self,))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
+        self._server, self.port = grpc_server((self,), workers=32)
 
     @property
     def uri(self) -> str:

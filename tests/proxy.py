@@ -9,6 +9,19 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+
+def grpc_server(handlers: Any, workers: int = 8) -> tuple[grpc.Server, int]:
+    """A started gRPC server on 127.0.0.1 (a free port) with these generic handlers."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server.add_generic_rpc_handlers(handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 class TcpServer:
