@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pymilvus
@@ -17,6 +18,7 @@ import pymilvus
 from ._call import prepare
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
+from ._group import Batch, Flight, Group, Unanswered, alone, for_client, split
 from ._response import FlushSyncResponse
 from ._sync import ProgressHook
 
@@ -33,19 +35,33 @@ async def run(
     """Connect (on a client's first call; under the deadline, or the retry budget
     without one), then drive ``machine`` to the end over the client's ``grpc.aio``
     stub, read per RPC."""
+    policy = machine.policy
+    group = for_client(client, machine.requested_db) if policy.group_commit else None
+    if group is not None:
+        group.enter()
     try:
-        await asyncio.wait_for(async_handler(client), machine.connect_timeout())
-    except asyncio.TimeoutError:
-        raise machine.not_connected() from None
-    while not isinstance(action := machine.next_action(), Done):
-        with machine.expect(action) as outcome:
-            if isinstance(action, Sleep):
-                if on_progress is not None:
-                    on_progress(machine.progress())
-                await sleep(action.seconds)
-            else:
-                outcome.reply = await send(await async_stub(client), action)
-    return action.response
+        try:
+            await asyncio.wait_for(async_handler(client), machine.connect_timeout())
+        except asyncio.TimeoutError:
+            raise machine.not_connected() from None
+        while not isinstance(action := machine.next_action(), Done):
+            with machine.expect(action) as outcome:
+                if isinstance(action, Sleep):
+                    if on_progress is not None:
+                        on_progress(machine.progress())
+                    await sleep(action.seconds)
+                    continue
+                stub = await async_stub(client)
+                if group is None or action.method not in ("Flush", "GetFlushState"):
+                    outcome.reply = await send(stub, action)
+                elif action.method == "Flush":
+                    outcome.reply = [await flush_shared(group, stub, action, policy.gather, sleep)]
+                else:
+                    outcome.reply = await poll_shared(group, stub, action)
+        return action.response
+    finally:
+        if group is not None:
+            group.leave()
 
 
 async def send(stub: Any, action: SendRpc) -> list[Any]:
@@ -61,6 +77,93 @@ async def send(stub: Any, action: SendRpc) -> list[Any]:
     finally:
         for call in calls:
             call.cancel()
+
+
+async def flush_shared(
+    group: Group,
+    stub: Any,
+    action: SendRpc,
+    gather: float,
+    sleep: Callable[[float], Awaitable[object]],
+) -> Any:
+    """The reply to this call's Flush, sent in a batch with the group's other calls
+    by a task of its own: a member's cancellation does not cancel it."""
+    began = loop_time()
+    batch, leader = group.join(action.request, action.timeout)
+    if leader:
+        batch.io = asyncio.ensure_future(
+            _lead(group, batch, stub, action, gather=gather, sleep=sleep)
+        )
+        batch.io.add_done_callback(_retrieved)
+    reply = await _result(batch.io, action.timeout, "Flush")
+    if split(batch, reply):  # failed for good: this call's own names, alone
+        return (await send(stub, alone(action, loop_time() - began)))[0]
+    return reply
+
+
+async def _lead(
+    group: Group,
+    batch: Batch,
+    stub: Any,
+    action: SendRpc,
+    *,
+    gather: float,
+    sleep: Callable[[float], Awaitable[object]],
+) -> Any:
+    try:
+        await sleep(0)  # tasks started together get to join
+        window = min(group.gather(gather), action.timeout)
+        if window > 0:
+            await sleep(window)
+    finally:
+        request, timeout = group.seal(batch)
+    return await stub.Flush(request, timeout=timeout, metadata=action.metadata)
+
+
+async def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
+    """The replies to a round of GetFlushState; questions another call is asking
+    already share its RPC (a task), known "flushed" answers are not asked again."""
+    began = loop_time()
+    start = partial(stub.GetFlushState, timeout=action.timeout, metadata=action.metadata)
+    waits = [group.flight(r, partial(_started, start, r)) for r in action.requests]
+    try:
+        return [
+            await _result(w.call, action.timeout - (loop_time() - began), "GetFlushState")
+            if isinstance(w, Flight)
+            else w
+            for w in waits
+        ]
+    finally:
+        for w in waits:
+            if isinstance(w, Flight) and group.release(w):
+                w.call.cancel()
+
+
+async def _result(task: asyncio.Future[Any], seconds: float, what: str) -> Any:
+    """A shared task's result, if it comes within ``seconds``; never cancels it."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), max(seconds, 0.0))
+    except asyncio.TimeoutError:
+        raise Unanswered(f"no answer to the shared {what} within this call's time") from None
+
+
+def _started(start: Callable[[Any], Any], request: Any) -> asyncio.Future[Any]:
+    """``start(request)`` (a ``grpc.aio`` call) as a task, which waiters can share."""
+
+    async def awaited() -> Any:
+        return await start(request)
+
+    return asyncio.ensure_future(awaited())
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a shared task's exception as seen: each member reports it, or none is left."""
+    if not task.cancelled():
+        task.exception()
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _cancellable(call: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._compat import current_db_name, endpoint
 from ._core import FlushMachine, FlushPolicy
+from ._group import history_for
 from ._params import check_db_name, check_names, check_timeout
 from ._ticks import for_endpoint
 
@@ -37,11 +38,13 @@ def prepare(
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
     period = policy.tick_period
+    address = endpoint(client)
     return FlushMachine(
         names,
         current_db_name(client) if db is None else db,
         seconds,
         policy,
-        ticks=None if period is None else for_endpoint(endpoint(client), period),
+        ticks=None if period is None else for_endpoint(address, period),
         since=since,
+        history=history_for(address),
     )

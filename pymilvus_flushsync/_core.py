@@ -96,6 +96,7 @@ from ._errors import (
     interrupted,
     undecodable,
 )
+from ._group import FlushHistory
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._ticks import TickModel
 
@@ -193,7 +194,14 @@ class FlushPolicy:
             limit). 120 s covers a restarting server: Milvus 2.3.5 answered
             Flush again 10 to 60 s after a restart, measured.
         jitter: "full jitter": each retry waits a uniformly random part of its
-            back-off, so callers that share a rate limit spread out.
+            back-off, so callers that share a rate limit spread out. A
+            rate-limited Flush whose last accepted one is known is retried
+            when the limit allows it instead (``_group``).
+        group_commit: concurrent calls on one client and database share their
+            Flush and GetFlushState RPCs (``_group``).
+        gather: with ``group_commit``, how long a Flush waits for more callers
+            to join it, only while other calls on the client are in progress.
+            Threads released together arrive within about 2.5 ms (measured).
     """
 
     poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
@@ -202,6 +210,8 @@ class FlushPolicy:
     tick_period: float | None = 0.2
     retry_budget: float | None = 120.0
     jitter: bool = True
+    group_commit: bool = True
+    gather: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -354,6 +364,8 @@ class FlushMachine:
         since: the clock reading the deadline (and ``elapsed``) counts from, when
             the call began before the machine (the CLI connects first); default now.
         rng: the source of the retries' jitter, injectable for tests.
+        history: the endpoint's accepted Flush times, shared between calls, to
+            retry a rate-limited Flush when the limit allows it.
     """
 
     def __init__(
@@ -367,6 +379,7 @@ class FlushMachine:
         ticks: TickModel | None = None,
         since: float | None = None,
         rng: random.Random | None = None,
+        history: FlushHistory | None = None,
     ) -> None:
         policy = policy or FlushPolicy()
         self._policy = policy
@@ -383,6 +396,7 @@ class FlushMachine:
             jitter=(lambda delay: draw(0.0, delay)) if policy.jitter else (lambda delay: delay),
         )
         self._polls = PollSchedule(policy.poll, ticks)
+        self._history = history
         self.every = names is None  # every collection of the database
         self.phase = Phase.LIST if names is None else Phase.FLUSH
         self._states: dict[str, CollectionFlushState] = {}
@@ -515,6 +529,8 @@ class FlushMachine:
 
     def _on_flush(self, reply: Any) -> None:
         self._flushed_once = True
+        if self._history is not None:
+            self._history.accepted(self._db, self._pending, self._sent_at)
         self._reply_db = reply.db_name or self._reply_db
         self._unchecked = []
         for name in self._pending:
@@ -561,6 +577,11 @@ class FlushMachine:
             return
         self._polls.interrupted()
         self._delay = self._retries.failed(failure, self._sent_at)
+        if failure.rate is not None and self.phase is Phase.FLUSH and self._history is not None:
+            # when the limit lets the Flush pass; every caller of a batch waits until then
+            at = self._history.retry_at(self._db, self._pending, failure.rate)
+            if at is not None and at > self._clock():
+                self._delay = at - self._clock()
         if failure.reflush and self._flushed_once:
             self.phase = Phase.FLUSH
         logger.info(
@@ -592,6 +613,15 @@ class FlushMachine:
         self._pending = list(names)
 
     # -- results ------------------------------------------------------------------
+
+    @property
+    def policy(self) -> FlushPolicy:
+        return self._policy
+
+    @property
+    def requested_db(self) -> str:
+        """The database as the caller asked for it (``""``: the server's default)."""
+        return self._db
 
     @property
     def db_name(self) -> str:

@@ -31,6 +31,7 @@ retries ends after ``FlushPolicy.retry_budget`` seconds with the last error
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,8 @@ _TRANSIENT_REASONS = (
     "node not match",
     "node not available",
 )
+#: How a rate limit names its rate: "... rate limit exceeded[rate=0.1]".
+_RATE = re.compile(r"\[rate=([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\]")
 #: gRPC codes that mean "the server is (temporarily) out of reach".
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 #: gRPC codes worth another try while the deadline allows.
@@ -119,6 +122,7 @@ class Failure:
     error: MilvusException
     retryable: bool = False
     reflush: bool = False
+    rate: float | None = None  # a rate limit's allowed requests per second, when it says
 
     def describe(self, what: str = "") -> str:
         """A one-line reason for logs: the first line, at most a few hundred characters;
@@ -146,7 +150,8 @@ def classify_status(status: Any, what: str) -> Failure | None:
     reason = status.reason or f"{what} failed"
     error = MilvusException(code=code or legacy, message=reason, compatible_code=legacy)
     if code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT:
-        return Failure(error, retryable=True)
+        rate = _RATE.search(reason)
+        return Failure(error, retryable=True, rate=float(rate.group(1)) if rate else None)
     transient = code in TRANSIENT_STATUS_CODES or (
         code in _TRANSIENT_IF_SAID and any(text in reason for text in _TRANSIENT_REASONS)
     )

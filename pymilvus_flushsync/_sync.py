@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+import grpc
 import pymilvus
 
 from ._call import prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
+from ._group import Flight, Group, Unanswered, alone, for_client, split
 from ._response import FlushSyncResponse
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
@@ -31,16 +34,32 @@ def run(
     sleep: Callable[[float], object] = time.sleep,
 ) -> FlushSyncResponse:
     """Drive ``machine`` to the end over ``client._get_connection()._stub``, read per
-    RPC (pymilvus swaps it on reconnect; it raises once the client is closed)."""
-    while not isinstance(action := machine.next_action(), Done):
-        with machine.expect(action) as outcome:
-            if isinstance(action, Sleep):
-                if on_progress is not None:
-                    on_progress(machine.progress())
-                sleep(action.seconds)
-            else:
-                outcome.reply = send(client._get_connection()._stub, action)
-    return action.response
+    RPC (pymilvus swaps it on reconnect; it raises once the client is closed); with
+    ``policy.group_commit``, Flush and GetFlushState are shared with the client's
+    other calls (``_group``)."""
+    policy = machine.policy
+    group = for_client(client, machine.requested_db) if policy.group_commit else None
+    if group is not None:
+        group.enter()
+    try:
+        while not isinstance(action := machine.next_action(), Done):
+            with machine.expect(action) as outcome:
+                if isinstance(action, Sleep):
+                    if on_progress is not None:
+                        on_progress(machine.progress())
+                    sleep(action.seconds)
+                    continue
+                stub = client._get_connection()._stub
+                if group is None or action.method not in ("Flush", "GetFlushState"):
+                    outcome.reply = send(stub, action)
+                elif action.method == "Flush":
+                    outcome.reply = [flush_shared(group, stub, action, policy.gather, sleep)]
+                else:
+                    outcome.reply = poll_shared(group, stub, action)
+        return action.response
+    finally:
+        if group is not None:
+            group.leave()
 
 
 def send(stub: Any, action: SendRpc) -> list[Any]:
@@ -56,6 +75,63 @@ def send(stub: Any, action: SendRpc) -> list[Any]:
     finally:
         for call in calls:
             call.cancel()
+
+
+def flush_shared(
+    group: Group, stub: Any, action: SendRpc, gather: float, sleep: Callable[[float], object]
+) -> Any:
+    """The reply to this call's Flush, sent in a batch with the group's other calls."""
+    began = time.monotonic()
+    batch, leader = group.join(action.request, action.timeout)
+    if leader:
+        try:
+            sleep(0)  # threads released together get to join
+            window = min(group.gather(gather), action.timeout)
+            if window > 0:
+                sleep(window)
+            request, timeout = group.seal(batch)
+            batch.io = stub.Flush.future(request, timeout=timeout, metadata=action.metadata)
+        finally:  # whatever happened, the others stop waiting for this leader
+            group.seal(batch)
+            batch.ready.set()
+    elif not batch.ready.wait(action.timeout):
+        raise Unanswered(f"the shared Flush was not sent within {action.timeout:.3g} s")
+    if batch.io is None:
+        raise Unanswered("the shared Flush was not sent: its leader stopped")
+    reply = _result(batch.io, action.timeout - (time.monotonic() - began), "Flush")
+    if split(batch, reply):  # failed for good: this call's own names, alone
+        return send(stub, alone(action, time.monotonic() - began))[0]
+    return reply
+
+
+def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
+    """The replies to a round of GetFlushState; questions another call is asking
+    already share its RPC, and known "flushed" answers are not asked again."""
+    began = time.monotonic()
+    start = stub.GetFlushState.future
+    waits = [
+        group.flight(r, partial(start, r, timeout=action.timeout, metadata=action.metadata))
+        for r in action.requests
+    ]
+    try:
+        return [
+            _result(w.call, action.timeout - (time.monotonic() - began), "GetFlushState")
+            if isinstance(w, Flight)
+            else w
+            for w in waits
+        ]
+    finally:
+        for w in waits:
+            if isinstance(w, Flight) and group.release(w):
+                w.call.cancel()
+
+
+def _result(call: Any, seconds: float, what: str) -> Any:
+    """A shared call's reply, if it comes within ``seconds``."""
+    try:
+        return call.result(timeout=max(seconds, 0.0))
+    except grpc.FutureTimeoutError:
+        raise Unanswered(f"no answer to the shared {what} within this call's time") from None
 
 
 class FlushSyncMixin:

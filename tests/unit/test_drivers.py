@@ -4,7 +4,6 @@ two halves over one ``MockStream``: same RPCs, same answer, same cancellations."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,71 +14,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
 from pymilvus_flushsync._core import FlushMachine, Phase
 
-from ..fakes import FakeRpcError, flush_reply, state_reply
-
-Answer = Callable[[str, Any], Any]  # (method, request) -> reply; raises a grpc.RpcError
-
-
-class FakeServer:
-    """Answers every RPC with ``answer``; records what was sent and what was cancelled
-    before it was answered."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.sent: list[tuple[str, tuple[str, ...]]] = []
-        self.cancelled_in_flight = 0
-
-    def start(self, method: str, request: Any) -> FakeCall:
-        names = getattr(request, "collection_names", None) or [request.collection_name]
-        self.sent.append((method, tuple(names)))
-        return FakeCall(self, method, request)
-
-    def client(self) -> Any:
-        """A client whose connection has a sync stub and a ``grpc.aio`` stub on this server."""
-        handler = SimpleNamespace(_stub=SyncStub(self), _async_stub=AioStub(self))
-        return SimpleNamespace(_get_connection=lambda: handler)
-
-
-class FakeCall:
-    """One RPC: a sync future (``result``) and a ``grpc.aio`` call (awaitable) at once."""
-
-    def __init__(self, server: FakeServer, method: str, request: Any) -> None:
-        self._server, self._method, self._request = server, method, request
-        self._done = False
-
-    def result(self) -> Any:
-        self._done = True
-        return self._server.answer(self._method, self._request)
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        yield from asyncio.sleep(0).__await__()
-        return self.result()
-
-    def cancel(self) -> bool:
-        if self._done:
-            return False
-        self._server.cancelled_in_flight += 1
-        return True
-
-
-class SyncStub:
-    def __init__(self, server: FakeServer) -> None:
-        self._server = server
-
-    def __getattr__(self, method: str) -> Any:
-        def future(request: Any, timeout: float, metadata: Any) -> FakeCall:
-            return self._server.start(method, request)
-
-        return SimpleNamespace(future=future)
-
-
-class AioStub:
-    def __init__(self, server: FakeServer) -> None:
-        self._server = server
-
-    def __getattr__(self, method: str) -> Any:
-        return lambda request, timeout, metadata: self._server.start(method, request)
-
+from ..fakes import Answer, FakeRpcError, FakeServer, flush_reply, state_reply
 
 POLICY = FlushPolicy(tick_period=None, jitter=False)
 
@@ -150,6 +85,7 @@ def test_both_drivers_cancel_the_rest_of_a_round_when_one_rpc_fails() -> None:
 
     for flavor in ("sync", "async"):
         server = FakeServer(answer)
+        server.held = {"c", "d"}  # still in flight when b fails (sync: not yet read)
         error, _ = drive(flavor, server, ("a", "b", "c", "d"))
         assert type(error) is MilvusException and error.code == 7
         # the sweep after "a": b failed, so c and d were cancelled, not left running

@@ -1,0 +1,264 @@
+"""Group commit: concurrent ``flush_sync`` calls on one client share their RPCs.
+
+Theory
+======
+Databases share one log fsync among the transactions that commit together
+(PostgreSQL's ``commit_delay``, RocksDB's write groups). Flushing a Milvus
+collection is the same kind of step: it seals whatever was inserted before it,
+for everyone, and it is scarce (Milvus 2.4.5+ allows one Flush per collection
+per 10 s by default). So calls on one client and database share:
+
+* **One Flush per batch.** A call that reaches its Flush joins the batch being
+  prepared, or starts one and leads it. The leader yields once (other threads
+  or tasks released together get to join), then waits ``FlushPolicy.gather``
+  seconds only while other calls on the client are in progress (as PostgreSQL
+  delays a commit only with ``commit_siblings`` active), seals the batch and
+  sends one Flush for the union of its members' names. A lone call pays a
+  yield. A batch is sealed before it is sent, so a call is only ever satisfied
+  by a Flush sent after it began: one sent earlier may predate its rows.
+* **One poll per question.** GetFlushState for the same (collection, segments,
+  flush timestamp) is one RPC while it is in flight, whoever asks; a "flushed"
+  answer (final for that question) is kept while calls are in progress.
+* **Every call keeps its own** machine: its deadline (it waits for a shared
+  RPC no longer than its own time allows), its response (its own collections),
+  its errors, its retries. A shared Flush that fails for good (a missing
+  collection fails a real server's whole Flush) is sent again by each member
+  for its own names, so one caller's bad name fails only that caller. A rate
+  limited batch is retried by its members together: they all wait for the
+  same moment (``FlushHistory``), so their retries form one batch again. A
+  cancelled or timed-out call leaves; a shared RPC is cancelled only when no
+  call waits for it any more.
+
+Only calls on the same client and database share (``for_client``): a client
+carries its own credentials, and a Flush sent for another client's caller
+would bypass that caller's privileges.
+
+``Group`` is bookkeeping only, under its own lock, which is never held across
+I/O; the drivers (``_sync``, ``_async``) start the RPCs and do the waiting.
+
+Rate limits (``FlushHistory``). A rate-limited Flush answers status 8 with
+``rate exceeded[rate=R]``: the collection may be flushed once per ``1/R`` s.
+Each endpoint remembers when it last sent an accepted Flush per collection, so
+a rejected one is retried just after that one's ``1/R`` s have passed instead
+of on the blind back-off (which would send several doomed Flush RPCs).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from pymilvus.grpc_gen import milvus_pb2
+
+from ._errors import classify_status
+
+if TYPE_CHECKING:
+    from ._core import SendRpc
+
+__all__ = [
+    "Batch",
+    "Flight",
+    "FlushHistory",
+    "Group",
+    "Unanswered",
+    "alone",
+    "for_client",
+    "history_for",
+    "split",
+]
+
+#: How much later than ``last accepted + 1/rate`` a rate-limited Flush is retried:
+#: the server admitted the last one a little after we sent it.
+RATE_MARGIN = 0.1
+#: Collections remembered per endpoint (oldest forgotten first).
+_HISTORY_SIZE = 4096
+
+
+class Unanswered(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
+    """A shared RPC gave this call no answer in the time the call had (or its
+    leader stopped before sending it): for the machine, a per-RPC DEADLINE_EXCEEDED."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return self._details
+
+
+@dataclass(eq=False)
+class Batch:
+    """One Flush being prepared for the calls that joined it, then sent for them all."""
+
+    db_name: str
+    names: dict[str, None] = field(default_factory=dict)  # the union, in order
+    members: int = 0
+    timeout: float = 0.0  # the longest per-RPC timeout among the members
+    sealed: bool = False
+    io: Any = None  # the driver's: the shared call, once sent
+    ready: threading.Event = field(default_factory=threading.Event)  # sync: io is set
+
+    def request(self) -> Any:
+        return milvus_pb2.FlushRequest(db_name=self.db_name, collection_names=list(self.names))
+
+
+@dataclass(eq=False)
+class Flight:
+    """One GetFlushState RPC in flight, and how many calls wait for its answer."""
+
+    call: Any  # the driver's: a gRPC future / an asyncio task
+    waiters: int = 1
+
+
+class Group:
+    """What the calls on one (client, database) share. Every method takes the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0  # calls in progress
+        self._forming: Batch | None = None
+        self._flights: dict[bytes, Flight] = {}
+        self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
+
+    # -- calls --------------------------------------------------------------------
+
+    def enter(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+            if not self.active:
+                self._flushed.clear()
+
+    # -- Flush --------------------------------------------------------------------
+
+    def join(self, request: Any, timeout: float) -> tuple[Batch, bool]:
+        """Join the batch being prepared (or start one: then this call leads it)."""
+        with self._lock:
+            batch, leader = self._forming, False
+            if batch is None:
+                batch = self._forming = Batch(request.db_name)
+                leader = True
+            batch.names.update(dict.fromkeys(request.collection_names))
+            batch.members += 1
+            batch.timeout = max(batch.timeout, timeout)
+            return batch, leader
+
+    def gather(self, seconds: float) -> float:
+        """How long the leader waits for more members: ``seconds`` while other calls
+        are in progress, else nothing (a lone call pays nothing)."""
+        with self._lock:
+            return seconds if self.active > 1 else 0.0
+
+    def seal(self, batch: Batch) -> tuple[Any, float]:
+        """No one joins ``batch`` any more: its Flush request and per-RPC timeout."""
+        with self._lock:
+            if self._forming is batch:
+                self._forming = None
+            batch.sealed = True
+            return batch.request(), batch.timeout
+
+    # -- GetFlushState --------------------------------------------------------------
+
+    def flight(self, request: Any, start: Callable[[], Any]) -> Flight | Any:
+        """The shared flight of ``request`` (started with ``start()`` if there is none),
+        or the "flushed" reply already known for it."""
+        key = request.SerializeToString(deterministic=True)
+        with self._lock:
+            known = self._flushed.get(key)
+            if known is not None:
+                return known
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.waiters += 1
+                return flight
+            flight = self._flights[key] = Flight(start())
+        flight.call.add_done_callback(lambda call: self._landed(key, flight, call))
+        return flight
+
+    def release(self, flight: Flight) -> bool:
+        """A call stops waiting for ``flight``: whether it was the last one (so the
+        driver should cancel the RPC if it is still running)."""
+        with self._lock:
+            flight.waiters -= 1
+            return flight.waiters == 0
+
+    def _landed(self, key: bytes, flight: Flight, call: Any) -> None:
+        try:
+            reply = call.result()
+        except BaseException:  # failed or cancelled: each waiter sees that itself
+            reply = None
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if self.active and getattr(reply, "flushed", False) and not reply.status.code:
+                self._flushed[key] = reply
+
+
+def split(batch: Batch, reply: Any) -> bool:
+    """Whether each member must send its own Flush after ``reply`` to a shared one: it
+    failed for good (not a retryable status), and for more than one call."""
+    if batch.members < 2 or not isinstance(reply, milvus_pb2.FlushResponse):
+        return False
+    failure = classify_status(reply.status, "Flush")
+    return failure is not None and not failure.retryable
+
+
+def alone(action: SendRpc, spent: float) -> SendRpc:
+    """``action`` (a Flush of one call's names) to send by itself, with what is left
+    of its per-RPC timeout after ``spent`` seconds of waiting for the shared one."""
+    return replace(action, timeout=max(action.timeout - spent, 0.001))
+
+
+_groups_lock = threading.Lock()
+#: The attribute of a client that holds its groups (they live and die with it).
+_GROUPS = "_flush_sync_groups"
+
+
+def for_client(client: Any, db_name: str) -> Group:
+    """The group of one client (the wrapped one, for a ``wrap`` proxy) and database."""
+    owner = vars(getattr(client, "__wrapped__", client))
+    with _groups_lock:
+        groups: dict[str, Group] = owner.setdefault(_GROUPS, {})
+        return groups.setdefault(db_name, Group())
+
+
+class FlushHistory:
+    """When this process last sent an accepted Flush per collection, for one endpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def accepted(self, db_name: str, names: Iterable[str], sent_at: float) -> None:
+        with self._lock:
+            for name in names:
+                self._sent[(db_name, name)] = sent_at
+                self._sent.move_to_end((db_name, name))
+            while len(self._sent) > _HISTORY_SIZE:
+                self._sent.popitem(last=False)
+
+    def retry_at(self, db_name: str, names: Iterable[str], rate: float) -> float | None:
+        """When a Flush of ``names`` rejected at ``rate`` per second should pass
+        (``None``: no accepted Flush of them is known)."""
+        with self._lock:
+            sent = [self._sent[(db_name, n)] for n in names if (db_name, n) in self._sent]
+        return max(sent) + 1 / rate + RATE_MARGIN if sent and rate > 0 else None
+
+
+_histories: dict[str, FlushHistory] = {}
+
+
+def history_for(endpoint: str) -> FlushHistory:
+    """The process-wide Flush history of one server endpoint."""
+    with _groups_lock:
+        return _histories.setdefault(endpoint, FlushHistory())

@@ -1,0 +1,227 @@
+"""Group commit (``_group``) through both drivers, over the in-memory fake server: calls
+on one client share one Flush and their polls, and each keeps its own answer, errors,
+deadline and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import pytest
+from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import milvus_pb2
+
+from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync._core import FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._group import FlushHistory, for_client
+
+from ..fakes import RATE_LIMITED, FakeClock, FakeServer, flush_reply, state_reply, status
+
+#: A wide gathering window: the tests must not depend on how fast threads start.
+POLICY = FlushPolicy(tick_period=None, jitter=False, gather=0.5)
+Outcome: TypeAlias = FlushSyncResponse | MilvusException
+
+
+def flushes(server: FakeServer) -> list[tuple[str, ...]]:
+    return [names for method, names in server.sent if method == "Flush"]
+
+
+def polls(server: FakeServer) -> int:
+    return sum(method == "GetFlushState" for method, _ in server.sent)
+
+
+def seals_then(polls_each: int) -> Callable[[str, Any], Any]:
+    """Flush seals segment 1 of each collection; a collection's poll says "flushed"
+    once it was asked ``polls_each`` times before."""
+    asked: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def answer(method: str, request: Any) -> Any:
+        if method == "Flush":
+            if "missing" in request.collection_names:  # a real server fails it whole
+                reason = "collection not found[database=default][collection=missing]"
+                return milvus_pb2.FlushResponse(status=status(100, reason, error_code=4))
+            return flush_reply({name: [1] for name in request.collection_names})
+        with lock:
+            asked[request.collection_name] = asked.get(request.collection_name, 0) + 1
+            return state_reply(asked[request.collection_name] > polls_each)
+
+    return answer
+
+
+def in_threads(client: Any, calls: list[tuple[str, ...]], timeouts: list[float]) -> list[Outcome]:
+    """Each call in a thread of its own, all released by one barrier."""
+    outcomes: list[Outcome | None] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def one(i: int) -> None:
+        machine = FlushMachine(calls[i], "", timeouts[i], POLICY)
+        barrier.wait()
+        try:
+            outcomes[i] = _sync.run(machine, client)
+        except MilvusException as error:
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(o is not None for o in outcomes), "a call did not end"
+    return [o for o in outcomes if o is not None]
+
+
+async def in_tasks(client: Any, calls: list[tuple[str, ...]]) -> list[Outcome]:
+    """Each call in a task of its own, started by one gather."""
+
+    async def one(names: tuple[str, ...]) -> Outcome:
+        try:
+            return await _async.run(FlushMachine(names, "", 10.0, POLICY), client)
+        except MilvusException as error:
+            return error
+
+    return list(await asyncio.gather(*(one(names) for names in calls)))
+
+
+def run_calls(flavor: str, server: FakeServer, calls: list[tuple[str, ...]]) -> list[Outcome]:
+    client = server.client()
+    if flavor == "sync":
+        return in_threads(client, calls, [10.0] * len(calls))
+    return asyncio.run(in_tasks(client, calls))
+
+
+CALLS = [("a",), ("a", "b"), ("c",), ("a",), ("b",), ("c", "a")]
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_calls_released_together_share_one_flush_and_keep_their_own_answers(
+    flavor: str,
+) -> None:
+    server = FakeServer(seals_then(polls_each=3), threaded=flavor == "sync")
+    outcomes = run_calls(flavor, server, CALLS)
+    assert flushes(server) == [flushes(server)[0]]  # one Flush, for everyone
+    assert sorted(flushes(server)[0]) == ["a", "b", "c"]
+    for names, outcome in zip(CALLS, outcomes, strict=True):
+        assert isinstance(outcome, FlushSyncResponse) and outcome.flushed
+        assert tuple(outcome.collections) == names  # its own collections, nothing else
+    # a question asked by several calls at once is one RPC: far fewer than asked
+    asked = sum(o.polls for o in outcomes if isinstance(o, FlushSyncResponse))
+    assert polls(server) < asked
+    if flavor == "async":  # in lockstep: exactly one caller's polls per collection
+        assert polls(server) == 3 * (3 + 1)
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_one_callers_missing_collection_fails_only_that_call(flavor: str) -> None:
+    server = FakeServer(seals_then(polls_each=1), threaded=flavor == "sync")
+    calls = [("a",), ("missing",), ("b", "a")]
+    outcomes = run_calls(flavor, server, calls)
+    good = [outcomes[0], outcomes[2]]
+    assert all(isinstance(o, FlushSyncResponse) and o.flushed for o in good)
+    bad = outcomes[1]
+    assert isinstance(bad, MilvusException) and type(bad) is MilvusException and bad.code == 100
+    shared, *alone = flushes(server)
+    assert sorted(shared) == ["a", "b", "missing"]
+    assert sorted(alone) == sorted(calls)  # then each call's own names, by itself
+
+
+def test_calls_on_other_clients_or_databases_do_not_share() -> None:
+    server = FakeServer(seals_then(polls_each=0))
+    one, other = server.client(), server.client()
+
+    async def main() -> tuple[FlushSyncResponse, ...]:
+        machines = [FlushMachine(("a",), db, 10.0, POLICY) for db in ("", "", "db2")]
+        return await asyncio.gather(
+            _async.run(machines[0], one), _async.run(machines[1], other),
+            _async.run(machines[2], one),
+        )  # fmt: skip
+
+    assert all(r.flushed for r in asyncio.run(main()))
+    assert flushes(server) == [("a",)] * 3
+    assert for_client(one, "") is not for_client(other, "")
+    assert for_client(one, "") is not for_client(one, "db2")
+
+
+def test_a_lone_call_does_not_wait_the_gathering_window() -> None:
+    server = FakeServer(seals_then(polls_each=0))
+    slept: list[float] = []
+    machine = FlushMachine(("a",), "", 10.0, FlushPolicy(tick_period=None, gather=30.0))
+    assert _sync.run(machine, server.client(), sleep=slept.append).flushed
+    assert 30.0 not in slept and flushes(server) == [("a",)]
+
+
+def test_a_cancelled_task_does_not_cancel_the_flush_it_leads() -> None:
+    server = FakeServer(seals_then(polls_each=0))
+    client = server.client()
+
+    async def main() -> list[Any]:
+        in_window, go_on = asyncio.Event(), asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            if seconds == POLICY.gather:  # the leader's gathering window
+                in_window.set()
+                await go_on.wait()
+
+        tasks = [
+            asyncio.ensure_future(
+                _async.run(FlushMachine(names, "", 10.0, POLICY), client, sleep=sleep)
+            )
+            for names in (("a",), ("b",), ("c",))
+        ]
+        await in_window.wait()
+        tasks[0].cancel()  # the leader's caller goes away mid-window
+        go_on.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    cancelled, *others = asyncio.run(main())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert all(isinstance(r, FlushSyncResponse) and r.flushed for r in others)
+    assert flushes(server) == [("a", "b", "c")]
+
+
+def test_a_call_whose_deadline_passes_leaves_the_others_waiting() -> None:
+    release = threading.Event()
+    answer = seals_then(polls_each=0)
+
+    def slow_flush(method: str, request: Any) -> Any:
+        if method == "Flush":
+            release.wait(10)
+        return answer(method, request)
+
+    server = FakeServer(slow_flush, threaded=True)
+    timer = threading.Timer(1.5, release.set)  # the Flush answers after 1.5 s
+    timer.start()
+    try:
+        short, *long = in_threads(server.client(), [("a",), ("b",), ("c",)], [0.8, 10.0, 10.0])
+    finally:
+        timer.cancel()
+        release.set()
+    assert isinstance(short, FlushTimeoutError)
+    assert all(isinstance(r, FlushSyncResponse) and r.flushed for r in long)
+    assert len(flushes(server)) == 1
+
+
+def sent(machine: FlushMachine) -> SendRpc:
+    action = machine.next_action()
+    assert isinstance(action, SendRpc)
+    return action
+
+
+def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
+    clock, history = FakeClock(100.0), FlushHistory()
+    first = FlushMachine(("a",), "", None, POLICY, clock=clock, history=history)
+    with first.expect(sent(first)) as outcome:
+        outcome.reply = flush_reply({"a": [1]})
+    clock.advance(1.0)
+    second = FlushMachine(("a", "b"), "", None, POLICY, clock=clock, history=history)
+    with second.expect(sent(second)) as outcome:
+        outcome.reply = RATE_LIMITED  # rate=0.1: "a" may pass 10 s after the first
+    wait = second.next_action()
+    assert isinstance(wait, Sleep) and wait.seconds == pytest.approx(100.0 + 10.0 + 0.1 - 101.0)
+    # nothing known of the collections: the plain back-off (0.1 s to start)
+    third = FlushMachine(("c",), "", None, POLICY, clock=clock, history=history)
+    with third.expect(sent(third)) as outcome:
+        outcome.reply = RATE_LIMITED
+    assert third.next_action() == Sleep(0.1)
