@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
     from ._core import Backoff, FlushPolicy
     from ._errors import FlushTimeoutError
-    from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+    from ._response import (
+        CollectionFlushState,
+        FlushAllSyncResponse,
+        FlushStatus,
+        FlushSyncResponse,
+    )
     from ._sync import FlushSyncMixin, MilvusClient
 
 _LAZY = {
@@ -35,6 +40,7 @@ _LAZY = {
     "AsyncMilvusClient": "._async",
     "Backoff": "._core",
     "CollectionFlushState": "._response",
+    "FlushAllSyncResponse": "._response",
     "FlushPolicy": "._core",
     "FlushStatus": "._response",
     "FlushSyncMixin": "._sync",
@@ -48,6 +54,7 @@ __all__ = [
     "AsyncMilvusClient",
     "Backoff",
     "CollectionFlushState",
+    "FlushAllSyncResponse",
     "FlushPolicy",
     "FlushStatus",
     "FlushSyncMixin",

@@ -9,17 +9,18 @@ stops at once: nothing more is sent, the client stays usable.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
 import pymilvus
 
-from ._call import prepare
+from ._call import databases_from, databases_rpc, prepare
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._group import Batch, Flight, Group, Unanswered, alone, for_client, split
-from ._response import FlushSyncResponse
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._sync import ProgressHook
 
 __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
@@ -210,6 +211,52 @@ class AsyncFlushSyncMixin:
         """
         machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return await run(machine, self, on_progress=on_progress)
+
+    async def flush_all_sync(
+        self, timeout: float | None = None, db_name: str | None = None
+    ) -> FlushAllSyncResponse:
+        """Flush every collection of every database (or of ``db_name``) and wait until
+        Milvus reports them persisted: the asyncio twin of
+        ``FlushSyncMixin.flush_all_sync`` (same arguments, response and errors)."""
+        started = time.monotonic()
+        client: Any = self
+        policy = self.flush_sync_policy
+        first = prepare(self, None, db_name, timeout, policy, every=True, since=started)
+        databases = [first.requested_db]
+        if db_name is None:
+            try:
+                await asyncio.wait_for(async_handler(client), first.connect_timeout())
+                reply: Any = (await send(await async_stub(client), databases_rpc(first)))[0]
+            except asyncio.TimeoutError:
+                raise first.not_connected() from None
+            except Exception as exc:
+                reply = exc
+            databases = databases_from(first, reply)
+        machines = [
+            prepare(self, None, db, timeout, policy, every=True, since=started) for db in databases
+        ]
+        responses = await run_all(machines, self)
+        return FlushAllSyncResponse(
+            flushed=True,
+            databases={r.db_name: r for r in responses},
+            elapsed=time.monotonic() - started,
+        )
+
+
+async def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:
+    """Drive every machine at once, a task each; the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(run(machine, client)) for machine in machines]
+    for task in tasks:
+        task.add_done_callback(_retrieved)
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and (error := task.exception()) is not None:
+                raise error
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class AsyncMilvusClient(AsyncFlushSyncMixin, pymilvus.AsyncMilvusClient):  # type: ignore[misc]

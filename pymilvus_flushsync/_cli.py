@@ -29,7 +29,7 @@ from ._core import FlushMachine
 from ._errors import FlushTimeoutError
 from ._params import check_db_name, check_names, check_timeout
 from ._response import FlushSyncResponse
-from ._sync import MilvusClient, ProgressHook, run
+from ._sync import MilvusClient, ProgressHook, flush_all, run
 
 EXIT_OK, EXIT_MILVUS, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Seconds the ``flush`` command waits by default (``--timeout none``: no deadline).
@@ -48,7 +48,7 @@ exit codes:
   130  interrupted (Ctrl-C)
 
 deadline: flush waits at most {DEFAULT_TIMEOUT:g} s unless --timeout says otherwise
-  (--timeout none: no deadline). Connecting, listing (--all), the Flush, every
+  (--timeout none: no deadline). Connecting, listing (--all, --server), the Flush, every
   poll and every retry share it. Each retry is reported on stderr.
 
 connection: --uri, else $MILVUS_URI, else {DEFAULT_URI} (Milvus Lite);
@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     flush.add_argument("names", nargs="*", metavar="NAME", help="collections to flush")
     flush.add_argument("--all", action="store_true", help="flush every collection of the database")
+    flush.add_argument(
+        "--server", action="store_true", help="flush every collection of every database"
+    )
     flush.add_argument("--uri", help=f"Milvus URI or Lite file ($MILVUS_URI, else {DEFAULT_URI})")
     flush.add_argument("--token", help="token, or user:password ($MILVUS_TOKEN)")
     flush.add_argument("--db-name", default=None, help="database (default: the server's)")
@@ -132,10 +135,12 @@ def _main(argv: Sequence[str] | None, lite_errors: list[BaseException]) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args.rows)
-    if bool(args.names) == bool(args.all):
-        parser.error("name one or more collections, or pass --all (not both)")
+    if [bool(args.names), args.all, args.server].count(True) != 1:
+        parser.error("name one or more collections, or pass --all or --server (one of them)")
+    if args.server and args.db_name is not None:
+        parser.error("--server flushes every database: --db-name does not apply")
     try:
-        names = None if args.all else check_names(args.names)
+        names = None if args.all or args.server else check_names(args.names)
         db_name = check_db_name(args.db_name)
     except ParamError as exc:
         parser.error(_shown(exc.message))
@@ -153,6 +158,8 @@ def _main(argv: Sequence[str] | None, lite_errors: list[BaseException]) -> int:
     except Exception as exc:
         return _not_connected(uri, exc, lite_errors, args.timeout, time.monotonic() - started)
     try:
+        if args.server:
+            return _flush_server(client, timeout=args.timeout, started=started, as_json=args.json)
         return _flush(
             client, names, db_name, timeout=args.timeout, started=started, as_json=args.json
         )
@@ -207,6 +214,25 @@ def _flush(
     if not response.collections:
         _err(f"no collections to flush in database {_shown(response.db_name)!r}")
     _print(response, as_json)
+    return EXIT_OK
+
+
+def _flush_server(
+    client: MilvusClient, *, timeout: float | None, started: float, as_json: bool
+) -> int:
+    try:
+        response = flush_all(client, None, timeout, client.flush_sync_policy, since=started)
+    except FlushTimeoutError as exc:
+        _err(f"timed out: {_shown(exc.message)}")
+        _print(exc.response, as_json)
+        return EXIT_TIMEOUT
+    except MilvusException as exc:
+        _err(f"error flushing every database: {_shown(str(exc.message))} (code {exc.code})")
+        return EXIT_MILVUS
+    if as_json:
+        _out(json.dumps(response.to_dict(), indent=2))
+    else:
+        _out("\n".join(line for one in response.databases.values() for line in _lines(one)))
     return EXIT_OK
 
 
@@ -268,6 +294,10 @@ def _print(response: FlushSyncResponse, as_json: bool) -> None:
     if as_json:
         _out(json.dumps(response.to_dict(), indent=2))
         return
+    _out("\n".join(_lines(response)))
+
+
+def _lines(response: FlushSyncResponse) -> list[str]:
     verb = "flushed" if response.flushed else "NOT flushed"
     lines = [
         f"{verb}: {len(response.collections)} collection(s) in database "
@@ -277,7 +307,7 @@ def _print(response: FlushSyncResponse, as_json: bool) -> None:
     for state in response.collections.values():
         when = f"{state.seconds:.3f} s" if state.seconds is not None else "pending"
         lines.append(f"  {_shown(state.name)}: {when}, {len(state.segment_ids)} segment(s) sealed")
-    _out("\n".join(lines))
+    return lines
 
 
 class _RetryLines(logging.Handler):

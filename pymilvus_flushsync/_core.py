@@ -410,6 +410,7 @@ class FlushMachine:
         self._sent_at = 0.0
         self._in_flight: SendRpc | None = None
         self._error: MilvusException | None = None  # raised from FAILED
+        self._stopped: MilvusException | None = None  # set by stop(), from any thread
 
     # -- what next? ---------------------------------------------------------------
 
@@ -417,6 +418,8 @@ class FlushMachine:
         """The next step for the driver; raises when the call has failed or timed out."""
         if self._in_flight is not None:
             raise RuntimeError(f"{self._in_flight.method} is still waiting for its reply")
+        if self._stopped is not None and self.phase is not Phase.DONE:
+            self._failed(self._stopped)
         if self.phase is Phase.FAILED:
             assert self._error is not None
             raise self._error
@@ -516,6 +519,11 @@ class FlushMachine:
         what = _describe(action)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
         self._retry_or_stop(classify(exc, what), what)
+
+    def stop(self, error: MilvusException) -> None:
+        """Another part of the same request failed (``flush_all_sync``: another
+        database): the next ``next_action`` raises ``error``. Safe from any thread."""
+        self._stopped = error
 
     def _take_in_flight(self) -> SendRpc:
         action, self._in_flight = self._in_flight, None

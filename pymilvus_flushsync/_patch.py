@@ -21,7 +21,7 @@ import wrapt
 
 __all__ = ["patch", "unpatch", "wrap"]
 
-_ADDED = ("flush_sync", "flush_sync_policy")
+_ADDED = ("flush_sync", "flush_all_sync", "flush_sync_policy")
 
 
 def wrap(client: Any) -> Any:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CollectionFlushState", "FlushStatus", "FlushSyncResponse"]
+__all__ = ["CollectionFlushState", "FlushAllSyncResponse", "FlushStatus", "FlushSyncResponse"]
 
 
 @dataclass(frozen=True)
@@ -122,4 +122,45 @@ class FlushSyncResponse:
             f"FlushSyncResponse(flushed={self.flushed}, db_name={self.db_name!r}, "
             f"collections=[{names}] ({done}/{len(self.collections)} flushed), "
             f"elapsed={self.elapsed:.3f}s, polls={self.polls}, status={self.status.error_code})"
+        )
+
+
+@dataclass(frozen=True)
+class FlushAllSyncResponse:
+    """The result of ``flush_all_sync``: every collection of every database flushed.
+
+    Attributes:
+        flushed: ``True`` when returned normally.
+        databases: database name -> its ``FlushSyncResponse``, in the server's order.
+        elapsed: seconds the whole call took.
+        status: code 0, error_code ``"Success"``, reason ``""`` on success.
+    """
+
+    flushed: bool
+    databases: Mapping[str, FlushSyncResponse]
+    elapsed: float
+    status: FlushStatus = field(default_factory=FlushStatus)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "databases", MappingProxyType(dict(self.databases)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.flushed, dict(self.databases), self.elapsed, self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Node SDK's shape plus one ``FlushSyncResponse.to_dict()`` per database."""
+        return {
+            "flushed": self.flushed,
+            "status": self.status.to_dict(),
+            "elapsed": self.elapsed,
+            "databases": {name: one.to_dict() for name, one in self.databases.items()},
+        }
+
+    def __repr__(self) -> str:
+        databases = ", ".join(
+            f"{name} ({len(one.collections)} collections)" for name, one in self.databases.items()
+        )
+        return (
+            f"FlushAllSyncResponse(flushed={self.flushed}, databases=[{databases}], "
+            f"elapsed={self.elapsed:.3f}s, status={self.status.error_code})"
         )

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
 
 import grpc
 import pymilvus
+from pymilvus.exceptions import MilvusException
 
-from ._call import prepare
+from ._call import databases_from, databases_rpc, prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
+from ._errors import interrupted
 from ._group import Flight, Group, Unanswered, alone, for_client, split
-from ._response import FlushSyncResponse
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
 
@@ -176,6 +179,77 @@ class FlushSyncMixin:
         """
         machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return run(machine, self, on_progress=on_progress)
+
+    def flush_all_sync(
+        self, timeout: float | None = None, db_name: str | None = None
+    ) -> FlushAllSyncResponse:
+        """Flush every collection of every database (or of ``db_name``) and wait until
+        Milvus reports them persisted: pymilvus's ``flush_all`` with ``flush_sync``'s
+        contract. ``ListDatabases``, then per database ShowCollections, one Flush
+        and the polls, every database at once, all under one deadline.
+
+        Args:
+            timeout: seconds for the whole call; ``None`` waits without a deadline.
+            db_name: only this database; ``None`` for every database of the server.
+
+        Returns:
+            A frozen ``FlushAllSyncResponse``: one ``FlushSyncResponse`` per database.
+
+        Raises:
+            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``; the
+            first database's failure ends the call (the others stop).
+        """
+        return flush_all(self, db_name, timeout, self.flush_sync_policy)
+
+
+def flush_all(
+    client: Any,
+    db_name: str | None,
+    timeout: float | None,
+    policy: FlushPolicy,
+    *,
+    since: float | None = None,
+) -> FlushAllSyncResponse:
+    """``flush_all_sync``, with its deadline counted from ``since`` (default: now)."""
+    started = time.monotonic() if since is None else since
+    first = prepare(client, None, db_name, timeout, policy, every=True, since=started)
+    databases = [first.requested_db]
+    if db_name is None:
+        try:
+            reply: Any = send(client._get_connection()._stub, databases_rpc(first))[0]
+        except Exception as exc:
+            reply = exc
+        databases = databases_from(first, reply)
+    machines = [
+        prepare(client, None, db, timeout, policy, every=True, since=started) for db in databases
+    ]
+    responses = run_all(machines, client)
+    return FlushAllSyncResponse(
+        flushed=True,
+        databases={r.db_name: r for r in responses},
+        elapsed=time.monotonic() - started,
+    )
+
+
+def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:
+    """Drive every machine at once, a thread each; the first failure stops the rest."""
+    if len(machines) == 1:
+        return [run(machines[0], client)]
+    pool = ThreadPoolExecutor(len(machines), thread_name_prefix="flush_all_sync")
+    futures = [pool.submit(run, machine, client) for machine in machines]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and (error := future.exception()) is not None:
+                raise error
+        return [future.result() for future in futures]
+    except BaseException as exc:
+        error = exc if isinstance(exc, MilvusException) else interrupted(exc)
+        for machine in machines:
+            machine.stop(error)
+        raise
+    finally:
+        pool.shutdown(wait=False)
 
 
 class MilvusClient(FlushSyncMixin, pymilvus.MilvusClient):  # type: ignore[misc]

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pymilvus
@@ -13,7 +17,7 @@ import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushTimeoutError, MilvusClient
+from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient
 
 from ..helpers import Backend, Measure, rows
 from ..interposer import RateLimitingInterposer, rate_limited_reason
@@ -94,3 +98,122 @@ def test_a_flush_of_several_collections_is_refused_whole(limited: Limited) -> No
     started = time.monotonic()
     assert client.flush_sync(fresh, timeout=30).flushed  # its allowance is whole
     assert time.monotonic() - started < 5.0
+
+
+# -- group commit ----------------------------------------------------------------------
+# Six callers flush one collection at once behind the 0.1/s per-collection limit. Each
+# caller inserts its own rows first; every one of them must be persisted at the end.
+
+
+def _single_call_s(limited: Limited) -> float:
+    """One lone call's time, on a fresh collection (the yardstick of the targets)."""
+    name = limited.server.collection(500)
+    started = time.monotonic()
+    assert limited.client.flush_sync(name, timeout=60).flushed
+    return time.monotonic() - started
+
+
+def _six_threads(client: MilvusClient, server: Backend, name: str) -> list[float]:
+    """Six threads insert 100 rows each, meet at a barrier, flush_sync(name): their times."""
+    barrier = threading.Barrier(6)
+    times: list[float] = [math.nan] * 6
+
+    def caller(i: int) -> None:
+        server.client.insert(name, rows(1000 + 100 * i, 100))
+        barrier.wait()
+        started = time.monotonic()
+        assert client.flush_sync(name, timeout=120).flushed
+        times[i] = time.monotonic() - started
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(caller, range(6)))
+    return times
+
+
+@pytest.mark.parametrize("gather", [FlushPolicy().gather, 0.0])
+def test_six_threads_flushing_one_collection_share_their_flushes(
+    limited: Limited, measure: Measure, gather: float
+) -> None:
+    server, interposer = limited.server, limited.interposer
+    single = _single_call_s(limited)
+    client = MilvusClient(interposer.uri)
+    client.flush_sync_policy = FlushPolicy(gather=gather)
+    name = server.collection(0)
+    before = len(interposer.flushes)
+    try:
+        times = _six_threads(client, server, name)
+    finally:
+        client.close()
+    reached = [names for _, names in interposer.flushes[before:]]
+    refused = [names for _, names in interposer.rejected if name in names]
+    measure("single_call_s", round(single, 2))
+    measure("slowest_s", round(max(times), 2))
+    measure("flush_rpcs_reached_refused", (len(reached), len(refused)))
+    assert server.persisted_rows(name) == (600, 0)
+    assert len(reached) <= 2 and len(refused) <= 1  # one batch, or two and one refusal
+    assert max(times) <= single + 15.0
+    if gather:  # the window gathers all six into one Flush
+        assert len(reached) == 1 and max(times) <= 1.5 * single + 1.0
+
+
+def test_six_tasks_flushing_one_collection_share_one_flush(
+    limited: Limited, measure: Measure
+) -> None:
+    server, interposer = limited.server, limited.interposer
+    single = _single_call_s(limited)
+    name = server.collection(0)
+    for i in range(6):
+        server.client.insert(name, rows(1000 + 100 * i, 100))
+    before = len(interposer.flushes)
+
+    async def main() -> list[float]:
+        client = AsyncMilvusClient(interposer.uri)
+
+        async def caller() -> float:
+            started = time.monotonic()
+            assert (await client.flush_sync(name, timeout=120)).flushed
+            return time.monotonic() - started
+
+        try:
+            return list(await asyncio.gather(*(caller() for _ in range(6))))
+        finally:
+            await client.close()
+
+    times = asyncio.run(main())
+    reached = interposer.flushes[before:]
+    measure("single_call_s", round(single, 2))
+    measure("slowest_s", round(max(times), 2))
+    measure("flush_rpcs_reached", len(reached))
+    assert len(reached) == 1 and not [n for _, n in interposer.rejected if name in n]
+    assert max(times) <= 1.5 * single + 1.0
+    assert server.persisted_rows(name) == (600, 0)
+
+
+def test_sixteen_threads_over_overlapping_sets_persist_every_row(
+    limited: Limited, measure: Measure
+) -> None:
+    server, interposer = limited.server, limited.interposer
+    names = [server.collection(0) for _ in range(4)]
+    sets = [(names[i], names[(i + 1) % 4]) for i in range(4)]  # each overlaps two others
+    barrier = threading.Barrier(16)
+    inserted = dict.fromkeys(names, 0)
+    lock = threading.Lock()
+    before = len(interposer.flushes)
+
+    def caller(i: int) -> float:
+        for name in sets[i % 4]:
+            with lock:
+                start, inserted[name] = inserted[name], inserted[name] + 50
+            server.client.insert(name, rows(start, 50))
+        barrier.wait()
+        started = time.monotonic()
+        response = limited.client.flush_sync(sets[i % 4], timeout=120)
+        assert response.flushed and tuple(response.collections) == sets[i % 4]
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(16) as pool:
+        times = list(pool.map(caller, range(16)))
+    measure("slowest_s", round(max(times), 2))
+    measure("flush_rpcs_reached", len(interposer.flushes) - before)
+    for name in names:
+        assert server.persisted_rows(name) == (inserted[name], 0) == (200, 0)
