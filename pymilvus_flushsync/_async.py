@@ -111,14 +111,22 @@ async def _lead(
     gather: float,
     sleep: Callable[[float], Awaitable[object]],
 ) -> Any:
+    began = loop_time()
     try:
         await sleep(0)  # tasks started together get to join
         window = min(group.gather(gather), action.timeout)
         if window > 0:
             await sleep(window)
+        previous = batch.after
+        if previous is not None and previous.io is not None:  # the previous Flush first
+            left = action.timeout - (loop_time() - began)
+            await asyncio.wait([previous.io], timeout=max(left, 0.0))
     finally:
         request, timeout = group.seal(batch)
-    return await stub.Flush(request, timeout=timeout, metadata=action.metadata)
+    try:
+        return await stub.Flush(request, timeout=timeout, metadata=action.metadata)
+    finally:
+        group.landed(batch)
 
 
 async def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:

@@ -12,10 +12,13 @@ per 10 s by default). So calls on one client and database share:
   prepared, or starts one and leads it. The leader yields once (other threads
   or tasks released together get to join), then waits ``FlushPolicy.gather``
   seconds only while other calls on the client are in progress (as PostgreSQL
-  delays a commit only with ``commit_siblings`` active), seals the batch and
-  sends one Flush for the union of its members' names. A lone call pays a
-  yield. A batch is sealed before it is sent, so a call is only ever satisfied
-  by a Flush sent after it began: one sent earlier may predate its rows.
+  delays a commit only with ``commit_siblings`` active), and, if the group's
+  previous Flush is still in flight, until it is answered (the next batch
+  gathers meanwhile, as a database's next group forms during an fsync). Then
+  it seals the batch and sends one Flush for the union of its members' names.
+  A lone call pays a yield. A batch is sealed before it is sent, so a call is
+  only ever satisfied by a Flush sent after it began: one sent earlier may
+  predate its rows.
 * **One poll per question.** GetFlushState for the same (collection, segments,
   flush timestamp) is one RPC while it is in flight, whoever asks; a "flushed"
   answer (final for that question) is kept while calls are in progress.
@@ -101,9 +104,11 @@ class Batch:
     names: dict[str, None] = field(default_factory=dict)  # the union, in order
     members: int = 0
     timeout: float = 0.0  # the longest per-RPC timeout among the members
+    after: Batch | None = None  # the batch in flight when this one began: sent first
     sealed: bool = False
     io: Any = None  # the driver's: the shared call, once sent
-    ready: threading.Event = field(default_factory=threading.Event)  # sync: io is set
+    ready: threading.Event = field(default_factory=threading.Event)  # io is set
+    landed: threading.Event = field(default_factory=threading.Event)  # io is done
 
     def request(self) -> Any:
         return milvus_pb2.FlushRequest(db_name=self.db_name, collection_names=list(self.names))
@@ -124,6 +129,7 @@ class Group:
         self._lock = threading.Lock()
         self.active = 0  # calls in progress
         self._forming: Batch | None = None
+        self._in_flight: Batch | None = None  # the last batch sent, until it is answered
         self._flights: dict[bytes, Flight] = {}
         self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
 
@@ -146,7 +152,7 @@ class Group:
         with self._lock:
             batch, leader = self._forming, False
             if batch is None:
-                batch = self._forming = Batch(request.db_name)
+                batch = self._forming = Batch(request.db_name, after=self._in_flight)
                 leader = True
             batch.names.update(dict.fromkeys(request.collection_names))
             batch.members += 1
@@ -165,7 +171,16 @@ class Group:
             if self._forming is batch:
                 self._forming = None
             batch.sealed = True
+            batch.after = None
+            self._in_flight = batch
             return batch.request(), batch.timeout
+
+    def landed(self, batch: Batch) -> None:
+        """``batch``'s Flush was answered (or failed): the next one may go."""
+        with self._lock:
+            if self._in_flight is batch:
+                self._in_flight = None
+        batch.landed.set()
 
     # -- GetFlushState --------------------------------------------------------------
 

@@ -92,11 +92,16 @@ def flush_shared(
             window = min(group.gather(gather), action.timeout)
             if window > 0:
                 sleep(window)
+            if batch.after is not None:  # the previous Flush first
+                batch.after.landed.wait(action.timeout - (time.monotonic() - began))
             request, timeout = group.seal(batch)
             batch.io = stub.Flush.future(request, timeout=timeout, metadata=action.metadata)
+            batch.io.add_done_callback(lambda _: group.landed(batch))
         finally:  # whatever happened, the others stop waiting for this leader
             group.seal(batch)
             batch.ready.set()
+            if batch.io is None:
+                group.landed(batch)
     elif not batch.ready.wait(action.timeout):
         raise Unanswered(f"the shared Flush was not sent within {action.timeout:.3g} s")
     if batch.io is None:

@@ -125,3 +125,11 @@ def async_flush(uri: str) -> FlushFn:
         return asyncio.run(call())
 
     return flush
+
+
+def server_only(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` on the real server only (both client flavours)."""
+    marked: Callable[..., None] = pytest.mark.server(
+        pytest.mark.parametrize("backend", ["server"], indirect=True)(test)
+    )
+    return marked

@@ -77,6 +77,19 @@ def test_all_flushes_every_collection_of_the_database(
     assert set(data["collections"]) == names and data["db_name"] == db
 
 
+def test_server_flushes_every_database(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = backend.database()
+    here, there = backend.collection(20), backend.collection(20, db_name=db)
+    code, out, _ = run_cli(capsys, "flush", "--uri", backend.uri, "--server", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["flushed"] is True and {"default", db} <= set(data["databases"])
+    assert here in data["databases"]["default"]["collections"]
+    assert list(data["databases"][db]["collections"]) == [there]
+
+
 def test_missing_collection_exits_1_naming_it(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,6 +104,8 @@ def test_missing_collection_exits_1_naming_it(
     [
         ["flush"],  # no names, no --all
         ["flush", "--all", "a"],  # both
+        ["flush", "--all", "--server"],
+        ["flush", "--server", "--db-name", "x"],  # every database: no --db-name
         ["flush", "--timeout", "0", "a"],
         ["flush", "--timeout", "-1", "a"],
         ["flush", "--timeout", "nan", "a"],

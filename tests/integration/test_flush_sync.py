@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,16 +15,8 @@ from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClien
 from pymilvus_flushsync._call import prepare
 from pymilvus_flushsync._compat import async_handler, current_db_name
 
-from ..helpers import TOLERANCE, Backend, FlushFn, Measure
+from ..helpers import TOLERANCE, Backend, FlushFn, Measure, server_only
 from ..proxy import StallingProxy
-
-
-def server_only(test: Callable[..., None]) -> Callable[..., None]:
-    """Run ``test`` on the real server only (both client flavours)."""
-    marked: Callable[..., None] = pytest.mark.server(
-        pytest.mark.parametrize("backend", ["server"], indirect=True)(test)
-    )
-    return marked
 
 
 def test_several_collections_in_one_call(backend: Backend, flush: FlushFn) -> None:

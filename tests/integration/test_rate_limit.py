@@ -216,4 +216,4 @@ def test_sixteen_threads_over_overlapping_sets_persist_every_row(
     measure("slowest_s", round(max(times), 2))
     measure("flush_rpcs_reached", len(interposer.flushes) - before)
     for name in names:
-        assert server.persisted_rows(name) == (inserted[name], 0) == (200, 0)
+        assert server.persisted_rows(name) == (inserted[name], 0) == (400, 0)

@@ -1,0 +1,83 @@
+"""``flush_all_sync``: every collection of every database (or of one), one deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pymilvus_flushsync import AsyncMilvusClient, FlushAllSyncResponse, FlushTimeoutError
+
+from ..helpers import TOLERANCE, Backend, Measure, server_only
+
+FlushAllFn = Callable[..., FlushAllSyncResponse]
+
+
+@pytest.fixture(params=["sync", "async"])
+def flush_all(request: pytest.FixtureRequest, backend: Backend) -> FlushAllFn:
+    if request.param == "sync":
+        return backend.client.flush_all_sync
+
+    def flush(**kwargs: Any) -> FlushAllSyncResponse:
+        async def call() -> FlushAllSyncResponse:
+            client = AsyncMilvusClient(backend.uri)
+            try:
+                return await client.flush_all_sync(**kwargs)
+            finally:
+                await client.close()
+
+        return asyncio.run(call())
+
+    return flush
+
+
+def test_every_collection_of_every_database(backend: Backend, flush_all: FlushAllFn) -> None:
+    db = backend.database()
+    here = backend.collection(800)
+    there = [backend.collection(600, db_name=db), backend.collection(400, db_name=db)]
+    response = flush_all(timeout=60)
+    assert response.flushed and {"default", db} <= set(response.databases)
+    assert here in response.databases["default"].collections
+    assert sorted(response.databases[db].collections) == sorted(there)
+    assert all(one.flushed for one in response.databases.values())
+    if backend.kind == "server":
+        assert backend.persisted_rows(here) == (800, 0)
+        counts = [backend.persisted_rows(name, db_name=db) for name in there]
+        assert counts == [(600, 0), (400, 0)]
+
+
+def test_db_name_flushes_that_database_only(backend: Backend, flush_all: FlushAllFn) -> None:
+    db = backend.database()
+    name = backend.collection(300, db_name=db)
+    response = flush_all(timeout=60, db_name=db)
+    assert list(response.databases) == [db]
+    assert list(response.databases[db].collections) == [name]
+
+
+@server_only
+def test_rows_inserted_just_before_the_call_are_persisted(
+    backend: Backend, flush_all: FlushAllFn, measure: Measure
+) -> None:
+    """Milvus 2.3.5's own FlushAll + GetFlushAllState said "flushed" with such rows
+    (a collection made just before it) still unflushed: flush_all_sync does not."""
+    db = backend.database()
+    names = [backend.collection(700), backend.collection(500, db_name=db)]
+    started = time.monotonic()
+    flush_all(timeout=60)
+    measure("flush_all_sync_s", round(time.monotonic() - started, 3))
+    assert backend.persisted_rows(names[0]) == (700, 0)
+    assert backend.persisted_rows(names[1], db_name=db) == (500, 0)
+
+
+@server_only
+def test_the_deadline_bounds_the_whole_call(backend: Backend, flush_all: FlushAllFn) -> None:
+    backend.collection(3000)
+    started = time.monotonic()
+    with pytest.raises(FlushTimeoutError) as info:
+        flush_all(timeout=0.3)
+    took = time.monotonic() - started
+    assert took <= 0.3 + TOLERANCE + 0.5  # the async twin also makes its client
+    assert info.value.pending
