@@ -1,4 +1,4 @@
-// The Node SDK's flushSync, driven by bench_flush.py over stdin/stdout (one JSON object a line).
+// The Node SDK's flushSync (or flushAllSync for {"all": true}), driven by bench_flush.py over stdin/stdout (one JSON object a line).
 // It counts the GetFlushState calls flushSync makes and the CPU the process spends.
 const readline = require("readline");
 const { MilvusClient } = require("@zilliz/milvus2-sdk-node");
@@ -13,11 +13,11 @@ client.getFlushState = async (data) => {
 
 const rl = readline.createInterface({ input: process.stdin });
 rl.on("line", async (line) => {
-  const { names } = JSON.parse(line);
+  const { names, all } = JSON.parse(line);
   polls = 0;
   const cpu = process.cpuUsage();
   try {
-    const res = await client.flushSync({ collection_names: names });
+    const res = all ? await client.flushAllSync({}) : await client.flushSync({ collection_names: names });
     const used = process.cpuUsage(cpu);
     process.stdout.write(
       JSON.stringify({ ok: true, flushed: !!res.flushed, polls, cpu_s: (used.user + used.system) / 1e6 }) + "\n",

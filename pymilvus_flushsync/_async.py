@@ -15,11 +15,12 @@ from functools import partial
 from typing import Any
 
 import pymilvus
+from pymilvus.grpc_gen import milvus_pb2
 
 from ._call import databases_from, databases_rpc, prepare
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
-from ._group import Batch, Flight, Group, Unanswered, alone, for_client, split
+from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
 from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._sync import ProgressHook
 
@@ -99,6 +100,8 @@ async def flush_shared(
     reply = await _result(batch.io, action.timeout, "Flush")
     if split(batch, reply):  # failed for good: this call's own names, alone
         return (await send(stub, alone(action, loop_time() - began)))[0]
+    if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
+        group.sealed(batch, reply)
     return reply
 
 
@@ -130,11 +133,23 @@ async def _lead(
 
 
 async def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
-    """The replies to a round of GetFlushState; questions another call is asking
-    already share its RPC (a task), known "flushed" answers are not asked again."""
+    """The replies to a round of GetFlushState, asked through the group: a batch's
+    lead stands in for its members (``_group.answers``)."""
+    asked = group.stand_ins(action.requests)
+    replies, again = answers(action.requests, asked, await _ask(group, stub, action, asked))
+    if again:
+        real = [action.requests[i] for i in again]
+        for i, reply in zip(again, await _ask(group, stub, action, real), strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any]) -> list[Any]:
+    """The replies to ``requests``; questions another call is asking already share
+    its RPC (a task), known "flushed" answers are not asked again."""
     began = loop_time()
     start = partial(stub.GetFlushState, timeout=action.timeout, metadata=action.metadata)
-    waits = [group.flight(r, partial(_started, start, r)) for r in action.requests]
+    waits = [group.flight(r, partial(_started, start, r)) for r in requests]
     try:
         return [
             await _result(w.call, action.timeout - (loop_time() - began), "GetFlushState")

@@ -38,7 +38,10 @@ The stub is read from the client for every RPC (``client._get_connection()``):
 pymilvus swaps it on reconnect, and once the client is closed that raises,
 which ends the call with that ``MilvusException``. The sync driver
 (``_sync.run``) and the asyncio driver (``_async.run``) are that loop, one with
-``await``; both cancel a round's other RPCs when one fails.
+``await``; both cancel a round's other RPCs when one fails. With
+``policy.group_commit`` they send Flush and GetFlushState through the client's
+group (``_group``), which shares them among concurrent calls; each call's
+machine is unchanged.
 
 Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
 Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
@@ -62,7 +65,9 @@ Retries (``Retries``). A rate-limited Flush (status 8), an unreachable server
 (UNAVAILABLE), a server that is restarting ("service not ready", "node not
 match", ...) and an RPC that hit its own per-RPC cap (not the deadline) are
 retried after ``policy.retry`` back-off, with full jitter so that callers who
-share a rate limit do not retry in lockstep (``_errors`` holds the list).
+share a rate limit do not retry in lockstep (``_errors`` holds the list). A
+rate-limited Flush whose collections this process flushed recently is retried
+instead when the refusal's rate lets it pass (``_group.FlushHistory``).
 After the server was unreachable or restarting, Flush is sent again for the
 collections still pending (it is idempotent) and the wait goes on with the new
 flush timestamps: a restarted server may never complete the old ones. Anything

@@ -19,9 +19,14 @@ per 10 s by default). So calls on one client and database share:
   A lone call pays a yield. A batch is sealed before it is sent, so a call is
   only ever satisfied by a Flush sent after it began: one sent earlier may
   predate its rows.
-* **One poll per question.** GetFlushState for the same (collection, segments,
-  flush timestamp) is one RPC while it is in flight, whoever asks; a "flushed"
-  answer (final for that question) is kept while calls are in progress.
+* **One poll per question, one question per batch.** GetFlushState for the same
+  (collection, segments, flush timestamp) is one RPC while it is in flight,
+  whoever asks; a "flushed" answer (final for that question) is kept while calls
+  are in progress. The collections of one shared Flush were sealed together and
+  flip together, so, as one call watches one collection and then sweeps the
+  rest, the members of a batch all watch its first collection (the lead): a
+  member's own question is asked once the lead says flushed. Sixteen callers
+  then poll at one caller's rate.
 * **Every call keeps its own** machine: its deadline (it waits for a shared
   RPC no longer than its own time allows), its response (its own collections),
   its errors, its retries. A shared Flush that fails for good (a missing
@@ -107,6 +112,7 @@ class Batch:
     after: Batch | None = None  # the batch in flight when this one began: sent first
     sealed: bool = False
     io: Any = None  # the driver's: the shared call, once sent
+    lead: Any = None  # the GetFlushState every member watches, once sealed
     ready: threading.Event = field(default_factory=threading.Event)  # io is set
     landed: threading.Event = field(default_factory=threading.Event)  # io is done
 
@@ -132,6 +138,7 @@ class Group:
         self._in_flight: Batch | None = None  # the last batch sent, until it is answered
         self._flights: dict[bytes, Flight] = {}
         self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
+        self._leads: dict[bytes, Any] = {}  # a question -> its batch's lead question
 
     # -- calls --------------------------------------------------------------------
 
@@ -144,6 +151,7 @@ class Group:
             self.active -= 1
             if not self.active:
                 self._flushed.clear()
+                self._leads.clear()
 
     # -- Flush --------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class Group:
     def flight(self, request: Any, start: Callable[[], Any]) -> Flight | Any:
         """The shared flight of ``request`` (started with ``start()`` if there is none),
         or the "flushed" reply already known for it."""
-        key = request.SerializeToString(deterministic=True)
+        key = _key(request)
         with self._lock:
             known = self._flushed.get(key)
             if known is not None:
@@ -199,6 +207,30 @@ class Group:
             flight = self._flights[key] = Flight(start())
         flight.call.add_done_callback(lambda call: self._landed(key, flight, call))
         return flight
+
+    def sealed(self, batch: Batch, reply: Any) -> None:
+        """A shared Flush answered: its collections were sealed together, so the
+        members watch one of them, the lead, instead of one each (``stand_ins``)."""
+        with self._lock:
+            if batch.members < 2 or batch.lead is not None:
+                return
+            asked = [name for name in batch.names if name in reply.coll_segIDs]
+            if len(asked) < 2:
+                return
+            requests = [_flush_state(batch.db_name, name, reply) for name in asked]
+            batch.lead = requests[0]
+            for request in requests[1:]:
+                self._leads[_key(request)] = requests[0]
+
+    def stand_ins(self, requests: tuple[Any, ...]) -> list[Any]:
+        """What to ask for each request: its batch's lead while the lead is not known
+        to be flushed (the request's own "not yet" is then inferred: see ``answers``)."""
+        with self._lock:
+            asked = []
+            for request in requests:
+                lead = self._leads.get(_key(request))
+                asked.append(request if lead is None or _key(lead) in self._flushed else lead)
+            return asked
 
     def release(self, flight: Flight) -> bool:
         """A call stops waiting for ``flight``: whether it was the last one (so the
@@ -217,6 +249,39 @@ class Group:
                 del self._flights[key]
             if self.active and getattr(reply, "flushed", False) and not reply.status.code:
                 self._flushed[key] = reply
+
+
+def answers(
+    requests: tuple[Any, ...], asked: list[Any], replies: list[Any]
+) -> tuple[list[Any], list[int]]:
+    """The replies for ``requests`` from those to ``asked`` (``stand_ins``): a lead's
+    "not yet" stands for its members' (sealed by the same Flush, they flip together;
+    waiting on the lead delays, never hastens, a return); after a lead's "flushed",
+    the positions whose own question must now be asked. Only real answers say flushed."""
+    out, again = list(replies), []
+    for i, (request, question) in enumerate(zip(requests, asked, strict=True)):
+        if question is request or not isinstance(replies[i], milvus_pb2.GetFlushStateResponse):
+            continue  # its own answer, or one the machine rejects as it is
+        if replies[i].flushed:
+            again.append(i)
+        else:
+            out[i] = milvus_pb2.GetFlushStateResponse(status=replies[i].status, flushed=False)
+    return out, again
+
+
+def _key(request: Any) -> bytes:
+    return bytes(request.SerializeToString(deterministic=True))
+
+
+def _flush_state(db_name: str, name: str, reply: Any) -> Any:
+    """The GetFlushState a machine asks for ``name`` after this FlushResponse
+    (``FlushMachine._flush_state_request``: the same fields, so the same bytes)."""
+    return milvus_pb2.GetFlushStateRequest(
+        segmentIDs=tuple(int(i) for i in reply.coll_segIDs[name].data),
+        flush_ts=int(reply.coll_flush_ts.get(name, 0)),
+        db_name=db_name,
+        collection_name=name,
+    )
 
 
 def split(batch: Batch, reply: Any) -> bool:

@@ -16,11 +16,12 @@ from typing import Any
 import grpc
 import pymilvus
 from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import milvus_pb2
 
 from ._call import databases_from, databases_rpc, prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._errors import interrupted
-from ._group import Flight, Group, Unanswered, alone, for_client, split
+from ._group import Flight, Group, Unanswered, alone, answers, for_client, split
 from ._response import FlushAllSyncResponse, FlushSyncResponse
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
@@ -109,17 +110,31 @@ def flush_shared(
     reply = _result(batch.io, action.timeout - (time.monotonic() - began), "Flush")
     if split(batch, reply):  # failed for good: this call's own names, alone
         return send(stub, alone(action, time.monotonic() - began))[0]
+    if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
+        group.sealed(batch, reply)
     return reply
 
 
 def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
-    """The replies to a round of GetFlushState; questions another call is asking
-    already share its RPC, and known "flushed" answers are not asked again."""
+    """The replies to a round of GetFlushState, asked through the group: a batch's
+    lead stands in for its members (``_group.answers``)."""
+    asked = group.stand_ins(action.requests)
+    replies, again = answers(action.requests, asked, _ask(group, stub, action, asked))
+    if again:
+        real = [action.requests[i] for i in again]
+        for i, reply in zip(again, _ask(group, stub, action, real), strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any]) -> list[Any]:
+    """The replies to ``requests``; questions another call is asking already share
+    its RPC, and known "flushed" answers are not asked again."""
     began = time.monotonic()
     start = stub.GetFlushState.future
     waits = [
         group.flight(r, partial(start, r, timeout=action.timeout, metadata=action.metadata))
-        for r in action.requests
+        for r in requests
     ]
     try:
         return [

@@ -52,9 +52,13 @@ def seals_then(polls_each: int) -> Callable[[str, Any], Any]:
 
 
 def in_threads(client: Any, calls: list[tuple[str, ...]], timeouts: list[float]) -> list[Outcome]:
-    """Each call in a thread of its own, all released by one barrier."""
+    """Each call in a thread of its own, all released by one barrier. A call of the
+    test's own stays in progress meanwhile, so the gathering window always applies
+    (threads that start late on a loaded machine still join the first Flush)."""
     outcomes: list[Outcome | None] = [None] * len(calls)
     barrier = threading.Barrier(len(calls))
+    group = for_client(client, "")
+    group.enter()
 
     def one(i: int) -> None:
         machine = FlushMachine(calls[i], "", timeouts[i], POLICY)
@@ -69,6 +73,7 @@ def in_threads(client: Any, calls: list[tuple[str, ...]], timeouts: list[float])
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    group.leave()
     assert all(o is not None for o in outcomes), "a call did not end"
     return [o for o in outcomes if o is not None]
 
@@ -225,3 +230,25 @@ def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
     with third.expect(sent(third)) as outcome:
         outcome.reply = RATE_LIMITED
     assert third.next_action() == Sleep(0.1)
+
+
+def test_the_members_of_a_batch_watch_one_collection_then_ask_their_own() -> None:
+    """Sixteen calls over four overlapping sets: until the lead says flushed, only the
+    lead is asked (at one caller's rate); then every collection once, for real."""
+    asked = 0
+
+    def answer(method: str, request: Any) -> Any:
+        nonlocal asked
+        if method == "Flush":
+            return flush_reply({name: [1] for name in request.collection_names})
+        asked += 1
+        return state_reply(asked > 3)  # sealed together: all flip at once
+
+    server = FakeServer(answer)
+    names = ["w", "x", "y", "z"]
+    calls: list[tuple[str, ...]] = [(names[i % 4], names[(i + 1) % 4]) for i in range(16)]
+    outcomes = asyncio.run(in_tasks(server.client(), calls))
+    assert all(isinstance(o, FlushSyncResponse) and o.flushed for o in outcomes)
+    polled = [sent[0] for method, sent in server.sent if method == "GetFlushState"]
+    assert polled[:4] == ["w"] * 4  # the lead alone while it said "not yet", then flushed
+    assert sorted(polled[4:]) == ["x", "y", "z"]  # each other one asked once, for real

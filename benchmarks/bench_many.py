@@ -1,0 +1,398 @@
+"""Busy machines, many collections, many callers, whole databases: flush_sync and
+flush_all_sync beside their references and peers, on one real Milvus 2.3.5 started here.
+
+    python benchmarks/bench_many.py [--trials 5] [--no-node] [--modes loaded,scale,all]
+
+Modes (each names its reference; clients alternate within a trial):
+
+* ``loaded``: one collection x 2000 rows (``bench_flush``'s trial: the watcher finds
+  the moment every row is in a Flushed segment) while background processes load the
+  machine: ``cpu``, a busy loop per core; ``disk``, write + fsync and byte-compile
+  loops, as a package install does. flush_sync beside the 2 ms reference.
+* ``scale``: 64 collections x 300 rows in one call, beside a concurrent reference
+  (one Flush, then every pending collection polled at once every 2 ms); and 16
+  callers on one client over 4 overlapping sets of collections, beside one caller.
+* ``all``: 3 collections in 2 databases x 400 rows: flush_all_sync, a raw FlushAll +
+  GetFlushAllState every 5 ms, the Node SDK's flushAllSync, pymilvus's flush_all;
+  after each, whether every row inserted before the call is in a Flushed segment.
+
+Writes a table to stdout and JSON to benchmarks/results/many.json; exits 1 when a
+target of ``TARGETS`` is missed. The method and the tables: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from bench_flush import HERE, RESULTS, Clients, CountingStub, ServerBench, start_node
+from pymilvus import MilvusClient as PlainClient
+from pymilvus.grpc_gen import common_pb2, milvus_pb2
+
+from pymilvus_flushsync import MilvusClient
+from tests.helpers import DIM, rows
+from tests.servers import Server
+
+FLUSHED = common_pb2.SegmentState.Flushed
+
+#: The targets, in one place: (name, measured key, bound); ``ratio:`` keys compare to
+#: the bound as a ratio, the rest as an absolute number.
+TARGETS: list[tuple[str, str, float]] = [
+    ("loaded cpu: overshoot median <= 30 ms", "loaded_cpu_overshoot_ms", 30),
+    ("loaded disk: overshoot median <= 30 ms", "loaded_disk_overshoot_ms", 30),
+    ("loaded cpu: polls/s <= 25", "loaded_cpu_polls_per_s", 25),
+    ("loaded disk: polls/s <= 25", "loaded_disk_polls_per_s", 25),
+    ("loaded: no early return", "loaded_early_returns", 0),
+    ("64 collections <= 1.1x concurrent reference", "scale64_ratio", 1.1),
+    (
+        "64 collections: GetFlushState <= 25/s of waiting + 2 per collection",
+        "scale64_polls_excess",
+        0,
+    ),
+    ("16 callers: GetFlushState/s <= one caller's", "callers16_polls_ratio", 1.0),
+    ("flush_all_sync <= 1.15x raw FlushAll poller", "all_ratio_raw", 1.15),
+    ("flush_all_sync ahead of Node flushAllSync", "all_ratio_node", 1.0),
+    ("flush_all_sync: every row persisted at return", "all_unpersisted_returns", 0),
+]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- loads ---------------------------------------------------------------------------
+
+_CPU = "while True: pass"
+_DISK = """
+import compileall, os, sys, tempfile
+data = os.urandom(1 << 20)
+with tempfile.TemporaryDirectory() as tmp:
+    while True:
+        path = os.path.join(tmp, "blob")
+        with open(path, "wb") as f:
+            for _ in range(32):
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(path)
+        compileall.compile_dir(os.path.dirname(os.__file__) + "/json", ddir=tmp, force=True,
+                               quiet=2, legacy=True)
+"""
+
+
+@contextmanager
+def load(kind: str) -> Iterator[None]:
+    """Background processes, one per core: ``cpu`` busy loops or ``disk`` install-like work."""
+    code = _CPU if kind == "cpu" else _DISK
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(1.0)  # let them get going
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def loaded(bench: ServerBench, trials: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    early = 0
+    for kind in ("cpu", "disk"):
+        with load(kind):
+            for client in ("flush_sync", "poll_2ms"):
+                bench.trial(client, "one")  # warm-up under this load
+            for _ in range(trials):
+                for client in ("flush_sync", "poll_2ms"):
+                    t = bench.trial(client, "one")
+                    t.mode = f"loaded_{kind}"
+                    over = (t.overshoot or 0.0) * 1000
+                    print(
+                        f"  {kind:4} {client:10} overshoot {over:6.1f} ms polls {t.polls}"
+                        f"{'  EARLY' if t.early else ''}",
+                        flush=True,
+                    )
+        for client in ("flush_sync", "poll_2ms"):
+            ts = bench.results.of(client, f"loaded_{kind}")
+            out[f"loaded_{kind}_{client}_overshoot_ms"] = median(
+                [t.overshoot * 1000 for t in ts if t.overshoot is not None]
+            )
+            out[f"loaded_{kind}_{client}_polls_per_s"] = median([t.polls / t.latency for t in ts])
+            if client == "flush_sync":
+                early += sum(t.early for t in ts)
+        out[f"loaded_{kind}_overshoot_ms"] = out[f"loaded_{kind}_flush_sync_overshoot_ms"]
+        out[f"loaded_{kind}_polls_per_s"] = out[f"loaded_{kind}_flush_sync_polls_per_s"]
+    out["loaded_early_returns"] = early
+    return out
+
+
+# -- scale ---------------------------------------------------------------------------
+
+
+def concurrent_reference(stub: Any, names: list[str]) -> int:
+    """Flush, then every pending collection polled at once every 2 ms; the polls sent."""
+    reply = stub.Flush(milvus_pb2.FlushRequest(collection_names=names), timeout=60)
+    pending = {
+        n: milvus_pb2.GetFlushStateRequest(
+            segmentIDs=list(reply.coll_segIDs[n].data), flush_ts=reply.coll_flush_ts[n],
+            collection_name=n,
+        )
+        for n in names
+    }  # fmt: skip
+    polls = 0
+    while pending:
+        futures = {n: stub.GetFlushState.future(r, timeout=30) for n, r in pending.items()}
+        polls += len(futures)
+        for name, future in futures.items():
+            if future.result().flushed:
+                del pending[name]
+        if pending:
+            time.sleep(0.002)
+    return polls
+
+
+def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+    client = MilvusClient(uri)
+    handler = client._get_connection()
+    counting = CountingStub(handler._stub)
+    handler._stub = counting
+    names = [f"scale_{i}" for i in range(64)]
+    for name in names:
+        admin.create_collection(name, dimension=DIM)
+    inserted = 0
+    times: dict[str, list[float]] = {"flush_sync": [], "reference": []}
+    excess: list[float] = []
+    cpu: list[float] = []
+    for _ in range(trials):
+        for who in ("flush_sync", "reference"):
+            for name in names:
+                admin.insert(name, rows(inserted, 300))
+            inserted += 300
+            counting.polls = 0
+            began, cpu_began = time.monotonic(), time.thread_time()
+            if who == "flush_sync":
+                client.flush_sync(names, timeout=300)
+            else:
+                counting.polls = concurrent_reference(counting.stub, names)
+            took = time.monotonic() - began
+            times[who].append(took)
+            if who == "flush_sync":
+                cpu.append((time.thread_time() - cpu_began) / took * 1000)
+                excess.append(counting.polls - (25 * took + 2 * len(names)))
+            print(f"  scale64 {who:10} {took:6.2f} s  GetFlushState {counting.polls}", flush=True)
+    out: dict[str, Any] = {
+        "scale64_flush_sync_s": median(times["flush_sync"]),
+        "scale64_reference_s": median(times["reference"]),
+        "scale64_ratio": median(times["flush_sync"]) / median(times["reference"]),
+        "scale64_polls_excess": max(excess),
+        "scale64_cpu_ms_per_s": median(cpu),
+    }
+    out |= callers16(client, counting, admin, trials)
+    client.close()
+    for name in names:
+        admin.drop_collection(name)
+    return out
+
+
+def callers16(
+    client: MilvusClient, counting: CountingStub, admin: PlainClient, trials: int
+) -> dict[str, Any]:
+    """16 threads over 4 overlapping sets of 2 collections, against one caller of one set."""
+    names = [f"callers_{i}" for i in range(4)]
+    for name in names:
+        admin.create_collection(name, dimension=DIM)
+    sets = [[names[i], names[(i + 1) % 4]] for i in range(4)]
+    start = 0
+    rates: dict[str, list[float]] = {"one": [], "sixteen": []}
+    for _ in range(trials):
+        for who, callers in (("one", 1), ("sixteen", 16)):
+            for name in names:
+                admin.insert(name, rows(start, 50 * callers))
+            start += 50 * callers
+            barrier = threading.Barrier(callers)
+            counting.polls = 0
+
+            def call(i: int, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                client.flush_sync(sets[i % 4], timeout=120)
+
+            began = time.monotonic()
+            with ThreadPoolExecutor(callers) as pool:
+                list(pool.map(call, range(callers)))
+            took = time.monotonic() - began
+            rates[who].append(counting.polls / took)
+            print(
+                f"  callers {who:8} {took:6.2f} s  GetFlushState/s {counting.polls / took:5.1f}",
+                flush=True,
+            )
+    for name in names:
+        admin.drop_collection(name)
+    return {
+        "callers1_polls_per_s": median(rates["one"]),
+        "callers16_polls_per_s": median(rates["sixteen"]),
+        "callers16_polls_ratio": median(rates["sixteen"]) / median(rates["one"]),
+    }
+
+
+# -- whole server --------------------------------------------------------------------
+
+
+def raw_flush_all(stub: Any) -> None:
+    """FlushAll, then GetFlushAllState every 5 ms (at most 30 s)."""
+    reply = stub.FlushAll(milvus_pb2.FlushAllRequest(), timeout=30)
+    assert reply.status.code == 0, reply.status
+    request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=reply.flush_all_ts)
+    give_up = time.monotonic() + 30
+    while not stub.GetFlushAllState(request, timeout=30).flushed:
+        if time.monotonic() > give_up:
+            raise TimeoutError("GetFlushAllState was still false after 30 s")
+        time.sleep(0.005)
+
+
+def whole_server(
+    uri: str, admin: PlainClient, node: subprocess.Popen[str] | None, trials: int
+) -> dict[str, Any]:
+    admin.create_database("bench_db2")
+    other = PlainClient(uri, db_name="bench_db2")
+    targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
+    for client, _, name in targets:
+        client.create_collection(name, dimension=DIM)
+    ours, plain = MilvusClient(uri), PlainClient(uri)
+    stub = plain._get_connection()._stub
+    clients: dict[str, Callable[[], object]] = {
+        "flush_all_sync": lambda: ours.flush_all_sync(timeout=120),
+        "raw_5ms": lambda: raw_flush_all(stub),
+        "pymilvus": plain.flush_all,
+    }
+    if node is not None:
+        clients["node_sdk"] = lambda: node_flush_all(node)
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    unpersisted: dict[str, int] = dict.fromkeys(clients, 0)
+    persisted_s: dict[str, list[float]] = {name: [] for name in clients}
+    inserted = 0
+    for _ in range(trials):
+        for who, call in clients.items():
+            for client, _, name in targets:
+                client.insert(name, rows(inserted, 400))
+            inserted += 400
+            began = time.monotonic()
+            try:
+                call()
+            except Exception as exc:  # the raw poller may never see "flushed" on 2.3.5
+                print(f"  all {who:14} FAILED: {exc}", flush=True)
+                unpersisted[who] += 1
+                continue
+            took = time.monotonic() - began
+            done = all(persisted(stub, db, name) >= inserted for _, db, name in targets)
+            unpersisted[who] += not done
+            times[who].append(took)
+            while not all(persisted(stub, db, name) >= inserted for _, db, name in targets):
+                if time.monotonic() - began > 60:
+                    break
+                time.sleep(0.005)  # an early return: when the rows really were persisted
+            really = time.monotonic() - began
+            persisted_s[who].append(really)
+            print(
+                f"  all {who:14} returned {took:6.3f} s, every row persisted at return: "
+                f"{done}, all persisted by {really:6.3f} s",
+                flush=True,
+            )
+    out: dict[str, Any] = {f"all_{who}_s": median(t) for who, t in times.items()}
+    out |= {f"all_{who}_persisted_s": median(t) for who, t in persisted_s.items()}
+    out |= {f"all_{who}_unpersisted": n for who, n in unpersisted.items()}
+    out["all_unpersisted_returns"] = unpersisted["flush_all_sync"]
+    out["all_ratio_raw"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_s"]
+    if "node_sdk" in times:
+        out["all_ratio_node"] = out["all_flush_all_sync_s"] / out["all_node_sdk_s"]
+    ours.close()
+    for client, _, name in targets:
+        client.drop_collection(name)
+    return out
+
+
+def node_flush_all(node: subprocess.Popen[str]) -> None:
+    """The Node SDK's flushAllSync, in node_flush.js."""
+    assert node.stdin is not None and node.stdout is not None
+    node.stdin.write(json.dumps({"all": True}) + "\n")
+    node.stdin.flush()
+    reply = json.loads(node.stdout.readline())
+    if not reply["ok"]:
+        raise RuntimeError(f"node flushAllSync failed: {reply['error']}")
+
+
+def persisted(stub: Any, db: str, name: str) -> int:
+    reply = stub.GetPersistentSegmentInfo(
+        milvus_pb2.GetPersistentSegmentInfoRequest(dbName=db, collectionName=name), timeout=10
+    )
+    return sum(i.num_rows for i in reply.infos if i.state == FLUSHED)
+
+
+# -- report --------------------------------------------------------------------------
+
+
+def report(measured: dict[str, Any]) -> tuple[str, bool]:
+    lines = ["| measured | value |", "|---|---|"]
+    lines += [
+        f"| {key} | {value:.3g} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in measured.items()
+    ]
+    ok = True
+    lines.append("")
+    for name, key, bound in TARGETS:
+        if key not in measured:
+            lines.append(f"- SKIP {name}")
+            continue
+        passed = measured[key] <= bound
+        ok &= passed
+        lines.append(f"- {'PASS' if passed else 'FAIL'} {name} ({measured[key]:.3g})")
+    return "\n".join(lines), ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=2000, help="rows per trial, loaded mode")
+    parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
+    parser.add_argument("--modes", default="loaded,scale,all")
+    args = parser.parse_args()
+    modes = set(args.modes.split(","))
+    print("starting Milvus 2.3.5 standalone ...", flush=True)
+    server = Server({})
+    node = None
+    measured: dict[str, Any] = {}
+    try:
+        address = f"127.0.0.1:{server.port}"
+        uri = f"http://{address}"
+        node = None if args.no_node else start_node(address)
+        admin = PlainClient(uri)
+        if "all" in modes:
+            measured |= whole_server(uri, admin, node, args.trials)
+        if "scale" in modes:
+            measured |= scale(uri, admin, args.trials)
+        if "loaded" in modes:
+            bench = ServerBench(uri, address, Clients(uri, None), args.rows)
+            measured |= loaded(bench, args.trials)
+    finally:
+        if node is not None:
+            node.terminate()
+        server.stop()
+    text, ok = report(measured)
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "trials": args.trials, "cores": os.cpu_count()}
+    (RESULTS / "many.json").write_text(json.dumps({"meta": meta, "measured": measured}, indent=2))
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
