@@ -1,7 +1,7 @@
 """Busy machines, many collections, many callers, whole databases: flush_sync and
 flush_all_sync beside their references and peers, on one real Milvus 2.3.5 started here.
 
-    python benchmarks/bench_many.py [--trials 5] [--no-node] [--modes loaded,scale,all]
+    python benchmarks/bench_many.py [--trials 5] [--no-node] [--modes all,scale,callers,loaded]
 
 Modes (each names its reference; clients alternate within a trial):
 
@@ -10,8 +10,9 @@ Modes (each names its reference; clients alternate within a trial):
   machine: ``cpu``, a busy loop per core; ``disk``, write + fsync and byte-compile
   loops, as a package install does. flush_sync beside the 2 ms reference.
 * ``scale``: 64 collections x 300 rows in one call, beside a concurrent reference
-  (one Flush, then every pending collection polled at once every 2 ms); and 16
-  callers on one client over 4 overlapping sets of collections, beside one caller.
+  (one Flush, then every pending collection polled at once every 2 ms).
+* ``callers``: 16 threads on one client over 4 overlapping sets of 2 collections,
+  beside one caller of one set: GetFlushState per second.
 * ``all``: 3 collections in 2 databases x 400 rows: flush_all_sync, a raw FlushAll +
   GetFlushAllState every 5 ms, the Node SDK's flushAllSync, pymilvus's flush_all;
   after each, whether every row inserted before the call is in a Flushed segment.
@@ -53,6 +54,8 @@ TARGETS: list[tuple[str, str, float]] = [
     ("loaded cpu: polls/s <= 25", "loaded_cpu_polls_per_s", 25),
     ("loaded disk: polls/s <= 25", "loaded_disk_polls_per_s", 25),
     ("loaded: no early return", "loaded_early_returns", 0),
+    ("loaded cpu: overshoot <= the 2 ms reference's + 15 ms", "loaded_cpu_excess_ms", 15),
+    ("loaded disk: overshoot <= the 2 ms reference's + 15 ms", "loaded_disk_excess_ms", 15),
     ("64 collections <= 1.1x concurrent reference", "scale64_ratio", 1.1),
     (
         "64 collections: GetFlushState <= 25/s of waiting + 2 per collection",
@@ -60,7 +63,8 @@ TARGETS: list[tuple[str, str, float]] = [
         0,
     ),
     ("16 callers: GetFlushState/s <= one caller's", "callers16_polls_ratio", 1.0),
-    ("flush_all_sync <= 1.15x raw FlushAll poller", "all_ratio_raw", 1.15),
+    ("flush_all_sync <= 1.15x raw FlushAll poller's return", "all_ratio_raw", 1.15),
+    ("flush_all_sync <= 1.15x the raw poller's rows persisted", "all_ratio_raw_persisted", 1.15),
     ("flush_all_sync ahead of Node flushAllSync", "all_ratio_node", 1.0),
     ("flush_all_sync: every row persisted at return", "all_unpersisted_returns", 0),
 ]
@@ -130,6 +134,9 @@ def loaded(bench: ServerBench, trials: int) -> dict[str, Any]:
             if client == "flush_sync":
                 early += sum(t.early for t in ts)
         out[f"loaded_{kind}_overshoot_ms"] = out[f"loaded_{kind}_flush_sync_overshoot_ms"]
+        out[f"loaded_{kind}_excess_ms"] = (
+            out[f"loaded_{kind}_overshoot_ms"] - out[f"loaded_{kind}_poll_2ms_overshoot_ms"]
+        )
         out[f"loaded_{kind}_polls_per_s"] = out[f"loaded_{kind}_flush_sync_polls_per_s"]
     out["loaded_early_returns"] = early
     return out
@@ -193,14 +200,25 @@ def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
         "scale64_flush_sync_s": median(times["flush_sync"]),
         "scale64_reference_s": median(times["reference"]),
         "scale64_ratio": median(times["flush_sync"]) / median(times["reference"]),
-        "scale64_polls_excess": max(excess),
+        "scale64_polls_excess": median(excess),
+        "scale64_polls_excess_max": max(excess),
         "scale64_cpu_ms_per_s": median(cpu),
     }
-    out |= callers16(client, counting, admin, trials)
     client.close()
     for name in names:
         admin.drop_collection(name)
     return out
+
+
+def callers(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+    client = MilvusClient(uri)
+    handler = client._get_connection()
+    counting = CountingStub(handler._stub)
+    handler._stub = counting
+    try:
+        return callers16(client, counting, admin, trials)
+    finally:
+        client.close()
 
 
 def callers16(
@@ -311,6 +329,7 @@ def whole_server(
     out |= {f"all_{who}_unpersisted": n for who, n in unpersisted.items()}
     out["all_unpersisted_returns"] = unpersisted["flush_all_sync"]
     out["all_ratio_raw"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_s"]
+    out["all_ratio_raw_persisted"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_persisted_s"]
     if "node_sdk" in times:
         out["all_ratio_node"] = out["all_flush_all_sync_s"] / out["all_node_sdk_s"]
     ours.close()
@@ -362,7 +381,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2000, help="rows per trial, loaded mode")
     parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
-    parser.add_argument("--modes", default="loaded,scale,all")
+    parser.add_argument("--modes", default="all,scale,callers,loaded")
     args = parser.parse_args()
     modes = set(args.modes.split(","))
     print("starting Milvus 2.3.5 standalone ...", flush=True)
@@ -378,6 +397,8 @@ def main() -> int:
             measured |= whole_server(uri, admin, node, args.trials)
         if "scale" in modes:
             measured |= scale(uri, admin, args.trials)
+        if "callers" in modes:
+            measured |= callers(uri, admin, args.trials)
         if "loaded" in modes:
             bench = ServerBench(uri, address, Clients(uri, None), args.rows)
             measured |= loaded(bench, args.trials)

@@ -59,7 +59,7 @@ async def run(
                 elif action.method == "Flush":
                     outcome.reply = [await flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
-                    outcome.reply = await poll_shared(group, stub, action)
+                    outcome.reply = await poll_shared(group, stub, action, machine)
         return action.response
     finally:
         if group is not None:
@@ -101,7 +101,7 @@ async def flush_shared(
     if split(batch, reply):  # failed for good: this call's own names, alone
         return (await send(stub, alone(action, loop_time() - began)))[0]
     if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
-        group.sealed(batch, reply)
+        group.sealed(batch, reply, time.monotonic())
     return reply
 
 
@@ -132,24 +132,27 @@ async def _lead(
         group.landed(batch)
 
 
-async def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
+async def poll_shared(group: Group, stub: Any, action: SendRpc, asker: object) -> list[Any]:
     """The replies to a round of GetFlushState, asked through the group: a batch's
     lead stands in for its members (``_group.answers``)."""
-    asked = group.stand_ins(action.requests)
-    replies, again = answers(action.requests, asked, await _ask(group, stub, action, asked))
+    asked = group.stand_ins(action.requests, time.monotonic())
+    replies, again = answers(action.requests, asked, await _ask(group, stub, action, asked, asker))
     if again:
         real = [action.requests[i] for i in again]
-        for i, reply in zip(again, await _ask(group, stub, action, real), strict=True):
+        for i, reply in zip(again, await _ask(group, stub, action, real, asker), strict=True):
             replies[i] = reply
     return replies
 
 
-async def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any]) -> list[Any]:
+async def _ask(
+    group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: object
+) -> list[Any]:
     """The replies to ``requests``; questions another call is asking already share
     its RPC (a task), known "flushed" answers are not asked again."""
     began = loop_time()
     start = partial(stub.GetFlushState, timeout=action.timeout, metadata=action.metadata)
-    waits = [group.flight(r, partial(_started, start, r)) for r in requests]
+    now = time.monotonic()
+    waits = [group.flight(r, partial(_started, start, r), now, asker) for r in requests]
     try:
         return [
             await _result(w.call, action.timeout - (loop_time() - began), "GetFlushState")

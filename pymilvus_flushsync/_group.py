@@ -21,17 +21,21 @@ per 10 s by default). So calls on one client and database share:
   predate its rows.
 * **One poll per question, one question per batch.** GetFlushState for the same
   (collection, segments, flush timestamp) is one RPC while it is in flight,
-  whoever asks; a "flushed" answer (final for that question) is kept while calls
-  are in progress. The collections of one shared Flush were sealed together and
+  whoever asks, and another call's "not yet" is reused for ``FRESH`` seconds;
+  a "flushed" answer (final for that question) is kept while calls are in
+  progress. The collections of one shared Flush were sealed together and
   flip together, so, as one call watches one collection and then sweeps the
   rest, the members of a batch all watch its first collection (the lead): a
-  member's own question is asked once the lead says flushed. Sixteen callers
-  then poll at one caller's rate.
+  member's own question is asked once the lead says flushed (or fails, or has
+  stood in for ``LEAD_FOR`` seconds). Sixteen callers then poll at one
+  caller's rate.
 * **Every call keeps its own** machine: its deadline (it waits for a shared
   RPC no longer than its own time allows), its response (its own collections),
   its errors, its retries. A shared Flush that fails for good (a missing
   collection fails a real server's whole Flush) is sent again by each member
-  for its own names, so one caller's bad name fails only that caller. A rate
+  for its own names, so one caller's bad name fails only that caller (behind a
+  per-collection rate limit that re-send waits for the allowance the failed
+  Flush spent: the price of one caller's mistake is one limit window). A rate
   limited batch is retried by its members together: they all wait for the
   same moment (``FlushHistory``), so their retries form one batch again. A
   cancelled or timed-out call leaves; a shared RPC is cancelled only when no
@@ -41,8 +45,9 @@ Only calls on the same client and database share (``for_client``): a client
 carries its own credentials, and a Flush sent for another client's caller
 would bypass that caller's privileges.
 
-``Group`` is bookkeeping only, under its own lock, which is never held across
-I/O; the drivers (``_sync``, ``_async``) start the RPCs and do the waiting.
+``Group`` is bookkeeping only, under its own lock, which is never held while
+waiting (it is held to start a shared GetFlushState, which does not block); the
+drivers (``_sync``, ``_async``) start the RPCs and do the waiting.
 
 Rate limits (``FlushHistory``). A rate-limited Flush answers status 8 with
 ``rate exceeded[rate=R]``: the collection may be flushed once per ``1/R`` s.
@@ -74,6 +79,7 @@ __all__ = [
     "Group",
     "Unanswered",
     "alone",
+    "answers",
     "for_client",
     "history_for",
     "split",
@@ -82,6 +88,14 @@ __all__ = [
 #: How much later than ``last accepted + 1/rate`` a rate-limited Flush is retried:
 #: the server admitted the last one a little after we sent it.
 RATE_MARGIN = 0.1
+#: How long the members of a batch watch its lead instead of their own collections:
+#: collections sealed together flip within a tick or two; a lead that lags longer
+#: (another vchannel, a dropped collection) then delays no one.
+LEAD_FOR = 30.0
+#: A "not yet" another call got is this call's too if its RPC went out less than
+#: this long ago: callers that wake a few ms apart share one poll (a lone call
+#: never reuses its own answers).
+FRESH = 0.005
 #: Collections remembered per endpoint (oldest forgotten first).
 _HISTORY_SIZE = 4096
 
@@ -110,7 +124,6 @@ class Batch:
     members: int = 0
     timeout: float = 0.0  # the longest per-RPC timeout among the members
     after: Batch | None = None  # the batch in flight when this one began: sent first
-    sealed: bool = False
     io: Any = None  # the driver's: the shared call, once sent
     lead: Any = None  # the GetFlushState every member watches, once sealed
     ready: threading.Event = field(default_factory=threading.Event)  # io is set
@@ -125,6 +138,8 @@ class Flight:
     """One GetFlushState RPC in flight, and how many calls wait for its answer."""
 
     call: Any  # the driver's: a gRPC future / an asyncio task
+    asker: object = None  # the call that started it
+    sent_at: float = 0.0
     waiters: int = 1
 
 
@@ -138,7 +153,8 @@ class Group:
         self._in_flight: Batch | None = None  # the last batch sent, until it is answered
         self._flights: dict[bytes, Flight] = {}
         self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
-        self._leads: dict[bytes, Any] = {}  # a question -> its batch's lead question
+        self._leads: dict[bytes, tuple[Any, float]] = {}  # question -> (lead, until when)
+        self._not_yet: dict[bytes, tuple[Any, object, float]] = {}  # (reply, asker, sent)
 
     # -- calls --------------------------------------------------------------------
 
@@ -152,6 +168,7 @@ class Group:
             if not self.active:
                 self._flushed.clear()
                 self._leads.clear()
+                self._not_yet.clear()
 
     # -- Flush --------------------------------------------------------------------
 
@@ -176,11 +193,10 @@ class Group:
     def seal(self, batch: Batch) -> tuple[Any, float]:
         """No one joins ``batch`` any more: its Flush request and per-RPC timeout."""
         with self._lock:
-            if self._forming is batch:
+            if self._forming is batch:  # the first seal: it goes out now
                 self._forming = None
-            batch.sealed = True
+                self._in_flight = batch
             batch.after = None
-            self._in_flight = batch
             return batch.request(), batch.timeout
 
     def landed(self, batch: Batch) -> None:
@@ -192,25 +208,30 @@ class Group:
 
     # -- GetFlushState --------------------------------------------------------------
 
-    def flight(self, request: Any, start: Callable[[], Any]) -> Flight | Any:
+    def flight(self, request: Any, start: Callable[[], Any], now: float, asker: object) -> Any:
         """The shared flight of ``request`` (started with ``start()`` if there is none),
-        or the "flushed" reply already known for it."""
+        or a reply already known for it: "flushed" (final), or a "not yet" another
+        call got from an RPC sent less than ``FRESH`` seconds before ``now``."""
         key = _key(request)
         with self._lock:
             known = self._flushed.get(key)
             if known is not None:
                 return known
+            recent = self._not_yet.get(key)
+            if recent is not None and recent[1] is not asker and now - recent[2] < FRESH:
+                return recent[0]
             flight = self._flights.get(key)
             if flight is not None:
                 flight.waiters += 1
                 return flight
-            flight = self._flights[key] = Flight(start())
+            flight = self._flights[key] = Flight(start(), asker=asker, sent_at=now)
         flight.call.add_done_callback(lambda call: self._landed(key, flight, call))
         return flight
 
-    def sealed(self, batch: Batch, reply: Any) -> None:
-        """A shared Flush answered: its collections were sealed together, so the
-        members watch one of them, the lead, instead of one each (``stand_ins``)."""
+    def sealed(self, batch: Batch, reply: Any, now: float) -> None:
+        """A shared Flush answered at ``now``: its collections were sealed together, so
+        for ``LEAD_FOR`` seconds the members watch one of them, the lead, instead of one
+        each (``stand_ins``)."""
         with self._lock:
             if batch.members < 2 or batch.lead is not None:
                 return
@@ -220,16 +241,18 @@ class Group:
             requests = [_flush_state(batch.db_name, name, reply) for name in asked]
             batch.lead = requests[0]
             for request in requests[1:]:
-                self._leads[_key(request)] = requests[0]
+                self._leads[_key(request)] = (requests[0], now + LEAD_FOR)
 
-    def stand_ins(self, requests: tuple[Any, ...]) -> list[Any]:
-        """What to ask for each request: its batch's lead while the lead is not known
-        to be flushed (the request's own "not yet" is then inferred: see ``answers``)."""
+    def stand_ins(self, requests: tuple[Any, ...], now: float) -> list[Any]:
+        """What to ask for each request at ``now``: its batch's lead while the lead is
+        not known to be flushed (the request's own "not yet" is then inferred: see
+        ``answers``), for ``LEAD_FOR`` seconds at most; else the request itself."""
         with self._lock:
             asked = []
             for request in requests:
-                lead = self._leads.get(_key(request))
-                asked.append(request if lead is None or _key(lead) in self._flushed else lead)
+                lead, until = self._leads.get(_key(request), (None, 0.0))
+                stands_in = lead is not None and now < until and _key(lead) not in self._flushed
+                asked.append(lead if stands_in else request)
             return asked
 
     def release(self, flight: Flight) -> bool:
@@ -247,8 +270,13 @@ class Group:
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            if self.active and getattr(reply, "flushed", False) and not reply.status.code:
+            if not self.active or reply is None or reply.status.code:
+                return
+            if reply.flushed:
                 self._flushed[key] = reply
+                self._not_yet.pop(key, None)
+            else:
+                self._not_yet[key] = (reply, flight.asker, flight.sent_at)
 
 
 def answers(
@@ -262,8 +290,8 @@ def answers(
     for i, (request, question) in enumerate(zip(requests, asked, strict=True)):
         if question is request or not isinstance(replies[i], milvus_pb2.GetFlushStateResponse):
             continue  # its own answer, or one the machine rejects as it is
-        if replies[i].flushed:
-            again.append(i)
+        if replies[i].flushed or replies[i].status.code or replies[i].status.error_code:
+            again.append(i)  # flushed, or the lead's own trouble: ask for itself
         else:
             out[i] = milvus_pb2.GetFlushStateResponse(status=replies[i].status, flushed=False)
     return out, again

@@ -59,7 +59,7 @@ def run(
                 elif action.method == "Flush":
                     outcome.reply = [flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
-                    outcome.reply = poll_shared(group, stub, action)
+                    outcome.reply = poll_shared(group, stub, action, machine)
         return action.response
     finally:
         if group is not None:
@@ -111,29 +111,34 @@ def flush_shared(
     if split(batch, reply):  # failed for good: this call's own names, alone
         return send(stub, alone(action, time.monotonic() - began))[0]
     if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
-        group.sealed(batch, reply)
+        group.sealed(batch, reply, time.monotonic())
     return reply
 
 
-def poll_shared(group: Group, stub: Any, action: SendRpc) -> list[Any]:
+def poll_shared(group: Group, stub: Any, action: SendRpc, asker: object) -> list[Any]:
     """The replies to a round of GetFlushState, asked through the group: a batch's
     lead stands in for its members (``_group.answers``)."""
-    asked = group.stand_ins(action.requests)
-    replies, again = answers(action.requests, asked, _ask(group, stub, action, asked))
+    asked = group.stand_ins(action.requests, time.monotonic())
+    replies, again = answers(action.requests, asked, _ask(group, stub, action, asked, asker))
     if again:
         real = [action.requests[i] for i in again]
-        for i, reply in zip(again, _ask(group, stub, action, real), strict=True):
+        for i, reply in zip(again, _ask(group, stub, action, real, asker), strict=True):
             replies[i] = reply
     return replies
 
 
-def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any]) -> list[Any]:
+def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: object) -> list[Any]:
     """The replies to ``requests``; questions another call is asking already share
     its RPC, and known "flushed" answers are not asked again."""
     began = time.monotonic()
     start = stub.GetFlushState.future
     waits = [
-        group.flight(r, partial(start, r, timeout=action.timeout, metadata=action.metadata))
+        group.flight(
+            r,
+            partial(start, r, timeout=action.timeout, metadata=action.metadata),
+            began,  # time.monotonic(), as the group's clock
+            asker,
+        )
         for r in requests
     ]
     try:

@@ -9,7 +9,12 @@ import pickle
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from pymilvus_flushsync import CollectionFlushState, FlushStatus, FlushSyncResponse
+from pymilvus_flushsync import (
+    CollectionFlushState,
+    FlushAllSyncResponse,
+    FlushStatus,
+    FlushSyncResponse,
+)
 from pymilvus_flushsync._core import FlushMachine
 
 from ..fakes import FakeClock
@@ -78,3 +83,17 @@ def test_a_timeout_error_survives_pickle_with_its_response_and_cause() -> None:
     assert copy.response == error.response and not copy.response.flushed
     assert isinstance(copy.__cause__, MilvusException)
     assert (copy.__cause__.code, copy.__cause__.message) == (8, "rate limit exceeded[rate=0.1]")
+
+
+def test_the_all_databases_response_is_frozen_pickles_and_has_nodes_shape() -> None:
+    original = FlushAllSyncResponse(
+        flushed=True, databases={"default": response(), "db2": response()}, elapsed=0.7
+    )
+    with pytest.raises(TypeError):
+        original.databases["x"] = response()  # type: ignore[index]
+    copy: FlushAllSyncResponse = pickle.loads(pickle.dumps(original))
+    assert copy == original and list(copy.databases) == ["default", "db2"]
+    d = json.loads(json.dumps(original.to_dict()))
+    assert d["flushed"] is True and d["status"]["error_code"] == "Success"
+    assert d["databases"]["db2"]["collections"]["a"]["segment_ids"] == [1, 2]
+    assert repr(original).startswith("FlushAllSyncResponse(flushed=True, databases=[default (2")
