@@ -95,7 +95,7 @@ LEAD_FOR = 30.0
 #: A "not yet" another call got is this call's too if its RPC went out less than
 #: this long ago: callers that wake a few ms apart share one poll (a lone call
 #: never reuses its own answers).
-FRESH = 0.005
+FRESH = 0.010
 #: Collections remembered per endpoint (oldest forgotten first).
 _HISTORY_SIZE = 4096
 
