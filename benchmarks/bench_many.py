@@ -167,11 +167,17 @@ def concurrent_reference(stub: Any, names: list[str]) -> int:
     return polls
 
 
-def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+def counted(uri: str) -> tuple[MilvusClient, CountingStub]:
+    """A client whose GetFlushState calls are counted at its stub."""
     client = MilvusClient(uri)
     handler = client._get_connection()
     counting = CountingStub(handler._stub)
     handler._stub = counting
+    return client, counting
+
+
+def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+    client, counting = counted(uri)
     names = [f"scale_{i}" for i in range(64)]
     for name in names:
         admin.create_collection(name, dimension=DIM)
@@ -211,10 +217,7 @@ def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
 
 
 def callers(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
-    client = MilvusClient(uri)
-    handler = client._get_connection()
-    counting = CountingStub(handler._stub)
-    handler._stub = counting
+    client, counting = counted(uri)
     try:
         return callers16(client, counting, admin, trials)
     finally:

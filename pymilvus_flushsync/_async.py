@@ -161,9 +161,8 @@ async def _ask(
             for w in waits
         ]
     finally:
-        for w in waits:
-            if isinstance(w, Flight) and group.release(w):
-                w.call.cancel()
+        for call in group.release(waits):
+            call.cancel()
 
 
 async def _result(task: asyncio.Future[Any], seconds: float, what: str) -> Any:

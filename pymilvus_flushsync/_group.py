@@ -255,12 +255,17 @@ class Group:
                 asked.append(lead if stands_in else request)
             return asked
 
-    def release(self, flight: Flight) -> bool:
-        """A call stops waiting for ``flight``: whether it was the last one (so the
-        driver should cancel the RPC if it is still running)."""
+    def release(self, waits: list[Any]) -> list[Any]:
+        """A call stops waiting for what ``flight`` gave it: the calls of the flights it
+        was the last waiter of, for the driver to cancel (a no-op once done)."""
         with self._lock:
-            flight.waiters -= 1
-            return flight.waiters == 0
+            last = []
+            for flight in waits:
+                if isinstance(flight, Flight):
+                    flight.waiters -= 1
+                    if flight.waiters == 0:
+                        last.append(flight.call)
+            return last
 
     def _landed(self, key: bytes, flight: Flight, call: Any) -> None:
         try:

@@ -149,9 +149,8 @@ def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: o
             for w in waits
         ]
     finally:
-        for w in waits:
-            if isinstance(w, Flight) and group.release(w):
-                w.call.cancel()
+        for call in group.release(waits):
+            call.cancel()
 
 
 def _result(call: Any, seconds: float, what: str) -> Any:
