@@ -121,8 +121,8 @@ async def _lead(
         if window > 0:
             await sleep(window)
         previous = batch.after
-        if previous is not None and previous.io is not None:  # the previous Flush first
-            left = action.timeout - (loop_time() - began)
+        if previous is not None and previous.io is not None and not previous.io.done():
+            left = action.timeout - (loop_time() - began)  # the previous Flush first
             await asyncio.wait([previous.io], timeout=max(left, 0.0))
     finally:
         request, timeout = group.seal(batch)

@@ -48,15 +48,27 @@ def test_the_window_meets_every_recent_bracket() -> None:
     assert hi % P == pytest.approx(0.082)
 
 
-def test_a_bracket_that_disagrees_starts_over() -> None:
+def test_a_bracket_that_disagrees_drops_the_oldest_until_the_rest_agree() -> None:
     model = TickModel(P)
     model.observe(10.070, 10.090)
     model.observe(10.270, 10.290)
     assert model.trusted(10.3)
     model.observe(11.180, 11.184)  # the window would span 90 ms: too wide
-    assert not model.trusted(11.2)
+    assert not model.trusted(11.2)  # nothing older agrees with it
     model.observe(11.378, 11.386)  # agrees with the new one
     assert window(model, 11.4)[0] % P == pytest.approx(0.180)
+
+
+def test_a_bracket_that_disagrees_with_the_oldest_only_drops_just_that() -> None:
+    model = TickModel(P)
+    model.observe(10.070, 10.090)
+    model.observe(10.320, 10.330)
+    model.observe(10.525, 10.530)
+    assert window(model, 10.6)[1] % P == pytest.approx(0.125)  # (0.090, 0.125)
+    model.observe(10.760, 10.765)  # 70 ms from the oldest's end: that one goes
+    assert model.trusted(10.8)
+    lo, hi = window(model, 10.8)
+    assert (lo % P, hi % P) == pytest.approx((0.130, 0.160))
 
 
 def test_wide_empty_and_old_brackets_are_ignored() -> None:
@@ -84,14 +96,19 @@ def test_next_poll_walks_the_window_then_waits_for_the_next_tick() -> None:
     assert times == pytest.approx([0.060, 0.074, 0.088, 0.102, 0.127, 0.060], abs=1e-3)
 
 
-def test_a_miss_after_trust_forgets_everything() -> None:
+def test_two_misses_in_a_row_after_trust_forget_everything() -> None:
     model = TickModel(P)
     model.observe(10.070, 10.080)
     model.observe(10.272, 10.281)
     assert model.trusted(10.3)
-    model.observe(11.080, 11.27)  # caught a tick later: the window was wrong
-    assert not model.trusted(11.3)
-    assert model.window(11.3) is None
+    model.observe(11.080, 11.27)  # caught a tick later: one outlier is forgiven
+    assert model.trusted(11.3)
+    model.observe(11.672, 11.679)  # a good one in between resets the count
+    model.observe(12.080, 12.27)
+    assert model.trusted(12.3)
+    model.observe(13.080, 13.27)  # the second miss in a row: the window was wrong
+    assert not model.trusted(13.3)
+    assert model.window(13.3) is None
 
 
 def test_a_model_learned_long_ago_schedules_nothing() -> None:
