@@ -97,7 +97,13 @@ async def flush_shared(
             _lead(group, batch, stub, action, gather=gather, sleep=sleep)
         )
         batch.io.add_done_callback(_retrieved)
-    reply = await _result(batch.io, action.timeout, "Flush")
+    try:
+        reply = await _result(batch.io, action.timeout, "Flush")
+    except BaseException:  # cancelled, or no answer in time: so is the Flush, if alone
+        if group.done_waiting(batch):
+            batch.io.cancel()
+        raise
+    group.done_waiting(batch)
     if split(batch, reply):  # failed for good: this call's own names, alone
         return (await send(stub, alone(action, loop_time() - began)))[0]
     if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
@@ -116,7 +122,7 @@ async def _lead(
 ) -> Any:
     began = loop_time()
     try:
-        await sleep(0)  # tasks started together get to join
+        await asyncio.sleep(0)  # tasks started together get to join (not a machine's wait)
         window = min(group.gather(gather), action.timeout)
         if window > 0:
             await sleep(window)
@@ -166,11 +172,13 @@ async def _ask(
 
 
 async def _result(task: asyncio.Future[Any], seconds: float, what: str) -> Any:
-    """A shared task's result, if it comes within ``seconds``; never cancels it."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), max(seconds, 0.0))
-    except asyncio.TimeoutError:
-        raise Unanswered(f"no answer to the shared {what} within this call's time") from None
+    """A shared task's result, if it comes within ``seconds``; never cancels it.
+    (``asyncio.wait``, not ``wait_for``: before Python 3.12, ``wait_for`` drops a
+    cancellation that arrives as the awaited task completes.)"""
+    done, _ = await asyncio.wait({task}, timeout=max(seconds, 0.0))
+    if not done:
+        raise Unanswered(f"no answer to the shared {what} within this call's time")
+    return task.result()
 
 
 def _started(start: Callable[[Any], Any], request: Any) -> asyncio.Future[Any]:

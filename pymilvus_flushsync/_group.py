@@ -122,6 +122,7 @@ class Batch:
     db_name: str
     names: dict[str, None] = field(default_factory=dict)  # the union, in order
     members: int = 0
+    waiting: int = 0  # members still waiting for its reply
     timeout: float = 0.0  # the longest per-RPC timeout among the members
     after: Batch | None = None  # the batch in flight when this one began: sent first
     io: Any = None  # the driver's: the shared call, once sent
@@ -181,6 +182,7 @@ class Group:
                 leader = True
             batch.names.update(dict.fromkeys(request.collection_names))
             batch.members += 1
+            batch.waiting += 1
             batch.timeout = max(batch.timeout, timeout)
             return batch, leader
 
@@ -198,6 +200,13 @@ class Group:
                 self._in_flight = batch
             batch.after = None
             return batch.request(), batch.timeout
+
+    def done_waiting(self, batch: Batch) -> bool:
+        """A member stops waiting for ``batch``'s reply: whether it was the last (so a
+        driver that stops without the reply cancels the Flush: no one needs it)."""
+        with self._lock:
+            batch.waiting -= 1
+            return batch.waiting == 0
 
     def landed(self, batch: Batch) -> None:
         """``batch``'s Flush was answered (or failed): the next one may go."""

@@ -89,7 +89,7 @@ def flush_shared(
     batch, leader = group.join(action.request, action.timeout)
     if leader:
         try:
-            sleep(0)  # threads released together get to join
+            time.sleep(0)  # threads released together get to join (not a machine's wait)
             window = min(group.gather(gather), action.timeout)
             if window > 0:
                 sleep(window)
@@ -107,7 +107,13 @@ def flush_shared(
         raise Unanswered(f"the shared Flush was not sent within {action.timeout:.3g} s")
     if batch.io is None:
         raise Unanswered("the shared Flush was not sent: its leader stopped")
-    reply = _result(batch.io, action.timeout - (time.monotonic() - began), "Flush")
+    try:
+        reply = _result(batch.io, action.timeout - (time.monotonic() - began), "Flush")
+    except BaseException:  # Ctrl-C, or no answer in time: cancelled if no one else waits
+        if group.done_waiting(batch):
+            batch.io.cancel()
+        raise
+    group.done_waiting(batch)
     if split(batch, reply):  # failed for good: this call's own names, alone
         return send(stub, alone(action, time.monotonic() - began))[0]
     if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:

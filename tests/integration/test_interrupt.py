@@ -22,8 +22,11 @@ class InterruptedCall:
     def __init__(self, call: Any, cancelled: list[Any]) -> None:
         self._call, self._cancelled = call, cancelled
 
-    def result(self) -> Any:
+    def result(self, timeout: float | None = None) -> Any:
         raise KeyboardInterrupt
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._call.add_done_callback(lambda _: callback(self))
 
     def cancel(self) -> bool:
         self._cancelled.append(self._call)
