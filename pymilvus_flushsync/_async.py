@@ -159,13 +159,14 @@ async def _ask(
     start = partial(stub.GetFlushState, timeout=action.timeout, metadata=action.metadata)
     now = time.monotonic()
     waits = [group.flight(r, partial(_started, start, r), now, asker) for r in requests]
+
+    async def reply(wait: Any) -> Any:  # a shared flight's reply, or one already known
+        if not isinstance(wait, Flight):
+            return wait
+        return await _result(wait.call, action.timeout - (loop_time() - began), "GetFlushState")
+
     try:
-        return [
-            await _result(w.call, action.timeout - (loop_time() - began), "GetFlushState")
-            if isinstance(w, Flight)
-            else w
-            for w in waits
-        ]
+        return [await reply(wait) for wait in waits]
     finally:
         for call in group.release(waits):
             call.cancel()
