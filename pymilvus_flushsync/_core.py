@@ -85,7 +85,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
@@ -101,9 +101,11 @@ from ._errors import (
     interrupted,
     undecodable,
 )
-from ._group import FlushHistory
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._ticks import TickModel
+
+if TYPE_CHECKING:  # _group builds on this module
+    from ._group import FlushHistory
 
 __all__ = [
     "Backoff",
@@ -116,6 +118,8 @@ __all__ = [
     "Retries",
     "SendRpc",
     "Sleep",
+    "flush_state_request",
+    "sealed_state",
 ]
 
 logger = logging.getLogger("pymilvus_flushsync")
@@ -457,15 +461,7 @@ class FlushMachine:
             return (milvus_pb2.HasCollectionRequest(db_name=self._db, collection_name=name),)
         names = self._polls.names(self._pending)
         self._polled += len(names)
-        return tuple(self._flush_state_request(self._states[name]) for name in names)
-
-    def _flush_state_request(self, state: CollectionFlushState) -> Any:
-        return milvus_pb2.GetFlushStateRequest(
-            segmentIDs=state.segment_ids,
-            flush_ts=state.flush_ts,
-            db_name=self._db,
-            collection_name=state.name,
-        )
+        return tuple(flush_state_request(self._db, self._states[name]) for name in names)
 
     # -- what happened ------------------------------------------------------------
 
@@ -548,13 +544,7 @@ class FlushMachine:
         self._unchecked = []
         for name in self._pending:
             if name in reply.coll_segIDs or name in reply.coll_flush_ts:
-                self._states[name] = replace(
-                    self._states[name],
-                    segment_ids=_ids(reply.coll_segIDs, name),
-                    flushed_segment_ids=_ids(reply.flush_coll_segIDs, name),
-                    flush_ts=int(reply.coll_flush_ts.get(name, 0)),
-                    seal_time=int(reply.coll_seal_times.get(name, 0)),
-                )
+                self._states[name] = sealed_state(self._states[name], reply)
             else:
                 self._unchecked.append(name)
         self.phase = Phase.CHECK if self._unchecked else Phase.POLL
@@ -701,6 +691,29 @@ class FlushMachine:
         error = FlushTimeoutError(message, response, pending)
         error.__cause__ = last.error if last else None
         return error
+
+
+def sealed_state(state: CollectionFlushState, reply: Any) -> CollectionFlushState:
+    """``state`` once the FlushResponse ``reply``, which names its collection, sealed it."""
+    name = state.name
+    return replace(
+        state,
+        segment_ids=_ids(reply.coll_segIDs, name),
+        flushed_segment_ids=_ids(reply.flush_coll_segIDs, name),
+        flush_ts=int(reply.coll_flush_ts.get(name, 0)),
+        seal_time=int(reply.coll_seal_times.get(name, 0)),
+    )
+
+
+def flush_state_request(db_name: str, state: CollectionFlushState) -> Any:
+    """The GetFlushState that asks whether ``state``'s Flush is done. The one builder:
+    calls that ask the same question send the same bytes (``_group`` shares them)."""
+    return milvus_pb2.GetFlushStateRequest(
+        segmentIDs=state.segment_ids,
+        flush_ts=state.flush_ts,
+        db_name=db_name,
+        collection_name=state.name,
+    )
 
 
 def _ids(segment_map: Any, name: str) -> tuple[int, ...]:

@@ -62,15 +62,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import milvus_pb2
 
+from ._core import SendRpc, flush_state_request, sealed_state
 from ._errors import classify_status
-
-if TYPE_CHECKING:
-    from ._core import SendRpc
+from ._response import CollectionFlushState
 
 __all__ = [
     "Batch",
@@ -247,7 +246,10 @@ class Group:
             asked = [name for name in batch.names if name in reply.coll_segIDs]
             if len(asked) < 2:
                 return
-            requests = [_flush_state(batch.db_name, name, reply) for name in asked]
+            requests = [
+                flush_state_request(batch.db_name, sealed_state(CollectionFlushState(name), reply))
+                for name in asked
+            ]
             batch.lead = requests[0]
             for request in requests[1:]:
                 self._leads[_key(request)] = (requests[0], now + LEAD_FOR)
@@ -313,17 +315,6 @@ def answers(
 
 def _key(request: Any) -> bytes:
     return bytes(request.SerializeToString(deterministic=True))
-
-
-def _flush_state(db_name: str, name: str, reply: Any) -> Any:
-    """The GetFlushState a machine asks for ``name`` after this FlushResponse
-    (``FlushMachine._flush_state_request``: the same fields, so the same bytes)."""
-    return milvus_pb2.GetFlushStateRequest(
-        segmentIDs=tuple(int(i) for i in reply.coll_segIDs[name].data),
-        flush_ts=int(reply.coll_flush_ts.get(name, 0)),
-        db_name=db_name,
-        collection_name=name,
-    )
 
 
 def split(batch: Batch, reply: Any) -> bool:
