@@ -17,7 +17,7 @@ from typing import Any
 import pymilvus
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._call import databases_from, databases_rpc, prepare
+from ._call import AllDatabases, prepare
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
@@ -252,29 +252,18 @@ class AsyncFlushSyncMixin:
         """Flush every collection of every database (or of ``db_name``) and wait until
         Milvus reports them persisted: the asyncio twin of
         ``FlushSyncMixin.flush_all_sync`` (same arguments, response and errors)."""
-        started = time.monotonic()
         client: Any = self
-        policy = self.flush_sync_policy
-        first = prepare(self, None, db_name, timeout, policy, every=True, since=started)
-        databases = [first.requested_db]
-        if db_name is None:
+        call = AllDatabases(self, db_name, timeout, self.flush_sync_policy)
+        reply: Any = None
+        if call.lists:
             try:
-                await asyncio.wait_for(async_handler(client), first.connect_timeout())
-                reply: Any = (await send(await async_stub(client), databases_rpc(first)))[0]
+                await asyncio.wait_for(async_handler(client), call.first.connect_timeout())
+                reply = (await send(await async_stub(client), call.listing()))[0]
             except asyncio.TimeoutError:
-                raise first.not_connected() from None
+                raise call.first.not_connected() from None
             except Exception as exc:
                 reply = exc
-            databases = databases_from(first, reply)
-        machines = [
-            prepare(self, None, db, timeout, policy, every=True, since=started) for db in databases
-        ]
-        responses = await run_all(machines, self)
-        return FlushAllSyncResponse(
-            flushed=True,
-            databases={r.db_name: r for r in responses},
-            elapsed=time.monotonic() - started,
-        )
+        return call.response(await run_all(call.machines(reply), self))
 
 
 async def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:

@@ -6,7 +6,7 @@ the benchmark all start a call here and hand it to a driver (``_sync.run``,
 
 ``flush_all_sync`` is one machine per database (``every=True``: each lists its
 collections, flushes them and waits), all driven at once under one deadline,
-after ``ListDatabases`` (``databases_rpc``, ``databases_from``). FlushAll is not
+after ``ListDatabases`` (``AllDatabases``). FlushAll is not
 used: on Milvus 2.3.5, FlushAll + GetFlushAllState reported "flushed" while rows
 inserted before the call were not in Flushed segments (measured; see
 docs/guarantees.md), and a Flush per database seals exactly what it names on
@@ -15,6 +15,7 @@ every server line.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -26,9 +27,10 @@ from ._core import FlushMachine, FlushPolicy, SendRpc
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._group import history_for
 from ._params import check_db_name, check_names, check_timeout
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._ticks import for_endpoint
 
-__all__ = ["databases_from", "databases_rpc", "prepare"]
+__all__ = ["AllDatabases", "prepare"]
 
 
 def prepare(
@@ -63,28 +65,76 @@ def prepare(
     )
 
 
-def databases_rpc(machine: FlushMachine) -> SendRpc:
-    """``ListDatabases``, under ``machine``'s deadline (``flush_all_sync``'s first step)."""
-    left = machine.remaining()
-    timeout = machine.policy.rpc_timeout if left is None else min(left, machine.policy.rpc_timeout)
-    return SendRpc("ListDatabases", (milvus_pb2.ListDatabasesRequest(),), timeout, None)
+class AllDatabases:
+    """One ``flush_all_sync`` call: its deadline, the ``ListDatabases`` to send first
+    (unless ``db_name`` names the one database), then one machine per database.
 
+    A driver sends ``listing()`` when ``lists``, hands the reply (or what the RPC
+    raised) to ``machines``, drives those machines at once and gives their responses
+    to ``response``.
+    """
 
-def databases_from(machine: FlushMachine, reply: Any) -> list[str]:
-    """The database names of ``ListDatabases``'s reply, or a ``grpc.RpcError`` it raised;
-    raises the failure (``FlushTimeoutError`` once the deadline has passed)."""
-    what = "ListDatabases"
-    if isinstance(reply, milvus_pb2.ListDatabasesResponse):
-        failure = classify_status(reply.status, what)
-        if failure is None:
-            return list(dict.fromkeys(reply.db_names))
-    elif isinstance(reply, grpc.RpcError):
-        failure = classify_rpc_error(reply, what)
-    else:
-        failure = classify_exception(reply, what) if isinstance(reply, Exception) else None
-        failure = failure or undecodable(what)
-    if machine.remaining() == 0.0:
-        error: MilvusException = machine.timeout_error()
-        error.__cause__ = failure.error
-        raise error
-    raise failure.error
+    def __init__(
+        self,
+        client: Any,
+        db_name: Any,
+        timeout: Any,
+        policy: FlushPolicy,
+        *,
+        since: float | None = None,
+    ) -> None:
+        self._client, self._timeout, self._policy = client, timeout, policy
+        self._started = time.monotonic() if since is None else since
+        #: the deadline holder, and the machine of ``db_name`` when it is given
+        self.first = prepare(
+            client, None, db_name, timeout, policy, every=True, since=self._started
+        )
+        self.lists = db_name is None
+
+    def listing(self) -> SendRpc:
+        """``ListDatabases``, under the call's deadline (built when it is sent)."""
+        left = self.first.remaining()
+        cap = self._policy.rpc_timeout
+        return SendRpc(
+            "ListDatabases",
+            (milvus_pb2.ListDatabasesRequest(),),
+            cap if left is None else min(left, cap),
+            None,
+        )
+
+    def machines(self, reply: Any = None) -> list[FlushMachine]:
+        """One machine per database: of ``ListDatabases``'s reply (raises its failure,
+        a ``FlushTimeoutError`` once the deadline has passed), or ``db_name``'s."""
+        if not self.lists:
+            return [self.first]
+        return [
+            prepare(
+                self._client, None, db, self._timeout, self._policy, every=True,
+                since=self._started,
+            )
+            for db in self._databases(reply)
+        ]  # fmt: skip
+
+    def response(self, responses: list[FlushSyncResponse]) -> FlushAllSyncResponse:
+        return FlushAllSyncResponse(
+            flushed=True,
+            databases={r.db_name: r for r in responses},
+            elapsed=time.monotonic() - self._started,
+        )
+
+    def _databases(self, reply: Any) -> list[str]:
+        what = "ListDatabases"
+        if isinstance(reply, milvus_pb2.ListDatabasesResponse):
+            failure = classify_status(reply.status, what)
+            if failure is None:
+                return list(dict.fromkeys(reply.db_names))
+        elif isinstance(reply, grpc.RpcError):
+            failure = classify_rpc_error(reply, what)
+        else:
+            failure = classify_exception(reply, what) if isinstance(reply, Exception) else None
+            failure = failure or undecodable(what)
+        if self.first.remaining() == 0.0:
+            error: MilvusException = self.first.timeout_error()
+            error.__cause__ = failure.error
+            raise error
+        raise failure.error

@@ -18,7 +18,7 @@ import pymilvus
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._call import databases_from, databases_rpc, prepare
+from ._call import AllDatabases, prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._errors import interrupted
 from ._group import Flight, Group, Unanswered, alone, answers, for_client, split
@@ -241,24 +241,14 @@ def flush_all(
     since: float | None = None,
 ) -> FlushAllSyncResponse:
     """``flush_all_sync``, with its deadline counted from ``since`` (default: now)."""
-    started = time.monotonic() if since is None else since
-    first = prepare(client, None, db_name, timeout, policy, every=True, since=started)
-    databases = [first.requested_db]
-    if db_name is None:
+    call = AllDatabases(client, db_name, timeout, policy, since=since)
+    reply: Any = None
+    if call.lists:
         try:
-            reply: Any = send(client._get_connection()._stub, databases_rpc(first))[0]
+            reply = send(client._get_connection()._stub, call.listing())[0]
         except Exception as exc:
             reply = exc
-        databases = databases_from(first, reply)
-    machines = [
-        prepare(client, None, db, timeout, policy, every=True, since=started) for db in databases
-    ]
-    responses = run_all(machines, client)
-    return FlushAllSyncResponse(
-        flushed=True,
-        databases={r.db_name: r for r in responses},
-        elapsed=time.monotonic() - started,
-    )
+    return call.response(run_all(call.machines(reply), client))
 
 
 def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:
