@@ -28,7 +28,7 @@ from ._compat import release_lite
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError
 from ._params import check_db_name, check_names, check_timeout
-from ._response import FlushSyncResponse
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._sync import MilvusClient, ProgressHook, flush_all, run
 
 EXIT_OK, EXIT_MILVUS, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -229,10 +229,7 @@ def _flush_server(
     except MilvusException as exc:
         _err(f"error flushing every database: {_shown(str(exc.message))} (code {exc.code})")
         return EXIT_MILVUS
-    if as_json:
-        _out(json.dumps(response.to_dict(), indent=2))
-    else:
-        _out("\n".join(line for one in response.databases.values() for line in _lines(one)))
+    _print(response, as_json)
     return EXIT_OK
 
 
@@ -290,11 +287,12 @@ def _out(text: str) -> None:
         os.close(devnull)
 
 
-def _print(response: FlushSyncResponse, as_json: bool) -> None:
+def _print(response: FlushSyncResponse | FlushAllSyncResponse, as_json: bool) -> None:
     if as_json:
         _out(json.dumps(response.to_dict(), indent=2))
         return
-    _out("\n".join(_lines(response)))
+    each = response.databases.values() if isinstance(response, FlushAllSyncResponse) else [response]
+    _out("\n".join(line for one in each for line in _lines(one)))
 
 
 def _lines(response: FlushSyncResponse) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["CollectionFlushState", "FlushAllSyncResponse", "FlushStatus", "FlushSyncResponse"]
 
@@ -64,9 +64,10 @@ class CollectionFlushState:
         }
 
 
-def _frozen_mapping(
-    value: Mapping[str, CollectionFlushState],
-) -> Mapping[str, CollectionFlushState]:
+_V = TypeVar("_V")
+
+
+def _frozen_mapping(value: Mapping[str, _V]) -> Mapping[str, _V]:
     return MappingProxyType(dict(value))
 
 
@@ -142,7 +143,7 @@ class FlushAllSyncResponse:
     status: FlushStatus = field(default_factory=FlushStatus)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "databases", MappingProxyType(dict(self.databases)))
+        object.__setattr__(self, "databases", _frozen_mapping(self.databases))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.flushed, dict(self.databases), self.elapsed, self.status)
