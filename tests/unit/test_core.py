@@ -13,6 +13,7 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
 from pymilvus_flushsync._core import Deadline, Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._group import FlushHistory
 
 from ..fakes import (
     RATE_LIMITED,
@@ -245,6 +246,24 @@ def test_rate_limited_flush_is_retried_with_backoff() -> None:
     assert rpc(m).method == "Flush"
     m.on_reply(flush_reply({"a": [1]}))
     assert rpc(m).method == "GetFlushState"
+
+
+def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
+    clock, history = FakeClock(100.0), FlushHistory()
+    first = FlushMachine(("a",), "", None, POLICY, clock=clock, history=history)
+    with first.expect(rpc(first)) as outcome:
+        outcome.reply = flush_reply({"a": [1]})
+    clock.advance(1.0)
+    second = FlushMachine(("a", "b"), "", None, POLICY, clock=clock, history=history)
+    with second.expect(rpc(second)) as outcome:
+        outcome.reply = RATE_LIMITED  # rate=0.1: "a" may pass 10 s after the first
+    wait = second.next_action()
+    assert isinstance(wait, Sleep) and wait.seconds == pytest.approx(100.0 + 10.0 + 0.1 - 101.0)
+    # nothing known of the collections: the plain back-off (0.1 s to start)
+    third = FlushMachine(("c",), "", None, POLICY, clock=clock, history=history)
+    with third.expect(rpc(third)) as outcome:
+        outcome.reply = RATE_LIMITED
+    assert third.next_action() == Sleep(0.1)
 
 
 def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause() -> None:

@@ -14,10 +14,10 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, FlushTimeoutError, _async, _sync
-from pymilvus_flushsync._core import FlushMachine, SendRpc, Sleep
-from pymilvus_flushsync._group import FlushHistory, for_client
+from pymilvus_flushsync._core import FlushMachine
+from pymilvus_flushsync._group import for_client
 
-from ..fakes import RATE_LIMITED, FakeClock, FakeServer, flush_reply, state_reply, status
+from ..fakes import FakeServer, flush_reply, state_reply, status
 
 #: A wide gathering window: the tests must not depend on how fast threads start.
 POLICY = FlushPolicy(tick_period=None, jitter=False, gather=0.5)
@@ -206,30 +206,6 @@ def test_a_call_whose_deadline_passes_leaves_the_others_waiting() -> None:
     assert isinstance(short, FlushTimeoutError)
     assert all(isinstance(r, FlushSyncResponse) and r.flushed for r in long)
     assert len(flushes(server)) == 1
-
-
-def sent(machine: FlushMachine) -> SendRpc:
-    action = machine.next_action()
-    assert isinstance(action, SendRpc)
-    return action
-
-
-def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
-    clock, history = FakeClock(100.0), FlushHistory()
-    first = FlushMachine(("a",), "", None, POLICY, clock=clock, history=history)
-    with first.expect(sent(first)) as outcome:
-        outcome.reply = flush_reply({"a": [1]})
-    clock.advance(1.0)
-    second = FlushMachine(("a", "b"), "", None, POLICY, clock=clock, history=history)
-    with second.expect(sent(second)) as outcome:
-        outcome.reply = RATE_LIMITED  # rate=0.1: "a" may pass 10 s after the first
-    wait = second.next_action()
-    assert isinstance(wait, Sleep) and wait.seconds == pytest.approx(100.0 + 10.0 + 0.1 - 101.0)
-    # nothing known of the collections: the plain back-off (0.1 s to start)
-    third = FlushMachine(("c",), "", None, POLICY, clock=clock, history=history)
-    with third.expect(sent(third)) as outcome:
-        outcome.reply = RATE_LIMITED
-    assert third.next_action() == Sleep(0.1)
 
 
 def test_the_members_of_a_batch_watch_one_collection_then_ask_their_own() -> None:
