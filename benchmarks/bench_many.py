@@ -38,16 +38,16 @@ from typing import Any
 
 from bench_flush import HERE, RESULTS, Clients, CountingStub, ServerBench, start_node
 from pymilvus import MilvusClient as PlainClient
-from pymilvus.grpc_gen import common_pb2, milvus_pb2
+from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import MilvusClient
-from tests.helpers import DIM, rows
+from pymilvus_flushsync._core import flush_state_request, sealed_state
+from pymilvus_flushsync._response import CollectionFlushState
+from tests.helpers import DIM, Backend, rows
 from tests.servers import Server
 
-FLUSHED = common_pb2.SegmentState.Flushed
-
-#: The targets, in one place: (name, measured key, bound); ``ratio:`` keys compare to
-#: the bound as a ratio, the rest as an absolute number.
+#: The targets, in one place: (name, measured key, bound); each measured value (a time,
+#: a rate, a ratio or a count) must be at most its bound.
 TARGETS: list[tuple[str, str, float]] = [
     ("loaded cpu: overshoot median <= 30 ms", "loaded_cpu_overshoot_ms", 30),
     ("loaded disk: overshoot median <= 30 ms", "loaded_disk_overshoot_ms", 30),
@@ -149,12 +149,8 @@ def concurrent_reference(stub: Any, names: list[str]) -> int:
     """Flush, then every pending collection polled at once every 2 ms; the polls sent."""
     reply = stub.Flush(milvus_pb2.FlushRequest(collection_names=names), timeout=60)
     pending = {
-        n: milvus_pb2.GetFlushStateRequest(
-            segmentIDs=list(reply.coll_segIDs[n].data), flush_ts=reply.coll_flush_ts[n],
-            collection_name=n,
-        )
-        for n in names
-    }  # fmt: skip
+        n: flush_state_request("", sealed_state(CollectionFlushState(n), reply)) for n in names
+    }
     polls = 0
     while pending:
         futures = {n: stub.GetFlushState.future(r, timeout=30) for n, r in pending.items()}
@@ -289,6 +285,10 @@ def whole_server(
         client.create_collection(name, dimension=DIM)
     ours, plain = MilvusClient(uri), PlainClient(uri)
     stub = plain._get_connection()._stub
+
+    def rows_in(db: str, name: str) -> int:  # in Flushed segments
+        return Backend("server", uri, ours).persisted_rows(name, db_name=db)[0]
+
     clients: dict[str, Callable[[], object]] = {
         "flush_all_sync": lambda: ours.flush_all_sync(timeout=120),
         "raw_5ms": lambda: raw_flush_all(stub),
@@ -313,10 +313,10 @@ def whole_server(
                 unpersisted[who] += 1
                 continue
             took = time.monotonic() - began
-            done = all(persisted(stub, db, name) >= inserted for _, db, name in targets)
+            done = all(rows_in(db, name) >= inserted for _, db, name in targets)
             unpersisted[who] += not done
             times[who].append(took)
-            while not all(persisted(stub, db, name) >= inserted for _, db, name in targets):
+            while not all(rows_in(db, name) >= inserted for _, db, name in targets):
                 if time.monotonic() - began > 60:
                     break
                 time.sleep(0.005)  # an early return: when the rows really were persisted
@@ -349,16 +349,6 @@ def node_flush_all(node: subprocess.Popen[str]) -> None:
     reply = json.loads(node.stdout.readline())
     if not reply["ok"]:
         raise RuntimeError(f"node flushAllSync failed: {reply['error']}")
-
-
-def persisted(stub: Any, db: str, name: str) -> int:
-    reply = stub.GetPersistentSegmentInfo(
-        milvus_pb2.GetPersistentSegmentInfoRequest(dbName=db, collectionName=name), timeout=10
-    )
-    return sum(i.num_rows for i in reply.infos if i.state == FLUSHED)
-
-
-# -- report --------------------------------------------------------------------------
 
 
 def report(measured: dict[str, Any]) -> tuple[str, bool]:
