@@ -252,18 +252,27 @@ class AsyncFlushSyncMixin:
         """Flush every collection of every database (or of ``db_name``) and wait until
         Milvus reports them persisted: the asyncio twin of
         ``FlushSyncMixin.flush_all_sync`` (same arguments, response and errors)."""
-        client: Any = self
-        call = AllDatabases(self, db_name, timeout, self.flush_sync_policy)
-        reply: Any = None
-        if call.lists:
-            try:
-                await asyncio.wait_for(async_handler(client), call.first.connect_timeout())
-                reply = (await send(await async_stub(client), call.listing()))[0]
-            except asyncio.TimeoutError:
-                raise call.first.not_connected() from None
-            except Exception as exc:
-                reply = exc
-        return call.response(await run_all(call.machines(reply), self))
+        return await flush_all(self, db_name, timeout, self.flush_sync_policy)
+
+
+async def flush_all(
+    client: Any, db_name: str | None, timeout: float | None, policy: FlushPolicy
+) -> FlushAllSyncResponse:
+    """``flush_all_sync``: ``AllDatabases``'s asks, then its stages of machines."""
+    call = AllDatabases(client, db_name, timeout, policy)
+    replies: list[Any] = []
+    for ask in call.asks():
+        try:
+            await asyncio.wait_for(async_handler(client), call.first.connect_timeout())
+            replies.append((await send(await async_stub(client), ask))[0])
+        except asyncio.TimeoutError:
+            raise call.first.not_connected() from None
+        except Exception as exc:
+            replies.append(exc)
+    machines = call.machines(replies)
+    while machines:
+        machines = call.then(await run_all(machines, client))
+    return call.response()
 
 
 async def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:

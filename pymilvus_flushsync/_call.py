@@ -4,33 +4,42 @@ The one internal entry point: the clients' ``flush_sync``, the command line and
 the benchmark all start a call here and hand it to a driver (``_sync.run``,
 ``_async.run``).
 
-``flush_all_sync`` is one machine per database (``every=True``: each lists its
-collections, flushes them and waits), all driven at once under one deadline,
-after ``ListDatabases`` (``AllDatabases``). FlushAll is not
-used: on Milvus 2.3.5, FlushAll + GetFlushAllState reported "flushed" while rows
-inserted before the call were not in Flushed segments (measured; see
-docs/guarantees.md), and a Flush per database seals exactly what it names on
-every server line.
+``flush_all_sync`` (``AllDatabases``) runs in stages of machines, each stage driven
+at once under the call's one deadline; which stages, per server line and why, is
+docs/guarantees.md's "flush_all_sync and FlushAll":
+
+* a broadcast (``db_name=None``, Milvus 2.6.8+ by ``GetVersion``, protos with 2.6.8's
+  fields): ``ListDatabases``, one listing machine per database (``seal=False``:
+  what the response names), then one ``FlushAllMachine``;
+* otherwise: one machine per database (``every=True``: it lists its collections,
+  flushes them and waits), after ``ListDatabases`` unless ``db_name`` names the one
+  database. A FlushAll reply without per-channel messages falls back to this stage.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
+import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import current_db_name, endpoint
-from ._core import FlushMachine, FlushPolicy, SendRpc
+from ._compat import BROADCAST_FIELDS, current_db_name, endpoint
+from ._core import FlushAllMachine, FlushMachine, FlushPolicy, SendRpc
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._group import history_for
 from ._params import check_db_name, check_names, check_timeout
 from ._response import FlushAllSyncResponse, FlushSyncResponse
-from ._ticks import for_endpoint
+from ._ticks import TickModel, for_endpoint
 
-__all__ = ["AllDatabases", "prepare"]
+__all__ = ["AllDatabases", "broadcasts", "prepare"]
+
+logger = logging.getLogger("pymilvus_flushsync")
 
 
 def prepare(
@@ -42,36 +51,63 @@ def prepare(
     *,
     every: bool = False,
     since: float | None = None,
+    seal: bool = True,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
 
     ``every=True`` (the CLI's ``--all``) ignores ``collection_names`` and flushes
-    every collection of the database, listed under the same deadline.
+    every collection of the database, listed under the same deadline; with
+    ``seal=False`` it only lists them.
     """
     names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
-    period = policy.tick_period
-    address = endpoint(client)
     return FlushMachine(
         names,
         current_db_name(client) if db is None else db,
         seconds,
         policy,
-        ticks=None if period is None else for_endpoint(address, period),
+        ticks=_ticks(client, policy),
         since=since,
-        history=history_for(address),
+        history=history_for(endpoint(client)),
+        seal=seal,
     )
 
 
-class AllDatabases:
-    """One ``flush_all_sync`` call: its deadline, the ``ListDatabases`` to send first
-    (unless ``db_name`` names the one database), then one machine per database.
+def _ticks(client: Any, policy: FlushPolicy) -> TickModel | None:
+    """The tick model of the client's endpoint (``None``: learning is off)."""
+    period = policy.tick_period
+    return None if period is None else for_endpoint(endpoint(client), period)
 
-    A driver sends ``listing()`` when ``lists``, hands the reply (or what the RPC
-    raised) to ``machines``, drives those machines at once and gives their responses
-    to ``response``.
+
+#: The first Milvus release whose FlushAll is one broadcast answered per channel.
+BROADCAST_SINCE = (2, 6, 8)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def broadcasts(version: str) -> bool:
+    """Whether a server reporting ``version`` (``GetVersion``: ``v2.6.8``) answers
+    FlushAll per channel. Anything unparsable (Milvus Lite: ``milvus_lite-3.2.2``) does
+    not."""
+    found = _VERSION.match(version.strip())
+    return found is not None and tuple(int(n) for n in found.groups()) >= BROADCAST_SINCE
+
+
+class _Stage(enum.Enum):
+    LISTING = "listing"  # what each database holds, before a broadcast
+    BROADCAST = "broadcast"  # one FlushAll and its polls
+    SEALING = "sealing"  # per database: listing, Flush and polls
+    DONE = "done"
+
+
+class AllDatabases:
+    """One ``flush_all_sync`` call: its deadline and its stages (module docstring).
+
+    A driver sends ``asks()`` (``ListDatabases`` and maybe ``GetVersion``; none when
+    ``db_name`` names the database), hands their replies (or what each raised) to
+    ``machines``, drives the machines it returns at once, hands their responses to
+    ``then`` for the next stage's, until there are none, and returns ``response()``.
     """
 
     def __init__(
@@ -90,37 +126,102 @@ class AllDatabases:
             client, None, db_name, timeout, policy, every=True, since=self._started
         )
         self.lists = db_name is None
+        self._stage = _Stage.SEALING
+        self._names: list[str] = []  # the databases
+        self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
+        self._broadcast: FlushAllMachine | None = None
+        self._responses: list[FlushSyncResponse] = []
 
-    def listing(self) -> SendRpc:
-        """``ListDatabases``, under the call's deadline (built when it is sent)."""
-        left = self.first.remaining()
-        cap = self._policy.rpc_timeout
-        return SendRpc(
-            "ListDatabases",
-            (milvus_pb2.ListDatabasesRequest(),),
-            cap if left is None else min(left, cap),
-            None,
+    def asks(self) -> list[SendRpc]:
+        """``ListDatabases``, then ``GetVersion`` where a broadcast could follow."""
+        if not self.lists:
+            return []
+        asks = [self._ask("ListDatabases", milvus_pb2.ListDatabasesRequest())]
+        if BROADCAST_FIELDS:
+            asks.append(self._ask("GetVersion", milvus_pb2.GetVersionRequest()))
+        return asks
+
+    def machines(self, replies: list[Any]) -> list[FlushMachine]:
+        """The first stage, from the replies to ``asks()`` (raises ``ListDatabases``'s
+        failure, a ``FlushTimeoutError`` once the deadline has passed)."""
+        if not self.lists:
+            self._stage = _Stage.SEALING
+            return [self.first]
+        self._names = self._databases(replies[0])
+        version = replies[1] if len(replies) > 1 else None
+        seal = not (
+            isinstance(version, milvus_pb2.GetVersionResponse)
+            and version.status.code == 0
+            and broadcasts(version.version)
+        )
+        logger.debug("flush_all_sync: FlushAll is %sbroadcast", "not " if seal else "")
+        return self._per_database(seal)
+
+    def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
+        """The next stage after one ended with ``responses`` (none: the call is done)."""
+        if self._stage is _Stage.LISTING:
+            self._listed = responses
+            names = tuple(dict.fromkeys(name for one in responses for name in one.collections))
+            if not names:
+                self._stage = _Stage.DONE
+                return []
+            self._broadcast = FlushAllMachine(
+                names,
+                check_timeout(self._timeout),
+                self._policy,
+                ticks=_ticks(self._client, self._policy),
+                since=self._started,
+            )
+            self._stage = _Stage.BROADCAST
+            return [self._broadcast]
+        if self._stage is _Stage.BROADCAST and self._broadcast and not self._broadcast.broadcast:
+            logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
+            self._broadcast, self._listed = None, []
+            return self._per_database(seal=True)
+        if self._stage is _Stage.SEALING:
+            self._responses = responses
+        self._stage = _Stage.DONE
+        return []
+
+    def response(self) -> FlushAllSyncResponse:
+        elapsed = time.monotonic() - self._started
+        if not self._listed:
+            databases = {r.db_name: r for r in self._responses}
+            return FlushAllSyncResponse(flushed=True, databases=databases, elapsed=elapsed)
+        broadcast = self._broadcast
+        states = broadcast.progress().collections if broadcast else {}
+        databases = {
+            one.db_name: replace(
+                one,
+                collections={name: states.get(name, old) for name, old in one.collections.items()},
+                elapsed=elapsed,
+            )
+            for one in self._listed
+        }
+        return FlushAllSyncResponse(
+            flushed=True,
+            databases=databases,
+            elapsed=elapsed,
+            broadcast=broadcast.broadcast if broadcast else {},
         )
 
-    def machines(self, reply: Any = None) -> list[FlushMachine]:
-        """One machine per database: of ``ListDatabases``'s reply (raises its failure,
-        a ``FlushTimeoutError`` once the deadline has passed), or ``db_name``'s."""
-        if not self.lists:
-            return [self.first]
+    def _per_database(self, seal: bool) -> list[FlushMachine]:
+        """One machine per listed database: listing only (before a broadcast), or
+        listing, flushing and waiting."""
+        self._stage = _Stage.SEALING if seal else _Stage.LISTING
         return [
             prepare(
                 self._client, None, db, self._timeout, self._policy, every=True,
-                since=self._started,
+                since=self._started, seal=seal,
             )
-            for db in self._databases(reply)
+            for db in self._names
         ]  # fmt: skip
 
-    def response(self, responses: list[FlushSyncResponse]) -> FlushAllSyncResponse:
-        return FlushAllSyncResponse(
-            flushed=True,
-            databases={r.db_name: r for r in responses},
-            elapsed=time.monotonic() - self._started,
-        )
+    def _ask(self, method: str, request: Any) -> SendRpc:
+        """An RPC before the machines, under the call's deadline (built when asked)."""
+        left = self.first.remaining()
+        cap = self._policy.rpc_timeout
+        return SendRpc(method, (request,), cap if left is None else min(left, cap), None)
 
     def _databases(self, reply: Any) -> list[str]:
         what = "ListDatabases"

@@ -291,8 +291,14 @@ def _print(response: FlushSyncResponse | FlushAllSyncResponse, as_json: bool) ->
     if as_json:
         _out(json.dumps(response.to_dict(), indent=2))
         return
-    each = response.databases.values() if isinstance(response, FlushAllSyncResponse) else [response]
-    _out("\n".join(line for one in each for line in _lines(one)))
+    if not isinstance(response, FlushAllSyncResponse):
+        _out("\n".join(_lines(response)))
+        return
+    lines = [line for one in response.databases.values() for line in _lines(one)]
+    if response.broadcast:
+        channels = len(response.broadcast)
+        lines.insert(0, f"sealed by one FlushAll, broadcast on {channels} channel(s)")
+    _out("\n".join(lines))
 
 
 def _lines(response: FlushSyncResponse) -> list[str]:

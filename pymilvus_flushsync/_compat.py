@@ -5,7 +5,23 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-__all__ = ["async_handler", "async_stub", "current_db_name", "endpoint", "release_lite"]
+from pymilvus.grpc_gen import milvus_pb2
+
+__all__ = [
+    "BROADCAST_FIELDS",
+    "async_handler",
+    "async_stub",
+    "current_db_name",
+    "endpoint",
+    "release_lite",
+]
+
+#: Whether this pymilvus's protos carry Milvus 2.6.8's FlushAll fields
+#: (``flush_all_msgs``, ``flush_all_tss``): pymilvus 3.0 does, 2.5.18 does not.
+BROADCAST_FIELDS = (
+    "flush_all_msgs" in milvus_pb2.FlushAllResponse.DESCRIPTOR.fields_by_name
+    and "flush_all_tss" in milvus_pb2.GetFlushAllStateRequest.DESCRIPTOR.fields_by_name
+)
 
 
 def current_db_name(client: Any) -> str:

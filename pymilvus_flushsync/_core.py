@@ -24,6 +24,8 @@ Phases. A ``FlushMachine`` holds all state of one call, in one ``Phase``::
 
 ``LIST`` (``ShowCollections``) is the first phase only for ``names=None``:
 every collection of a database, listed under the same deadline.
+``FlushAllMachine`` (Milvus 2.6.8+'s FlushAll, for ``flush_all_sync``) seals and
+waits in two phases of its own: ``FLUSH_ALL -> POLL_ALL -> DONE``.
 
 A driver asks what to do next, does it, and reports back; it decides nothing
 and the machine starts no I/O::
@@ -111,6 +113,7 @@ __all__ = [
     "Backoff",
     "Deadline",
     "Done",
+    "FlushAllMachine",
     "FlushMachine",
     "FlushPolicy",
     "Phase",
@@ -118,6 +121,7 @@ __all__ = [
     "Retries",
     "SendRpc",
     "Sleep",
+    "broadcast_ticks",
     "flush_state_request",
     "sealed_state",
 ]
@@ -134,6 +138,8 @@ class Phase(enum.Enum):
     FLUSH = "Flush"
     CHECK = "HasCollection"
     POLL = "GetFlushState"
+    FLUSH_ALL = "FlushAll"
+    POLL_ALL = "GetFlushAllState"
     DONE = "done"
     FAILED = "failed"
 
@@ -144,7 +150,13 @@ _REPLY_TYPES: dict[Phase, type] = {
     Phase.FLUSH: milvus_pb2.FlushResponse,
     Phase.CHECK: milvus_pb2.BoolResponse,
     Phase.POLL: milvus_pb2.GetFlushStateResponse,
+    Phase.FLUSH_ALL: milvus_pb2.FlushAllResponse,
+    Phase.POLL_ALL: milvus_pb2.GetFlushAllStateResponse,
 }
+
+#: The property of a Milvus 2.6 WAL message that holds its time tick, in base 36
+#: (``pkg/streaming/util/message``: ``_tt``, ``EncodeUint64``).
+_TIME_TICK = "_tt"
 
 
 @dataclass(frozen=True)
@@ -375,7 +387,12 @@ class FlushMachine:
         rng: the source of the retries' jitter, injectable for tests.
         history: the endpoint's accepted Flush times, shared between calls, to
             retry a rate-limited Flush when the limit allows it.
+        seal: ``False`` stops after LIST (``flush_all_sync``'s listing, when one
+            FlushAll seals everything: ``FlushAllMachine``).
     """
+
+    #: the phase that seals, and that a server which may have lost it returns to
+    sealing = Phase.FLUSH
 
     def __init__(
         self,
@@ -389,6 +406,7 @@ class FlushMachine:
         since: float | None = None,
         rng: random.Random | None = None,
         history: FlushHistory | None = None,
+        seal: bool = True,
     ) -> None:
         policy = policy or FlushPolicy()
         self._policy = policy
@@ -407,6 +425,7 @@ class FlushMachine:
         self._polls = PollSchedule(policy.poll, ticks)
         self._history = history
         self.every = names is None  # every collection of the database
+        self._seal = seal
         self.phase = Phase.LIST if names is None else Phase.FLUSH
         self._states: dict[str, CollectionFlushState] = {}
         self._pending: list[str] = []
@@ -504,6 +523,9 @@ class FlushMachine:
                 self._retry_or_stop(failure, what)
                 return
         self._retries.succeeded()
+        self._on_success(action, replies)
+
+    def _on_success(self, action: SendRpc, replies: list[Any]) -> None:
         if self.phase is Phase.LIST:
             self._on_collections(replies[0])
         elif self.phase is Phase.FLUSH:
@@ -534,7 +556,7 @@ class FlushMachine:
 
     def _on_collections(self, reply: Any) -> None:
         self._listed(list(dict.fromkeys(reply.collection_names)))
-        self.phase = Phase.FLUSH if self._pending else Phase.DONE
+        self.phase = Phase.FLUSH if self._pending and self._seal else Phase.DONE
 
     def _on_flush(self, reply: Any) -> None:
         self._flushed_once = True
@@ -586,7 +608,7 @@ class FlushMachine:
             if at is not None and at > self._clock():
                 self._delay = at - self._clock()
         if failure.reflush and self._flushed_once:
-            self.phase = Phase.FLUSH
+            self.phase = self.sealing
         logger.info(
             "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
             what,
@@ -693,6 +715,81 @@ class FlushMachine:
         return error
 
 
+class FlushAllMachine(FlushMachine):
+    """Milvus 2.6.8+'s cluster-wide FlushAll, for ``flush_all_sync`` over every database
+    (why and when: docs/guarantees.md, "flush_all_sync and FlushAll").
+
+    ``FLUSH_ALL -- FlushAllResponse --> POLL_ALL -- GetFlushAllState --> DONE``, with
+    ``FlushMachine``'s deadline, retries, re-sends and poll schedule. The reply's
+    per-channel messages (``flush_all_msgs``) give the time ticks that
+    GetFlushAllState is asked about (``flush_all_tss``, ``broadcast_ticks``). A reply
+    without them ends the machine at once with ``broadcast`` empty: the caller then
+    flushes per database (``_call.AllDatabases``).
+
+    Args:
+        names: the collections the call reports (listed before, across databases);
+            a ``FlushTimeoutError`` names them as pending.
+        timeout, policy, and the keywords: as ``FlushMachine``'s.
+    """
+
+    sealing = Phase.FLUSH_ALL
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        timeout: float | None,
+        policy: FlushPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(names, "", timeout, policy, **kwargs)
+        self.phase = Phase.FLUSH_ALL
+        #: physical channel -> time tick of its FlushAll message (empty: not broadcast)
+        self.broadcast: dict[str, int] = {}
+
+    def _requests(self) -> tuple[Any, ...]:
+        if self.phase is Phase.FLUSH_ALL:
+            return (milvus_pb2.FlushAllRequest(),)
+        self._polled += 1
+        return (milvus_pb2.GetFlushAllStateRequest(flush_all_tss=self.broadcast),)
+
+    def _on_success(self, action: SendRpc, replies: list[Any]) -> None:
+        reply = replies[0]
+        if self.phase is Phase.FLUSH_ALL:
+            self._flushed_once = True
+            try:
+                self.broadcast = broadcast_ticks(reply)
+            except ValueError as error:
+                self._failed(undecodable(f"{_describe(action)}: {error}").error)
+                return
+            self.phase = Phase.POLL_ALL if self.broadcast else Phase.DONE
+            self._delay = self._polls.restart(self._clock())
+            return
+        flushed = bool(reply.flushed)
+        now = self._clock()
+        self._delay = self._polls.after_round(flushed, not flushed, self._sent_at, now)
+        if flushed:
+            seconds = now - self._start
+            flush_ts = max(self.broadcast.values())
+            for name in self._pending:
+                self._states[name] = replace(
+                    self._states[name], flush_ts=flush_ts, flushed=True, seconds=seconds
+                )
+            self._pending = []
+            self.phase = Phase.DONE
+
+
+def broadcast_ticks(reply: Any) -> dict[str, int]:
+    """A FlushAllResponse's ``flush_all_msgs`` as ``flush_all_tss``: physical channel ->
+    its message's time tick (``ValueError`` if a message has none)."""
+    ticks: dict[str, int] = {}
+    for channel, message in (getattr(reply, "flush_all_msgs", None) or {}).items():
+        tick = message.properties.get(_TIME_TICK)
+        if tick is None:
+            raise ValueError(f"the FlushAll message of {channel} has no time tick")
+        ticks[channel] = int(tick, 36)
+    return ticks
+
+
 def sealed_state(state: CollectionFlushState, reply: Any) -> CollectionFlushState:
     """``state`` once the FlushResponse ``reply``, which names its collection, sealed it."""
     name = state.name
@@ -725,4 +822,6 @@ def _describe(action: SendRpc) -> str:
         return f"ShowCollections [database {action.request.db_name or _DEFAULT_DB!r}]"
     if action.method == "Flush":
         return f"Flush {list(action.request.collection_names)}"
+    if action.method in (Phase.FLUSH_ALL.value, Phase.POLL_ALL.value):
+        return action.method
     return f"{action.method} {[request.collection_name for request in action.requests]}"

@@ -135,18 +135,24 @@ class FlushAllSyncResponse:
         databases: database name -> its ``FlushSyncResponse``, in the server's order.
         elapsed: seconds the whole call took.
         status: code 0, error_code ``"Success"``, reason ``""`` on success.
+        broadcast: physical channel -> time tick of Milvus 2.6.8+'s cluster-wide
+            FlushAll, when one sealed every database (``_call``); empty when each
+            database was flushed on its own.
     """
 
     flushed: bool
     databases: Mapping[str, FlushSyncResponse]
     elapsed: float
     status: FlushStatus = field(default_factory=FlushStatus)
+    broadcast: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "databases", _frozen_mapping(self.databases))
+        object.__setattr__(self, "broadcast", _frozen_mapping(self.broadcast))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.flushed, dict(self.databases), self.elapsed, self.status)
+        fields = (self.flushed, dict(self.databases), self.elapsed, self.status)
+        return type(self), (*fields, dict(self.broadcast))
 
     def to_dict(self) -> dict[str, Any]:
         """The Node SDK's shape plus one ``FlushSyncResponse.to_dict()`` per database."""
@@ -155,6 +161,7 @@ class FlushAllSyncResponse:
             "status": self.status.to_dict(),
             "elapsed": self.elapsed,
             "databases": {name: one.to_dict() for name, one in self.databases.items()},
+            "broadcast": dict(self.broadcast),
         }
 
     def __repr__(self) -> str:

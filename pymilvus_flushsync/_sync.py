@@ -242,13 +242,16 @@ def flush_all(
 ) -> FlushAllSyncResponse:
     """``flush_all_sync``, with its deadline counted from ``since`` (default: now)."""
     call = AllDatabases(client, db_name, timeout, policy, since=since)
-    reply: Any = None
-    if call.lists:
+    replies: list[Any] = []
+    for ask in call.asks():
         try:
-            reply = send(client._get_connection()._stub, call.listing())[0]
+            replies.append(send(client._get_connection()._stub, ask)[0])
         except Exception as exc:
-            reply = exc
-    return call.response(run_all(call.machines(reply), client))
+            replies.append(exc)
+    machines = call.machines(replies)
+    while machines:
+        machines = call.then(run_all(machines, client))
+    return call.response()
 
 
 def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:

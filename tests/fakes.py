@@ -83,7 +83,9 @@ class FakeServer:
         self.held: set[str] = set()  # async: polls of these are never answered
 
     def start(self, method: str, request: Any) -> FakeCall:
-        names = getattr(request, "collection_names", None) or [request.collection_name]
+        names = getattr(request, "collection_names", None) or [
+            getattr(request, "collection_name", "")
+        ]
         self.sent.append((method, tuple(names)))
         return FakeCall(self, method, request)
 
@@ -173,3 +175,79 @@ class AioStub:
 
     def __getattr__(self, method: str) -> Any:
         return lambda request, timeout, metadata: self._server.start(method, request)
+
+
+def base36(value: int) -> str:
+    """Milvus's ``message.EncodeUint64`` (``strconv.FormatUint(value, 36)``)."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rest = divmod(value, 36)
+        out = digits[rest] + out
+        if not value:
+            return out
+
+
+class Cluster:
+    """Milvus's whole-server RPCs as a fake answers them, per server line: ``version``
+    (GetVersion), ``databases`` (ListDatabases, ShowCollections), and from 2.6.8 a
+    FlushAll broadcast to ``channels`` (``internal/proxy/task_flush_all_streaming.go``:
+    one message per physical channel, its time tick in the ``_tt`` property, base 36;
+    ``flush_all_ts`` is the greatest) whose GetFlushAllState wants those ticks
+    (``flush_all_tss``; a channel missing is a parameter error, code 1100). It flips to
+    flushed after ``polls_before_flushed`` polls. Older lines answer FlushAll with
+    ``flush_all_ts`` alone. Flush and GetFlushState seal and flip at once."""
+
+    def __init__(
+        self,
+        version: str = "v2.6.8",
+        databases: dict[str, list[str]] | None = None,
+        channels: tuple[str, ...] = ("dml_0", "dml_1"),
+        polls_before_flushed: int = 2,
+    ) -> None:
+        self.version = version
+        self.databases = databases if databases is not None else {"default": ["a", "b"], "x": ["c"]}
+        self.channels = channels
+        self.polls_before_flushed = polls_before_flushed
+        self.ticks = {channel: 450_000_000_000_000_000 + i for i, channel in enumerate(channels)}
+        self.flush_all_polls: list[dict[str, int]] = []
+
+    def broadcasts(self) -> bool:
+        return self.version == "v2.6.8"
+
+    def __call__(self, method: str, request: Any) -> Any:
+        answer: Callable[[Any], Any] = getattr(self, f"on_{method}")
+        return answer(request)
+
+    def on_GetVersion(self, request: Any) -> Any:
+        return milvus_pb2.GetVersionResponse(status=status(), version=self.version)
+
+    def on_ListDatabases(self, request: Any) -> Any:
+        return milvus_pb2.ListDatabasesResponse(status=status(), db_names=list(self.databases))
+
+    def on_ShowCollections(self, request: Any) -> Any:
+        names = self.databases[request.db_name or "default"]
+        return milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=names)
+
+    def on_Flush(self, request: Any) -> Any:
+        segments = {name: [1] for name in request.collection_names}
+        return flush_reply(segments, db_name=request.db_name or "default")
+
+    def on_GetFlushState(self, request: Any) -> Any:
+        return state_reply(True)
+
+    def on_FlushAll(self, request: Any) -> Any:
+        reply = milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=max(self.ticks.values()))
+        if self.broadcasts():
+            for channel, tick in self.ticks.items():
+                reply.flush_all_msgs[channel].properties["_tt"] = base36(tick)
+        return reply
+
+    def on_GetFlushAllState(self, request: Any) -> Any:
+        asked = dict(request.flush_all_tss)
+        self.flush_all_polls.append(asked)
+        if any(channel not in asked for channel in self.channels):
+            reason = "FlushAllTs not found for pchannel"
+            return milvus_pb2.GetFlushAllStateResponse(status=status(1100, reason))
+        flushed = len(self.flush_all_polls) > self.polls_before_flushed
+        return milvus_pb2.GetFlushAllStateResponse(status=status(), flushed=flushed)

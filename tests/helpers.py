@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import pymilvus
 import pytest
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from pymilvus_flushsync import AsyncMilvusClient, FlushSyncResponse, MilvusClient
+from pymilvus_flushsync._compat import BROADCAST_FIELDS
 
 DIM = 8
 
@@ -132,4 +134,16 @@ def server_only(test: Callable[..., None]) -> Callable[..., None]:
     marked: Callable[..., None] = pytest.mark.server(
         pytest.mark.parametrize("backend", ["server"], indirect=True)(test)
     )
+    return marked
+
+
+def broadcast_only(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` on the real server behind ``tests/interposer.py``'s Milvus 2.6.8
+    FlushAll; it needs protos with 2.6.8's fields (pymilvus 2.5 lacks them, and its
+    handshake fails through an interposer)."""
+    skip = pytest.mark.skipif(
+        not BROADCAST_FIELDS or pymilvus.__version__.startswith("2.5."),
+        reason="needs pymilvus protos with Milvus 2.6.8's FlushAll fields",
+    )
+    marked: Callable[..., None] = pytest.mark.server(skip(test))
     return marked

@@ -1,12 +1,13 @@
-"""Milvus 2.4.5+'s per-collection Flush rate limit, in front of a real Milvus 2.3.5.
+"""Newer Milvus behaviour in front of a real Milvus 2.3.5: gRPC interposers on
+127.0.0.1 (a free port) that forward every ``MilvusService`` call to the real server
+unchanged (bytes in, bytes out, metadata kept) except the ones they answer as the
+newer line would, from the Milvus sources (see ``shared/MILVUS_FLUSH_FACTS.md``).
 
-Milvus 2.3.5 has only a global Flush limit; 2.4.5 made the default
+``RateLimitingInterposer``: 2.4.5+'s per-collection Flush limit. Milvus 2.3.5 has
+only a global Flush limit; 2.4.5 made the default
 ``quotaAndLimits.flushRate.collection.max = 0.1``: each collection may be flushed
-once per 10 s. ``RateLimitingInterposer`` is a gRPC server on 127.0.0.1 (a free
-port) that forwards every ``MilvusService`` call to the real server unchanged
-(bytes in, bytes out, metadata kept) except ``Flush``, which it checks first as
-the Milvus sources do (``internal/proxy/simple_rate_limiter.go``,
-``pkg/util/ratelimitutil/limiter.go``; see ``shared/MILVUS_FLUSH_FACTS.md``):
+once per 10 s. Flush is checked first as the sources do
+(``internal/proxy/simple_rate_limiter.go``, ``pkg/util/ratelimitutil/limiter.go``):
 
 * every collection of the request is checked; if any was flushed less than
   ``1 / rate`` seconds ago, the whole request is rejected and the others'
@@ -15,19 +16,20 @@ the Milvus sources do (``internal/proxy/simple_rate_limiter.go``,
   ``request is rejected by grpc RateLimiter middleware, please retry later: rate
   limit exceeded[rate=0.1]``.
 
-``flushes`` records the Flush requests that reached the server, ``rejected`` those
-refused here.
+``BroadcastingInterposer``: 2.6.8+'s FlushAll (module docstring there).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from pymilvus.grpc_gen import common_pb2, milvus_pb2
+from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
+from .fakes import base36
 from .proxy import grpc_server
 
 _SERVICE = "/milvus.proto.milvus.MilvusService/"
@@ -42,15 +44,10 @@ def rate_limited_reason(rate: float) -> str:
     )
 
 
-class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """Forwards to ``target`` (host:port), limiting Flush per collection (module docstring)."""
+class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Forwards every call to ``target`` (host:port) but those ``intercept`` answers."""
 
-    def __init__(self, target: str, rate: float = 0.1) -> None:
-        self.rate = rate
-        self.flushes: list[tuple[float, tuple[str, ...]]] = []
-        self.rejected: list[tuple[float, tuple[str, ...]]] = []
-        self._next: dict[tuple[str, str], float] = {}  # (db, collection) -> next allowed
-        self._lock = threading.Lock()
+    def __init__(self, target: str) -> None:
         self._channel = grpc.insecure_channel(target)
         self._server, self.port = grpc_server((self,), workers=32)
 
@@ -61,6 +58,12 @@ class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     def close(self) -> None:
         self._server.stop(grace=None).wait(5)
         self._channel.close()
+
+    def intercept(
+        self, method: str, request: bytes, metadata: tuple[tuple[str, str], ...]
+    ) -> bytes | None:
+        """The serialized reply to ``method`` (its name alone), or ``None`` to forward."""
+        return None
 
     def service(self, details: Any) -> Any:
         method: str = details.method
@@ -74,10 +77,9 @@ class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
                 for key, value in context.invocation_metadata()
                 if key not in _TRANSPORT and not key.startswith(":")
             )
-            if method.endswith("/Flush"):
-                refused = self._admit(milvus_pb2.FlushRequest.FromString(request), metadata)
-                if refused is not None:
-                    return refused
+            answered = self.intercept(method[len(_SERVICE) :], request, metadata)
+            if answered is not None:
+                return answered
             remaining = context.time_remaining()
             try:
                 return bytes(forward(request, timeout=remaining, metadata=metadata))
@@ -86,6 +88,29 @@ class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
                 raise  # unreachable: abort raises
 
         return grpc.unary_unary_rpc_method_handler(handle)
+
+
+class RateLimitingInterposer(Interposer):
+    """Limits Flush per collection (module docstring).
+
+    ``flushes`` records the Flush requests that reached the server, ``rejected`` those
+    refused here.
+    """
+
+    def __init__(self, target: str, rate: float = 0.1) -> None:
+        self.rate = rate
+        self.flushes: list[tuple[float, tuple[str, ...]]] = []
+        self.rejected: list[tuple[float, tuple[str, ...]]] = []
+        self._next: dict[tuple[str, str], float] = {}  # (db, collection) -> next allowed
+        self._lock = threading.Lock()
+        super().__init__(target)
+
+    def intercept(
+        self, method: str, request: bytes, metadata: tuple[tuple[str, str], ...]
+    ) -> bytes | None:
+        if method != "Flush":
+            return None
+        return self._admit(milvus_pb2.FlushRequest.FromString(request), metadata)
 
     def _admit(self, request: Any, metadata: tuple[tuple[str, str], ...]) -> bytes | None:
         """``None`` if the Flush may pass (its allowance spent), else the refusal."""
@@ -103,3 +128,147 @@ class RateLimitingInterposer(grpc.GenericRpcHandler):  # type: ignore[misc]
                 self._next[(db, name)] = now + 1 / self.rate
             self.flushes.append((now, names))
         return None
+
+
+#: Milvus 2.3.5's DML channels: ``rootCoord.dmlChannelNum`` (16) named ``<prefix>_<i>``.
+_DML_CHANNELS = 16
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    db_name: str
+    name: str
+    segment_ids: tuple[int, ...]
+    flush_ts: int
+
+
+class BroadcastingInterposer(Interposer):
+    """Milvus 2.6.8+'s FlushAll protocol, in front of a real Milvus 2.3.5.
+
+    What a 2.6.8 server does (``internal/proxy/task_flush_all_streaming.go``,
+    ``internal/datacoord/services.go``; ``shared/MILVUS_FLUSH_FACTS.md``), and how
+    this stands in for it:
+
+    * ``GetVersion`` answers ``v2.6.8``.
+    * ``FlushAll`` ignores ``db_name`` and ``flush_targets`` and seals every
+      collection of every database: one message per physical channel, whose time
+      tick (property ``_tt``, base 36) the reply carries in ``flush_all_msgs``
+      (``flush_all_ts``: the greatest). Here: one real Flush per database, and each
+      physical channel's tick is the greatest flush timestamp of the collections on
+      it (the overall greatest for a channel without one).
+    * ``GetFlushAllState`` with ``flush_all_tss`` answers whether every channel's
+      checkpoint has passed its tick; a channel of a collection missing from the map
+      is a parameter error (code 1100). Milvus's own integration test
+      (``tests/integration/flushall``) checks that every segment is then Flushed.
+      Here: "flushed" once the real server says so of every collection the FlushAll
+      sealed (GetFlushState on its segments and flush timestamp). With the legacy
+      ``flush_all_ts`` alone it is forwarded to the real server, whose answer is the
+      old checkpoint comparison.
+
+    ``flush_alls``, ``client_flushes`` and ``tick_polls`` count what clients sent.
+    """
+
+    version = "v2.6.8"
+
+    def __init__(self, target: str) -> None:
+        self.flush_alls = 0
+        self.client_flushes = 0
+        self.tick_polls = 0
+        self._sealed: dict[tuple[tuple[str, int], ...], list[_Sealed]] = {}
+        self._lock = threading.Lock()
+        super().__init__(target)
+        self._stub = milvus_pb2_grpc.MilvusServiceStub(self._channel)
+
+    def intercept(
+        self, method: str, request: bytes, metadata: tuple[tuple[str, str], ...]
+    ) -> bytes | None:
+        reply: Any = None
+        if method == "GetVersion":
+            reply = milvus_pb2.GetVersionResponse(status=_ok(), version=self.version)
+        elif method == "Flush":
+            with self._lock:
+                self.client_flushes += 1
+        elif method == "FlushAll":
+            reply = self._flush_all()
+        elif method == "GetFlushAllState":
+            asked = milvus_pb2.GetFlushAllStateRequest.FromString(request)
+            if asked.flush_all_tss:
+                reply = self._flush_all_state(dict(asked.flush_all_tss))
+        return None if reply is None else bytes(reply.SerializeToString())
+
+    def _flush_all(self) -> Any:
+        with self._lock:
+            self.flush_alls += 1
+        sealed: list[_Sealed] = []
+        ticks: dict[str, int] = {}
+        for db in self._call("ListDatabases", milvus_pb2.ListDatabasesRequest()).db_names:
+            request = milvus_pb2.ShowCollectionsRequest(db_name=db)
+            names = list(self._call("ShowCollections", request, db).collection_names)
+            if not names:
+                continue
+            request = milvus_pb2.FlushRequest(db_name=db, collection_names=names)
+            flushed = self._call("Flush", request, db)
+            for name in names:
+                ts = int(flushed.coll_flush_ts[name])
+                ids = tuple(flushed.coll_segIDs[name].data) if name in flushed.coll_segIDs else ()
+                sealed.append(_Sealed(db, name, ids, ts))
+                for channel in self._channels(db, name):
+                    ticks[channel] = max(ticks.get(channel, 0), ts)
+        top = max(ticks.values(), default=0)
+        prefixes = {channel.rsplit("_", 1)[0] for channel in ticks}
+        for prefix in prefixes:
+            for i in range(_DML_CHANNELS):
+                ticks.setdefault(f"{prefix}_{i}", top)
+        reply = milvus_pb2.FlushAllResponse(status=_ok(), flush_all_ts=top)
+        for channel, tick in ticks.items():
+            message = reply.flush_all_msgs[channel]
+            message.properties.update({"_tt": base36(tick), "_vc": channel})
+        with self._lock:
+            self._sealed[tuple(sorted(ticks.items()))] = sealed
+        return reply
+
+    def _flush_all_state(self, ticks: dict[str, int]) -> Any:
+        for db in self._call("ListDatabases", milvus_pb2.ListDatabasesRequest()).db_names:
+            request = milvus_pb2.ShowCollectionsRequest(db_name=db)
+            for name in self._call("ShowCollections", request, db).collection_names:
+                missing = [c for c in self._channels(db, name) if not ticks.get(c)]
+                if missing:
+                    reason = f"FlushAllTs not found for pchannel {missing[0]}"
+                    return milvus_pb2.GetFlushAllStateResponse(
+                        status=common_pb2.Status(code=1100, error_code=5, reason=reason)
+                    )
+        with self._lock:
+            self.tick_polls += 1
+            sealed = self._sealed.get(tuple(sorted(ticks.items())))
+        if sealed is None:  # not a FlushAll of ours: the real server's old comparison
+            request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=max(ticks.values()))
+            return self._call("GetFlushAllState", request)
+        flushed = all(
+            self._call(
+                "GetFlushState",
+                milvus_pb2.GetFlushStateRequest(
+                    segmentIDs=one.segment_ids,
+                    flush_ts=one.flush_ts,
+                    db_name=one.db_name,
+                    collection_name=one.name,
+                ),
+                one.db_name,
+            ).flushed
+            for one in sealed
+        )
+        return milvus_pb2.GetFlushAllStateResponse(status=_ok(), flushed=flushed)
+
+    def _channels(self, db: str, name: str) -> list[str]:
+        request = milvus_pb2.DescribeCollectionRequest(db_name=db, collection_name=name)
+        return list(self._call("DescribeCollection", request, db).physical_channel_names)
+
+    def _call(self, method: str, request: Any, db: str = "") -> Any:
+        metadata = (("dbname", db),) if db else None
+        reply = getattr(self._stub, method)(request, timeout=30, metadata=metadata)
+        if reply.status.code != 0:
+            raise RuntimeError(f"{method}: {reply.status}")
+        return reply
+
+
+def _ok() -> Any:
+    return common_pb2.Status()

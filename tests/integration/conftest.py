@@ -14,6 +14,7 @@ import pytest
 from pymilvus_flushsync import MilvusClient
 
 from ..helpers import Backend, FlushFn, Measure, async_flush, serving
+from ..interposer import BroadcastingInterposer
 from ..servers import Server, Servers
 
 # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
@@ -68,6 +69,16 @@ def milvus_servers() -> Iterator[Servers]:
 def milvus_server(milvus_servers: Servers) -> Server:
     """The real server with the default config (started once, kept while unchanged)."""
     return milvus_servers.get()
+
+
+@pytest.fixture
+def broadcasting(milvus_server: Server) -> Iterator[BroadcastingInterposer]:
+    """Milvus 2.6.8's FlushAll in front of the real server (``tests/interposer.py``)."""
+    interposer = BroadcastingInterposer(f"127.0.0.1:{milvus_server.port}")
+    try:
+        yield interposer
+    finally:
+        interposer.close()
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ import pymilvus_flushsync
 from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _progress_line, main
 from pymilvus_flushsync._core import FlushMachine
 
-from ..helpers import Backend
+from ..helpers import Backend, broadcast_only
 from ..hostile import FakeMilvus, hostile
+from ..interposer import BroadcastingInterposer
 
 CLI = [sys.executable, "-m", "pymilvus_flushsync"]
 #: The CLI with Ctrl-C raising KeyboardInterrupt, as at a terminal, even where this
@@ -306,3 +307,15 @@ def test_demo_leaves_nothing_behind(tmp_path: Path) -> None:
     # (milvus-lite 2.5's C++ server also writes glog files into $TMPDIR: not the demo's)
     assert list(tmp_path.glob("flushsync-demo-*")) == []
     assert not list(tmp_path.glob("**/*.db"))
+
+
+@broadcast_only
+def test_server_says_when_one_flush_all_sealed_everything(
+    server: Backend, broadcasting: BroadcastingInterposer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = server.collection(20)
+    code, out, _ = run_cli(capsys, "flush", "--uri", broadcasting.uri, "--server")
+    assert code == 0
+    assert out.startswith("sealed by one FlushAll, broadcast on 16 channel(s)\n")
+    assert f"  {name}: " in out
+    assert broadcasting.flush_alls == 1

@@ -9,29 +9,46 @@ from typing import Any
 
 import pytest
 
-from pymilvus_flushsync import AsyncMilvusClient, FlushAllSyncResponse, FlushTimeoutError
+from pymilvus_flushsync import (
+    AsyncMilvusClient,
+    FlushAllSyncResponse,
+    FlushTimeoutError,
+    MilvusClient,
+)
 
-from ..helpers import TOLERANCE, Backend, Measure, server_only
+from ..helpers import TOLERANCE, Backend, Measure, broadcast_only, server_only
+from ..interposer import BroadcastingInterposer
 
 FlushAllFn = Callable[..., FlushAllSyncResponse]
+
+
+def flavored(flavor: str, uri: str) -> FlushAllFn:
+    """flush_all_sync on a fresh client of ``uri``: sync, or asyncio in a fresh loop."""
+
+    def flush(**kwargs: Any) -> FlushAllSyncResponse:
+        async def call() -> FlushAllSyncResponse:
+            client = AsyncMilvusClient(uri)
+            try:
+                return await client.flush_all_sync(**kwargs)
+            finally:
+                await client.close()
+
+        if flavor == "async":
+            return asyncio.run(call())
+        client = MilvusClient(uri)
+        try:
+            return client.flush_all_sync(**kwargs)
+        finally:
+            client.close()
+
+    return flush
 
 
 @pytest.fixture(params=["sync", "async"])
 def flush_all(request: pytest.FixtureRequest, backend: Backend) -> FlushAllFn:
     if request.param == "sync":
         return backend.client.flush_all_sync
-
-    def flush(**kwargs: Any) -> FlushAllSyncResponse:
-        async def call() -> FlushAllSyncResponse:
-            client = AsyncMilvusClient(backend.uri)
-            try:
-                return await client.flush_all_sync(**kwargs)
-            finally:
-                await client.close()
-
-        return asyncio.run(call())
-
-    return flush
+    return flavored("async", backend.uri)
 
 
 def test_every_collection_of_every_database(backend: Backend, flush_all: FlushAllFn) -> None:
@@ -81,3 +98,24 @@ def test_the_deadline_bounds_the_whole_call(backend: Backend, flush_all: FlushAl
     took = time.monotonic() - started
     assert took <= 0.3 + TOLERANCE + 0.5  # the async twin also makes its client
     assert info.value.pending
+
+
+@broadcast_only
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_milvus_2_6_8_gets_one_flush_all_broadcast(
+    server: Backend, broadcasting: BroadcastingInterposer, flavor: str, measure: Measure
+) -> None:
+    """Through ``tests/interposer.py``'s 2.6.8 FlushAll, in front of the real server."""
+    db = server.database()
+    here = server.collection(700)
+    there = [server.collection(500, db_name=db), server.collection(300, db_name=db)]
+    started = time.monotonic()
+    response = flavored(flavor, broadcasting.uri)(timeout=60)
+    measure("flush_all_sync_broadcast_s", round(time.monotonic() - started, 3))
+    assert response.flushed and response.broadcast
+    assert (broadcasting.flush_alls, broadcasting.client_flushes) == (1, 0)
+    assert broadcasting.tick_polls >= 1
+    assert here in response.databases["default"].collections
+    assert sorted(response.databases[db].collections) == sorted(there)
+    assert server.persisted_rows(here) == (700, 0)
+    assert [server.persisted_rows(name, db_name=db) for name in there] == [(500, 0), (300, 0)]

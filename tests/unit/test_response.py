@@ -87,13 +87,20 @@ def test_a_timeout_error_survives_pickle_with_its_response_and_cause() -> None:
 
 def test_the_all_databases_response_is_frozen_pickles_and_has_nodes_shape() -> None:
     original = FlushAllSyncResponse(
-        flushed=True, databases={"default": response(), "db2": response()}, elapsed=0.7
+        flushed=True,
+        databases={"default": response(), "db2": response()},
+        elapsed=0.7,
+        broadcast={"dml_0": 11, "dml_1": 12},
     )
     with pytest.raises(TypeError):
         original.databases["x"] = response()  # type: ignore[index]
+    with pytest.raises(TypeError):
+        original.broadcast["dml_2"] = 13  # type: ignore[index]
     copy: FlushAllSyncResponse = pickle.loads(pickle.dumps(original))
     assert copy == original and list(copy.databases) == ["default", "db2"]
+    assert dict(copy.broadcast) == {"dml_0": 11, "dml_1": 12}
     d = json.loads(json.dumps(original.to_dict()))
     assert d["flushed"] is True and d["status"]["error_code"] == "Success"
+    assert d["broadcast"] == {"dml_0": 11, "dml_1": 12}
     assert d["databases"]["db2"]["collections"]["a"]["segment_ids"] == [1, 2]
     assert repr(original).startswith("FlushAllSyncResponse(flushed=True, databases=[default (2")

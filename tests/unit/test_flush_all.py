@@ -1,0 +1,180 @@
+"""``flush_all_sync``'s stages over one fake server per line, through both drivers:
+Milvus 2.6.8+'s FlushAll broadcast, and one Flush per database everywhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import milvus_pb2
+
+from pymilvus_flushsync import FlushAllSyncResponse, FlushPolicy, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync._call import broadcasts
+from pymilvus_flushsync._compat import BROADCAST_FIELDS
+from pymilvus_flushsync._core import broadcast_ticks
+
+from ..fakes import Cluster, FakeRpcError, FakeServer, base36
+
+POLICY = FlushPolicy(tick_period=None, jitter=False)
+
+needs_fields = pytest.mark.skipif(
+    not BROADCAST_FIELDS, reason="this pymilvus's protos lack Milvus 2.6.8's FlushAll fields"
+)
+
+
+def flush_all(flavor: str, server: FakeServer, **kwargs: Any) -> Any:
+    """flush_all_sync through one driver: its response, or the MilvusException raised."""
+    args = (server.client(), kwargs.get("db_name"), kwargs.get("timeout", 10.0), POLICY)
+    try:
+        if flavor == "sync":
+            return _sync.flush_all(*args)
+        return asyncio.run(_async.flush_all(*args))
+    except MilvusException as error:
+        return error
+
+
+def methods(server: FakeServer) -> Counter[str]:
+    return Counter(method for method, _ in server.sent)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("v2.6.8", True),
+        ("2.6.8", True),
+        ("v2.6.12", True),
+        ("v2.7.0", True),
+        ("v3.0.0-beta", True),
+        (" v2.6.8\n", True),
+        ("v2.6.7", False),
+        ("v2.5.19", False),
+        ("v2.3.5", False),
+        ("milvus_lite-3.2.2", False),  # Milvus Lite's answer, measured
+        ("", False),
+        ("unknown", False),
+    ],
+)
+def test_which_versions_broadcast_flush_all(version: str, expected: bool) -> None:
+    assert broadcasts(version) is expected
+
+
+@needs_fields
+def test_the_time_ticks_come_from_each_channel_message() -> None:
+    reply = milvus_pb2.FlushAllResponse()
+    reply.flush_all_msgs["dml_0"].properties["_tt"] = base36(456_789_012_345_678_901)
+    reply.flush_all_msgs["dml_1"].properties.update({"_tt": "zz", "_vc": "dml_1_v0"})
+    assert broadcast_ticks(reply) == {"dml_0": 456_789_012_345_678_901, "dml_1": 36 * 36 - 1}
+    assert broadcast_ticks(milvus_pb2.FlushAllResponse(flush_all_ts=9)) == {}
+    del reply.flush_all_msgs["dml_1"].properties["_tt"]
+    with pytest.raises(ValueError, match="dml_1"):
+        broadcast_ticks(reply)
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_broadcasting_server_gets_one_flush_all_and_polls_on_its_ticks(flavor: str) -> None:
+    cluster = Cluster(polls_before_flushed=2)
+    server = FakeServer(cluster)
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert methods(server) == Counter(
+        ListDatabases=1, GetVersion=1, ShowCollections=2, FlushAll=1, GetFlushAllState=3
+    )
+    assert cluster.flush_all_polls == [cluster.ticks] * 3  # each channel's own tick
+    assert dict(response.broadcast) == cluster.ticks
+    assert {db: sorted(one.collections) for db, one in response.databases.items()} == {
+        "default": ["a", "b"],
+        "x": ["c"],
+    }
+    states = [state for one in response.databases.values() for state in one.collections.values()]
+    assert all(s.flushed and s.flush_ts == max(cluster.ticks.values()) for s in states)
+    assert all(s.seconds is not None and 0 <= s.seconds <= response.elapsed for s in states)
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize("version", ["v2.6.7", "v2.3.5", "milvus_lite-3.2.2"])
+def test_older_lines_get_one_flush_per_database_and_no_flush_all(flavor: str, version: str) -> None:
+    server = FakeServer(Cluster(version=version))
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
+    sent = methods(server)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (0, 0, 2)
+    assert sorted(response.databases["default"].collections) == ["a", "b"]
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_flush_all_reply_without_channel_messages_falls_back_per_database(
+    flavor: str,
+) -> None:
+    cluster = Cluster()
+    cluster.broadcasts = lambda: False  # type: ignore[method-assign]  # says 2.6.8, is not
+    server = FakeServer(cluster)
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
+    sent = methods(server)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 2)
+    assert all(one.flushed for one in response.databases.values())
+    assert sorted(response.databases["x"].collections) == ["c"]
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_db_name_never_broadcasts(flavor: str) -> None:
+    server = FakeServer(Cluster())
+    response = flush_all(flavor, server, db_name="x")
+    assert isinstance(response, FlushAllSyncResponse) and list(response.databases) == ["x"]
+    assert methods(server) == Counter(ShowCollections=1, Flush=1, GetFlushState=1)
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_an_unreachable_server_mid_wait_gets_flush_all_again(flavor: str) -> None:
+    cluster = Cluster(polls_before_flushed=1)
+    failed = False
+
+    def answer(method: str, request: Any) -> Any:
+        nonlocal failed
+        if method == "GetFlushAllState" and not failed:
+            failed = True
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        return cluster(method, request)
+
+    server = FakeServer(answer)
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert methods(server)["FlushAll"] == 2  # a restarted server may never finish the first
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_the_deadline_names_every_listed_collection(flavor: str) -> None:
+    server = FakeServer(Cluster(polls_before_flushed=10**9))
+    started = time.monotonic()
+    error = flush_all(flavor, server, timeout=0.2)
+    assert isinstance(error, FlushTimeoutError)
+    assert time.monotonic() - started < 0.2 + 0.25
+    assert sorted(error.pending) == ["a", "b", "c"]
+    assert "not yet flushed: " in str(error)
+
+
+@needs_fields
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_channel_message_without_a_time_tick_is_final(flavor: str) -> None:
+    cluster = Cluster()
+
+    def answer(method: str, request: Any) -> Any:
+        reply = cluster(method, request)
+        if method == "FlushAll":
+            del reply.flush_all_msgs["dml_1"].properties["_tt"]
+        return reply
+
+    server = FakeServer(answer)
+    error = flush_all(flavor, server)
+    assert isinstance(error, MilvusException) and "dml_1 has no time tick" in str(error)
+    assert methods(server)["GetFlushAllState"] == 0
