@@ -57,11 +57,15 @@ Polling (``PollSchedule``). One pending collection is watched at a time. When it
 reports flushed all the others are polled at once, in one round of concurrent
 RPCs, without a sleep: the same Flush sealed them, so they are usually done too.
 The cost of waiting is thus one collection's polls (plus one round), whatever
-the number of collections. *When* to poll: a server completes flushes on its
-time tick, so once the ``TickModel`` (``_ticks``) of the endpoint is trusted,
-polls go just after the ticks; until then, on ``policy.poll`` (a fast start that
-backs off to a cap). Each wait that saw "not yet" then "flushed" teaches the
-model the bracket in between; a retry in between spoils the bracket.
+the number of collections. The sweeps of one Flush spend at most one poll per
+collection beyond the watched one's; past that, after a flip the next pending one
+is polled at once, alone. A call's GetFlushState thus stays within the watched
+one's rate (at most about 22 per second) plus two per collection. *When* to
+poll: a server completes flushes on its time tick, so once the ``TickModel``
+(``_ticks``) of the endpoint is trusted, polls go just after the ticks; until
+then, on ``policy.poll`` (a fast start that backs off to a cap). Each wait that
+saw "not yet" then "flushed" teaches the model the bracket in between; a retry in
+between spoils the bracket.
 
 Retries (``Retries``). A rate-limited Flush (status 8), an unreachable server
 (UNAVAILABLE), a server that is restarting ("service not ready", "node not
@@ -329,19 +333,26 @@ class PollSchedule:
         self._attempt = 0
         self._not_yet_at: float | None = None  # send time of the watched one's last "not yet"
         self._sweep = False
+        self._allowance = 0  # polls the sweeps may still spend beyond the watched one
 
-    def restart(self, now: float) -> float:
-        """A new Flush was answered: the delay before the first poll."""
+    def restart(self, now: float, collections: int = 1) -> float:
+        """A new Flush of ``collections`` was answered: the delay before the first poll."""
         self._attempt = 0
         self._not_yet_at = None
         self._sweep = False
+        self._allowance = collections
         return self._tick_delay(now) or 0.0
 
     def names(self, pending: list[str]) -> list[str]:
-        """Who to poll in the next round: the watched one, or everyone after a flip."""
-        names = pending if self._sweep else pending[:1]
+        """Who to poll in the next round: the watched one, or everyone after a flip
+        while the sweeps' allowance lasts (then the next one, at once)."""
+        extra = len(pending) - 1
+        sweep = self._sweep and extra <= self._allowance
         self._sweep = False
-        return names
+        if not sweep:
+            return pending[:1]
+        self._allowance -= extra
+        return pending
 
     def after_round(self, flushed: bool, waiting: bool, sent_at: float, now: float) -> float:
         """A round (sent at ``sent_at``) answered: ``flushed`` if any said so, ``waiting``
@@ -570,7 +581,7 @@ class FlushMachine:
             else:
                 self._unchecked.append(name)
         self.phase = Phase.CHECK if self._unchecked else Phase.POLL
-        self._delay = self._polls.restart(self._clock())
+        self._delay = self._polls.restart(self._clock(), len(self._pending))
 
     def _on_has_collection(self, name: str, exists: bool) -> None:
         if not exists:

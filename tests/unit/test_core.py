@@ -185,6 +185,29 @@ def test_watches_one_collection_then_sweeps_the_rest_in_one_round() -> None:
     assert done.response.polls == 3 + 1 + 7 + 1
 
 
+def test_sweeps_spend_at_most_one_poll_per_collection_then_go_one_at_a_time() -> None:
+    names = [f"c{i}" for i in range(8)]
+    m, _ = machine(names)
+    rpc(m)
+    m.on_reply(flush_reply({n: [i] for i, n in enumerate(names)}))
+    rpc(m)
+    m.on_reply(state_reply(True))
+    sweep = rpc(m)  # 7 polls, 6 beyond the one a watch would send: 2 of the 8 left
+    assert len(sweep.requests) == 7
+    m.on_reply([state_reply(n in ("c1", "c2")) for n in names[1:]])
+    assert isinstance(m.next_action(), Sleep)
+    rpc(m)  # c3, watched
+    m.on_reply(state_reply(True))
+    alone = rpc(m)  # sweeping c4-c7 would cost 3 beyond: c4 at once, alone
+    assert [r.collection_name for r in alone.requests] == ["c4"]
+    m.on_reply([state_reply(True)])
+    last = rpc(m)  # c5-c7: 2 beyond, affordable
+    assert [r.collection_name for r in last.requests] == ["c5", "c6", "c7"]
+    m.on_reply([state_reply(True)] * 3)
+    done = m.next_action()
+    assert isinstance(done, Done) and done.response.polls == 1 + 7 + 1 + 1 + 3
+
+
 def test_an_error_status_in_a_sweep_fails_the_call() -> None:
     m, _ = machine(["a", "b", "c"])
     rpc(m)

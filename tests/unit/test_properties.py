@@ -312,3 +312,24 @@ def test_a_server_that_never_flushes_ends_in_a_timeout_on_the_deadline() -> None
     with pytest.raises(FlushTimeoutError):
         never_flushes(machine, clock)
     assert clock.now == pytest.approx(100.3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(flips=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=40))
+def test_the_sweeps_of_a_flush_cost_at_most_one_poll_per_collection(flips: list[int]) -> None:
+    """Collection i reports flushed from round ``flips[i]`` on: however the flips fall,
+    the polls beyond one per round are at most one per collection."""
+    names = [f"c{i}" for i in range(len(flips))]
+    machine = FlushMachine(tuple(names), "", None, POLICY, clock=FakeClock())
+    machine.next_action()
+    machine.on_reply(flush_reply({name: [i] for i, name in enumerate(names)}))
+    rounds = beyond = 0
+    while not isinstance(action := machine.next_action(), Done):
+        if isinstance(action, Sleep):
+            continue
+        asked = [request.collection_name for request in action.requests]
+        beyond += len(asked) - 1
+        machine.on_reply([state_reply(rounds >= flips[names.index(n)]) for n in asked])
+        rounds += 1
+    assert beyond <= len(names)
+    assert action.response.polls == rounds + beyond
