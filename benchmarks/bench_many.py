@@ -1,7 +1,8 @@
 """Busy machines, many collections, many callers, whole databases: flush_sync and
 flush_all_sync beside their references and peers, on one real Milvus 2.3.5 started here.
 
-    python benchmarks/bench_many.py [--trials 5] [--no-node] [--modes all,scale,callers,loaded]
+    python benchmarks/bench_many.py [--trials 5] [--no-node]
+        [--modes all,broadcast,scale,callers,loaded]
 
 Modes (each names its reference; clients alternate within a trial):
 
@@ -12,10 +13,14 @@ Modes (each names its reference; clients alternate within a trial):
 * ``scale``: 64 collections x 300 rows in one call, beside a concurrent reference
   (one Flush, then every pending collection polled at once every 2 ms).
 * ``callers``: 16 threads on one client over 4 overlapping sets of 2 collections,
-  beside one caller of one set: GetFlushState per second.
+  beside one caller of one set and one caller of their union: GetFlushState per
+  second.
 * ``all``: 3 collections in 2 databases x 400 rows: flush_all_sync, a raw FlushAll +
   GetFlushAllState every 5 ms, the Node SDK's flushAllSync, pymilvus's flush_all;
   after each, whether every row inserted before the call is in a Flushed segment.
+* ``broadcast``: ``all``'s case through tests/interposer.py's Milvus 2.6.8 FlushAll
+  (in front of the real server): flush_all_sync beside a raw FlushAll +
+  GetFlushAllState on the per-channel ticks every 5 ms, both through the interposer.
 
 Writes a table to stdout and JSON to benchmarks/results/many.json; exits 1 when a
 target of ``TARGETS`` is missed. The method and the tables: benchmarks/README.md.
@@ -41,9 +46,10 @@ from pymilvus import MilvusClient as PlainClient
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import MilvusClient
-from pymilvus_flushsync._core import flush_state_request, sealed_state
+from pymilvus_flushsync._core import broadcast_ticks, flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 from tests.helpers import DIM, Backend, rows
+from tests.interposer import BroadcastingInterposer
 from tests.servers import Server
 
 #: The targets, in one place: (name, measured key, bound); each measured value (a time,
@@ -62,11 +68,18 @@ TARGETS: list[tuple[str, str, float]] = [
         "scale64_polls_excess",
         0,
     ),
-    ("16 callers: GetFlushState/s <= one caller's", "callers16_polls_ratio", 1.0),
+    ("16 callers: GetFlushState/s <= one caller's of one set", "callers16_polls_ratio", 1.0),
+    (
+        "16 callers: GetFlushState/s <= one caller's of their union",
+        "callers16_union_polls_ratio",
+        1.0,
+    ),
     ("flush_all_sync <= 1.15x raw FlushAll poller's return", "all_ratio_raw", 1.15),
     ("flush_all_sync <= 1.15x the raw poller's rows persisted", "all_ratio_raw_persisted", 1.15),
     ("flush_all_sync ahead of Node flushAllSync", "all_ratio_node", 1.0),
     ("flush_all_sync: every row persisted at return", "all_unpersisted_returns", 0),
+    ("2.6.8 FlushAll: flush_all_sync <= 1.15x the raw poller", "broadcast_ratio_raw", 1.15),
+    ("2.6.8 FlushAll: every row persisted at return", "broadcast_unpersisted_returns", 0),
 ]
 
 
@@ -223,24 +236,25 @@ def callers(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
 def callers16(
     client: MilvusClient, counting: CountingStub, admin: PlainClient, trials: int
 ) -> dict[str, Any]:
-    """16 threads over 4 overlapping sets of 2 collections, against one caller of one set."""
+    """16 threads over 4 overlapping sets of 2 collections, against one caller of one set
+    and one caller of their union (the same work as the 16)."""
     names = [f"callers_{i}" for i in range(4)]
     for name in names:
         admin.create_collection(name, dimension=DIM)
     sets = [[names[i], names[(i + 1) % 4]] for i in range(4)]
     start = 0
-    rates: dict[str, list[float]] = {"one": [], "sixteen": []}
+    rates: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
     for _ in range(trials):
-        for who, callers in (("one", 1), ("sixteen", 16)):
+        for who, callers in (("one", 1), ("union", 1), ("sixteen", 16)):
             for name in names:
                 admin.insert(name, rows(start, 50 * callers))
             start += 50 * callers
             barrier = threading.Barrier(callers)
             counting.polls = 0
 
-            def call(i: int, barrier: threading.Barrier = barrier) -> None:
+            def call(i: int, barrier: threading.Barrier = barrier, who: str = who) -> None:
                 barrier.wait()
-                client.flush_sync(sets[i % 4], timeout=120)
+                client.flush_sync(names if who == "union" else sets[i % 4], timeout=120)
 
             began = time.monotonic()
             with ThreadPoolExecutor(callers) as pool:
@@ -255,19 +269,24 @@ def callers16(
         admin.drop_collection(name)
     return {
         "callers1_polls_per_s": median(rates["one"]),
+        "callers1_union_polls_per_s": median(rates["union"]),
         "callers16_polls_per_s": median(rates["sixteen"]),
         "callers16_polls_ratio": median(rates["sixteen"]) / median(rates["one"]),
+        "callers16_union_polls_ratio": median(rates["sixteen"]) / median(rates["union"]),
     }
 
 
 # -- whole server --------------------------------------------------------------------
 
 
-def raw_flush_all(stub: Any) -> None:
-    """FlushAll, then GetFlushAllState every 5 ms (at most 30 s)."""
+def raw_flush_all(stub: Any, per_channel: bool = False) -> None:
+    """FlushAll, then GetFlushAllState every 5 ms (at most 30 s): on its ``flush_all_ts``,
+    or, ``per_channel`` (Milvus 2.6.8+), on each channel message's time tick."""
     reply = stub.FlushAll(milvus_pb2.FlushAllRequest(), timeout=30)
     assert reply.status.code == 0, reply.status
     request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=reply.flush_all_ts)
+    if per_channel:
+        request = milvus_pb2.GetFlushAllStateRequest(flush_all_tss=broadcast_ticks(reply))
     give_up = time.monotonic() + 30
     while not stub.GetFlushAllState(request, timeout=30).flushed:
         if time.monotonic() > give_up:
@@ -278,17 +297,8 @@ def raw_flush_all(stub: Any) -> None:
 def whole_server(
     uri: str, admin: PlainClient, node: subprocess.Popen[str] | None, trials: int
 ) -> dict[str, Any]:
-    admin.create_database("bench_db2")
-    other = PlainClient(uri, db_name="bench_db2")
-    targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
-    for client, _, name in targets:
-        client.create_collection(name, dimension=DIM)
     ours, plain = MilvusClient(uri), PlainClient(uri)
     stub = plain._get_connection()._stub
-
-    def rows_in(db: str, name: str) -> int:  # in Flushed segments
-        return Backend("server", uri, ours).persisted_rows(name, db_name=db)[0]
-
     clients: dict[str, Callable[[], object]] = {
         "flush_all_sync": lambda: ours.flush_all_sync(timeout=120),
         "raw_5ms": lambda: raw_flush_all(stub),
@@ -296,6 +306,58 @@ def whole_server(
     }
     if node is not None:
         clients["node_sdk"] = lambda: node_flush_all(node)
+    out = race("all", uri, admin, clients, trials)
+    out["all_unpersisted_returns"] = out["all_flush_all_sync_unpersisted"]
+    out["all_ratio_raw"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_s"]
+    out["all_ratio_raw_persisted"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_persisted_s"]
+    if "node_sdk" in clients:
+        out["all_ratio_node"] = out["all_flush_all_sync_s"] / out["all_node_sdk_s"]
+    ours.close()
+    return out
+
+
+def broadcast(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+    """``all``'s case through tests/interposer.py's Milvus 2.6.8 FlushAll: flush_all_sync
+    beside the raw poller of the per-channel ticks, both through the same interposer."""
+    interposer = BroadcastingInterposer(uri.removeprefix("http://"))
+    ours, plain = MilvusClient(interposer.uri), PlainClient(interposer.uri)
+    stub = plain._get_connection()._stub
+    clients: dict[str, Callable[[], object]] = {
+        "flush_all_sync": lambda: ours.flush_all_sync(timeout=120),
+        "raw_tss_5ms": lambda: raw_flush_all(stub, per_channel=True),
+    }
+    try:
+        out = race("broadcast", uri, admin, clients, trials)
+    finally:
+        ours.close()
+        plain.close()
+        interposer.close()
+    out["broadcast_unpersisted_returns"] = out["broadcast_flush_all_sync_unpersisted"]
+    ratio = out["broadcast_flush_all_sync_s"] / out["broadcast_raw_tss_5ms_s"]
+    out["broadcast_ratio_raw"] = ratio
+    return out
+
+
+def race(
+    mode: str,
+    uri: str,
+    admin: PlainClient,
+    clients: dict[str, Callable[[], object]],
+    trials: int,
+) -> dict[str, Any]:
+    """3 collections in 2 databases; per trial, 400 new rows each before every client's
+    call, in turn: its time, whether every row was in a Flushed segment at its return,
+    and when they all were."""
+    admin.create_database("bench_db2")
+    other = PlainClient(uri, db_name="bench_db2")
+    targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
+    for client, _, name in targets:
+        client.create_collection(name, dimension=DIM)
+    checker = MilvusClient(uri)
+
+    def rows_in(db: str, name: str) -> int:  # in Flushed segments
+        return Backend("server", uri, checker).persisted_rows(name, db_name=db)[0]
+
     times: dict[str, list[float]] = {name: [] for name in clients}
     unpersisted: dict[str, int] = dict.fromkeys(clients, 0)
     persisted_s: dict[str, list[float]] = {name: [] for name in clients}
@@ -309,7 +371,7 @@ def whole_server(
             try:
                 call()
             except Exception as exc:  # the raw poller may never see "flushed" on 2.3.5
-                print(f"  all {who:14} FAILED: {exc}", flush=True)
+                print(f"  {mode} {who:14} FAILED: {exc}", flush=True)
                 unpersisted[who] += 1
                 continue
             took = time.monotonic() - began
@@ -323,21 +385,18 @@ def whole_server(
             really = time.monotonic() - began
             persisted_s[who].append(really)
             print(
-                f"  all {who:14} returned {took:6.3f} s, every row persisted at return: "
+                f"  {mode} {who:14} returned {took:6.3f} s, every row persisted at return: "
                 f"{done}, all persisted by {really:6.3f} s",
                 flush=True,
             )
-    out: dict[str, Any] = {f"all_{who}_s": median(t) for who, t in times.items()}
-    out |= {f"all_{who}_persisted_s": median(t) for who, t in persisted_s.items()}
-    out |= {f"all_{who}_unpersisted": n for who, n in unpersisted.items()}
-    out["all_unpersisted_returns"] = unpersisted["flush_all_sync"]
-    out["all_ratio_raw"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_s"]
-    out["all_ratio_raw_persisted"] = out["all_flush_all_sync_s"] / out["all_raw_5ms_persisted_s"]
-    if "node_sdk" in times:
-        out["all_ratio_node"] = out["all_flush_all_sync_s"] / out["all_node_sdk_s"]
-    ours.close()
+    checker.close()
     for client, _, name in targets:
         client.drop_collection(name)
+    other.close()
+    admin.drop_database("bench_db2")
+    out: dict[str, Any] = {f"{mode}_{who}_s": median(t) for who, t in times.items()}
+    out |= {f"{mode}_{who}_persisted_s": median(t) for who, t in persisted_s.items()}
+    out |= {f"{mode}_{who}_unpersisted": n for who, n in unpersisted.items()}
     return out
 
 
@@ -374,7 +433,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2000, help="rows per trial, loaded mode")
     parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
-    parser.add_argument("--modes", default="all,scale,callers,loaded")
+    parser.add_argument("--modes", default="all,broadcast,scale,callers,loaded")
     args = parser.parse_args()
     modes = set(args.modes.split(","))
     print("starting Milvus 2.3.5 standalone ...", flush=True)
@@ -388,6 +447,8 @@ def main() -> int:
         admin = PlainClient(uri)
         if "all" in modes:
             measured |= whole_server(uri, admin, node, args.trials)
+        if "broadcast" in modes:
+            measured |= broadcast(uri, admin, args.trials)
         if "scale" in modes:
             measured |= scale(uri, admin, args.trials)
         if "callers" in modes:

@@ -791,7 +791,12 @@ class FlushAllMachine(FlushMachine):
 
 def broadcast_ticks(reply: Any) -> dict[str, int]:
     """A FlushAllResponse's ``flush_all_msgs`` as ``flush_all_tss``: physical channel ->
-    its message's time tick (``ValueError`` if a message has none)."""
+    its message's time tick (``ValueError`` if a message has none). A reply that
+    carries ``flush_all_tss`` itself (so does one revision of Milvus's own FlushAll
+    test) gives those."""
+    given = getattr(reply, "flush_all_tss", None)
+    if given:
+        return {channel: int(tick) for channel, tick in given.items()}
     ticks: dict[str, int] = {}
     for channel, message in (getattr(reply, "flush_all_msgs", None) or {}).items():
         tick = message.properties.get(_TIME_TICK)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -73,6 +74,8 @@ def test_the_time_ticks_come_from_each_channel_message() -> None:
     del reply.flush_all_msgs["dml_1"].properties["_tt"]
     with pytest.raises(ValueError, match="dml_1"):
         broadcast_ticks(reply)
+    given = SimpleNamespace(flush_all_tss={"dml_0": 5}, flush_all_msgs=reply.flush_all_msgs)
+    assert broadcast_ticks(given) == {"dml_0": 5}
 
 
 @needs_fields
