@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +57,16 @@ POLL_2MS = FlushPolicy(poll=Backoff(0.002, 1.0, 0.002), tick_period=None)
 
 class CountingStub:
     """Wraps a sync gRPC stub and counts GetFlushState calls (whoever makes them): each
-    call, direct or as a future, not each lookup of the attribute."""
+    call, direct or as a future, not each lookup of the attribute; ``by_name`` counts
+    them per collection."""
 
     def __init__(self, stub: Any) -> None:
         self.stub, self.polls = stub, 0
+        self.by_name: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        self.polls = 0
+        self.by_name.clear()
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.stub, name)
@@ -67,14 +74,18 @@ class CountingStub:
             return method
         outer = self
 
-        class Counted:
-            def __call__(self, *args: Any, **kwargs: Any) -> Any:
-                outer.polls += 1
-                return method(*args, **kwargs)
+        def count(request: Any) -> None:
+            outer.polls += 1
+            outer.by_name[request.collection_name] += 1
 
-            def future(self, *args: Any, **kwargs: Any) -> Any:
-                outer.polls += 1
-                return method.future(*args, **kwargs)
+        class Counted:
+            def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+                count(request)
+                return method(request, *args, **kwargs)
+
+            def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+                count(request)
+                return method.future(request, *args, **kwargs)
 
         return Counted()
 

@@ -74,6 +74,11 @@ TARGETS: list[tuple[str, str, float]] = [
         "callers16_union_polls_ratio",
         1.0,
     ),
+    (
+        "16 callers: polls beside the watched stream <= one union caller's",
+        "callers16_polls_beside_watch_excess",
+        0,
+    ),
     ("flush_all_sync <= 1.15x raw FlushAll poller's return", "all_ratio_raw", 1.15),
     ("flush_all_sync <= 1.15x the raw poller's rows persisted", "all_ratio_raw_persisted", 1.15),
     ("flush_all_sync ahead of Node flushAllSync", "all_ratio_node", 1.0),
@@ -199,7 +204,7 @@ def scale(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
             for name in names:
                 admin.insert(name, rows(inserted, 300))
             inserted += 300
-            counting.polls = 0
+            counting.reset()
             began, cpu_began = time.monotonic(), time.thread_time()
             if who == "flush_sync":
                 client.flush_sync(names, timeout=300)
@@ -244,13 +249,14 @@ def callers16(
     sets = [[names[i], names[(i + 1) % 4]] for i in range(4)]
     start = 0
     rates: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
+    beyond: dict[str, list[int]] = {"one": [], "union": [], "sixteen": []}
     for _ in range(trials):
         for who, callers in (("one", 1), ("union", 1), ("sixteen", 16)):
             for name in names:
                 admin.insert(name, rows(start, 50 * callers))
             start += 50 * callers
             barrier = threading.Barrier(callers)
-            counting.polls = 0
+            counting.reset()
 
             def call(i: int, barrier: threading.Barrier = barrier, who: str = who) -> None:
                 barrier.wait()
@@ -261,8 +267,11 @@ def callers16(
                 list(pool.map(call, range(callers)))
             took = time.monotonic() - began
             rates[who].append(counting.polls / took)
+            # the polls beside the one watched collection's stream (whose rate is the cap)
+            beyond[who].append(counting.polls - max(counting.by_name.values()))
             print(
-                f"  callers {who:8} {took:6.2f} s  GetFlushState/s {counting.polls / took:5.1f}",
+                f"  callers {who:8} {took:6.2f} s  GetFlushState/s {counting.polls / took:5.1f}"
+                f"  beside the watched stream {beyond[who][-1]}",
                 flush=True,
             )
     for name in names:
@@ -273,6 +282,9 @@ def callers16(
         "callers16_polls_per_s": median(rates["sixteen"]),
         "callers16_polls_ratio": median(rates["sixteen"]) / median(rates["one"]),
         "callers16_union_polls_ratio": median(rates["sixteen"]) / median(rates["union"]),
+        "callers1_union_polls_beside_watch": max(beyond["union"]),
+        "callers16_polls_beside_watch": max(beyond["sixteen"]),
+        "callers16_polls_beside_watch_excess": max(beyond["sixteen"]) - min(beyond["union"]),
     }
 
 

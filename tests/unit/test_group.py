@@ -14,8 +14,9 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, FlushTimeoutError, _async, _sync
-from pymilvus_flushsync._core import FlushMachine
-from pymilvus_flushsync._group import for_client
+from pymilvus_flushsync._core import FlushMachine, flush_state_request, sealed_state
+from pymilvus_flushsync._group import LEAD_FOR, Group, for_client
+from pymilvus_flushsync._response import CollectionFlushState
 
 from ..fakes import FakeServer, flush_reply, state_reply, status
 
@@ -228,3 +229,28 @@ def test_the_members_of_a_batch_watch_one_collection_then_ask_their_own() -> Non
     polled = [sent[0] for method, sent in server.sent if method == "GetFlushState"]
     assert polled[:4] == ["w"] * 4  # the lead alone while it said "not yet", then flushed
     assert sorted(polled[4:]) == ["x", "y", "z"]  # each other one asked once, for real
+
+
+def test_a_later_batch_lead_stands_in_for_an_earlier_batch_on_the_same_collections() -> None:
+    """Callers released together split in two batches (the first leader saw no one):
+    the earlier batch's questions about collections the later Flush sealed again watch
+    the later lead, so one stream serves both; others keep their own."""
+    group = Group()
+
+    def seal(names: list[str], members: int, segment: int, flush_ts: int) -> list[Any]:
+        for _ in range(members):
+            batch, _ = group.join(milvus_pb2.FlushRequest(collection_names=names), 10.0)
+        group.seal(batch)
+        group.landed(batch)
+        reply = flush_reply({name: [segment] for name in names}, flush_ts=flush_ts)
+        group.sealed(batch, reply, now=0.0)
+        states = [sealed_state(CollectionFlushState(name), reply) for name in names]
+        return [flush_state_request("", state) for state in states]
+
+    for _ in range(3):
+        group.enter()
+    x1, y1 = seal(["x", "y"], members=1, segment=1, flush_ts=100)
+    assert group.stand_ins((x1, y1), now=1.0) == [x1, y1]  # a lone call watches its own
+    y2, z2 = seal(["y", "z"], members=2, segment=2, flush_ts=200)
+    assert group.stand_ins((x1, y1, y2, z2), now=1.0) == [x1, y2, y2, y2]
+    assert group.stand_ins((y1,), now=1.0 + LEAD_FOR) == [y1]  # for LEAD_FOR at most
