@@ -69,11 +69,9 @@ TARGETS: list[tuple[str, str, float]] = [
         0,
     ),
     ("16 callers: GetFlushState/s <= one caller's of one set", "callers16_polls_ratio", 1.0),
-    (
-        "16 callers: GetFlushState/s <= one caller's of their union",
-        "callers16_union_polls_ratio",
-        1.0,
-    ),
+    # GetFlushState/s against one caller of the union (reported, callers16_union_polls_ratio)
+    # is the watched stream's rate in both, and varies 0.6x-1.7x trial by trial with when
+    # the tick model is trusted; what group commit adds is what is polled beside it:
     (
         "16 callers: polls beside the watched stream <= one union caller's",
         "callers16_polls_beside_watch_excess",
