@@ -280,9 +280,10 @@ def callers16(
         "callers16_polls_per_s": median(rates["sixteen"]),
         "callers16_polls_ratio": median(rates["sixteen"]) / median(rates["one"]),
         "callers16_union_polls_ratio": median(rates["sixteen"]) / median(rates["union"]),
-        "callers1_union_polls_beside_watch": max(beyond["union"]),
-        "callers16_polls_beside_watch": max(beyond["sixteen"]),
-        "callers16_polls_beside_watch_excess": max(beyond["sixteen"]) - min(beyond["union"]),
+        "callers1_union_polls_beside_watch": median(beyond["union"]),
+        "callers16_polls_beside_watch": median(beyond["sixteen"]),
+        "callers16_polls_beside_watch_max": max(beyond["sixteen"]),
+        "callers16_polls_beside_watch_excess": median(beyond["sixteen"]) - median(beyond["union"]),
     }
 
 
