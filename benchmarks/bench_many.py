@@ -247,7 +247,7 @@ def callers16(
     sets = [[names[i], names[(i + 1) % 4]] for i in range(4)]
     start = 0
     rates: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
-    beyond: dict[str, list[int]] = {"one": [], "union": [], "sixteen": []}
+    beyond: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
     for _ in range(trials):
         for who, callers in (("one", 1), ("union", 1), ("sixteen", 16)):
             for name in names:
