@@ -159,7 +159,7 @@ class Group:
         self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
         self._leads: dict[bytes, tuple[Any, float]] = {}  # question -> (lead, until when)
         self._not_yet: dict[bytes, tuple[Any, object, float]] = {}  # (reply, asker, sent)
-        self._earlier: dict[bytes, Any] = {}  # the questions of the batches sealed so far
+        self._earlier: dict[bytes, tuple[Any, float]] = {}  # batches' questions, sealed when
 
     # -- calls --------------------------------------------------------------------
 
@@ -258,15 +258,20 @@ class Group:
             if not requests:
                 return
             batch.lead = lead = requests[0]
+            # what stands in no more is forgotten: calls may be in progress without end
+            self._leads = {k: v for k, v in self._leads.items() if v[1] > now}
+            self._earlier = {
+                k: v
+                for k, v in self._earlier.items()
+                if now - v[1] < LEAD_FOR and k not in self._flushed
+            }
             followers = requests[1:] if batch.members > 1 else []
             followers += [  # earlier questions about these collections: sealed before
-                r
-                for k, r in self._earlier.items()
-                if k not in self._flushed and r.collection_name in batch.names
+                r for r, _ in self._earlier.values() if r.collection_name in batch.names
             ]
             for request in followers:
                 self._leads[_key(request)] = (lead, now + LEAD_FOR)
-            self._earlier.update((_key(request), request) for request in requests)
+            self._earlier.update((_key(request), (request, now)) for request in requests)
 
     def stand_ins(self, requests: tuple[Any, ...], now: float) -> list[Any]:
         """What to ask for each request at ``now``: its batch's lead while the lead is

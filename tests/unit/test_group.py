@@ -237,13 +237,15 @@ def test_a_later_batch_lead_stands_in_for_an_earlier_batch_on_the_same_collectio
     the later lead, so one stream serves both; others keep their own."""
     group = Group()
 
-    def seal(names: list[str], members: int, segment: int, flush_ts: int) -> list[Any]:
+    def seal(
+        names: list[str], members: int, segment: int, flush_ts: int, now: float = 0.0
+    ) -> list[Any]:
         for _ in range(members):
             batch, _ = group.join(milvus_pb2.FlushRequest(collection_names=names), 10.0)
         group.seal(batch)
         group.landed(batch)
         reply = flush_reply({name: [segment] for name in names}, flush_ts=flush_ts)
-        group.sealed(batch, reply, now=0.0)
+        group.sealed(batch, reply, now=now)
         states = [sealed_state(CollectionFlushState(name), reply) for name in names]
         return [flush_state_request("", state) for state in states]
 
@@ -254,3 +256,10 @@ def test_a_later_batch_lead_stands_in_for_an_earlier_batch_on_the_same_collectio
     y2, z2 = seal(["y", "z"], members=2, segment=2, flush_ts=200)
     assert group.stand_ins((x1, y1, y2, z2), now=1.0) == [x1, y2, y2, y2]
     assert group.stand_ins((y1,), now=1.0 + LEAD_FOR) == [y1]  # for LEAD_FOR at most
+    (y3,) = seal(["y"], members=2, segment=3, flush_ts=300)  # sealed at 0.0 too: y1, y2 follow
+    assert group.stand_ins((y1, y2), now=1.0) == [y3, y3]
+    # calls may be in progress without end: what stands in no more is forgotten
+    later = 2 * LEAD_FOR
+    seal(["y"], members=2, segment=4, flush_ts=400, now=later)
+    assert group.stand_ins((y1, y3), now=later) == [y1, y3]
+    assert len(group._earlier) == 1 and not group._leads
