@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 #: Whether this pymilvus's protos carry Milvus 2.6.8's FlushAll fields
-#: (``flush_all_msgs``, ``flush_all_tss``): pymilvus 3.0 does, 2.5.18 does not.
+#: (``flush_all_msgs``, ``flush_all_tss``): pymilvus 3.0 and 2.6.17 do, 2.5.18 does not.
 BROADCAST_FIELDS = (
     "flush_all_msgs" in milvus_pb2.FlushAllResponse.DESCRIPTOR.fields_by_name
     and "flush_all_tss" in milvus_pb2.GetFlushAllStateRequest.DESCRIPTOR.fields_by_name
