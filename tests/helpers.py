@@ -147,3 +147,34 @@ def broadcast_only(test: Callable[..., None]) -> Callable[..., None]:
     )
     marked: Callable[..., None] = pytest.mark.server(skip(test))
     return marked
+
+
+def forget_connections() -> None:
+    """Close the shared connections pymilvus keeps after their last client closed.
+
+    pymilvus 2.6+ shares one gRPC handler per ``address|token`` for the life of the
+    process: ``ConnectionManager.release`` only forgets the client, never the handler.
+    A later test whose fake server gets the same free port from the OS would then be
+    handed that handler, connected long ago, instead of connecting (CI saw a client of
+    a garbage-speaking TCP server skip its failing connect that way). The autouse
+    fixture in ``tests/conftest.py`` calls this after every test. pymilvus 2.5 has no
+    such manager: a closed client removes its own connection.
+    """
+    try:
+        from pymilvus.client import connection_manager as cm
+    except ImportError:
+        return
+    manager = cm.ConnectionManager.get_instance()
+    with manager._lock:
+        for key, managed in list(manager._registry.items()):
+            if not managed.has_clients:
+                del manager._registry[key]
+                with contextlib.suppress(Exception):
+                    managed.strategy.close(managed)
+    # The async managers are one per event loop (by the loop's id, which a later
+    # loop may get again); their handlers belong to loops that are gone by now.
+    with cm.AsyncConnectionManager._instances_lock:
+        for instance in cm.AsyncConnectionManager._instances.values():
+            for key, managed in list(instance._registry.items()):
+                if not managed.has_clients:
+                    del instance._registry[key]

@@ -50,11 +50,11 @@ LITE_FAILURE = "invalid database name: 'x/y'"
 class HostileTcp(TcpServer):
     """A TCP server that never speaks gRPC (module docstring)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, port: int = 0) -> None:
         if mode not in ("silent", "reset", "garbage"):
             raise ValueError(mode)
         self.mode = mode
-        super().__init__()
+        super().__init__(port)
 
     def serve(self, conn: socket.socket) -> None:
         if self.mode == "reset":  # RST instead of FIN: the client sees a reset

@@ -25,11 +25,11 @@ def grpc_server(handlers: Any, workers: int = 8) -> tuple[grpc.Server, int]:
 
 
 class TcpServer:
-    """A TCP listener on 127.0.0.1 (a free port) that hands each connection to
-    ``serve`` on a thread of its own; ``close()`` ends every connection."""
+    """A TCP listener on 127.0.0.1 (a free port, unless ``port`` is given) that hands
+    each connection to ``serve`` on a thread of its own; ``close()`` ends every connection."""
 
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, port: int = 0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []

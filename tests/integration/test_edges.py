@@ -26,8 +26,8 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient
 from pymilvus_flushsync._cli import main
 
-from ..helpers import TOLERANCE, Backend
-from ..hostile import BEHAVIOURS, FakeMilvus, hostile
+from ..helpers import TOLERANCE, Backend, forget_connections
+from ..hostile import BEHAVIOURS, FakeMilvus, HostileTcp, hostile
 
 DEADLINE = 0.5  # the timed calls' timeout
 BUDGET = 0.5  # the untimed calls' retry budget (and per-RPC cap)
@@ -141,6 +141,27 @@ def test_api_without_a_deadline_ends_within_the_retry_budget(kind: str, flavor: 
     check_ending(kind, error, took, BUDGET)
     assert not isinstance(error, FlushTimeoutError)  # no deadline: the last error itself
     assert isinstance(error, MilvusException) and error.code == (EXPECT[kind][1] or 2)
+
+
+def test_a_server_on_a_port_an_earlier_server_used_is_connected_to_afresh() -> None:
+    """What the autouse ``forget_connections`` guarantees every test here: a hostile server
+    on a port an earlier (closed) server had is connected to, and fails to connect, instead
+    of its client being handed pymilvus 2.6+'s cached connection to the earlier one."""
+    earlier = FakeMilvus("never_flushed")
+    try:
+        MilvusClient(earlier.uri).close()
+    finally:
+        earlier.close()
+    forget_connections()
+    server = HostileTcp("garbage", earlier.port)
+    try:
+        started = time.monotonic()
+        with pytest.raises(MilvusException):
+            MilvusClient(server.uri, timeout=DEADLINE).close()
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert took <= DEADLINE + TOLERANCE
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str, float]:
