@@ -23,8 +23,10 @@ per 10 s by default). So calls on one client and database share:
   (collection, segments, flush timestamp) is one RPC while it is in flight,
   whoever asks, and another call's "not yet" is reused for ``FRESH`` seconds;
   a "flushed" answer (final for that question) is kept while calls are in
-  progress. The collections of one shared Flush were sealed together and
-  flip together, so, as one call watches one collection and then sweeps the
+  progress (and forgotten at the first Flush ``LEAD_FOR`` seconds later: a
+  client may never be idle).
+  The collections of one shared Flush were sealed together and flip
+  together, so, as one call watches one collection and then sweeps the
   rest, the members of a batch all watch its first collection (the lead): a
   member's own question is asked once the lead says flushed (or fails, or has
   stood in for ``LEAD_FOR`` seconds). Calls of an earlier batch still waiting
@@ -156,7 +158,7 @@ class Group:
         self._forming: Batch | None = None
         self._in_flight: Batch | None = None  # the last batch sent, until it is answered
         self._flights: dict[bytes, Flight] = {}
-        self._flushed: dict[bytes, Any] = {}  # "flushed" answers, while calls are active
+        self._flushed: dict[bytes, tuple[Any, float]] = {}  # "flushed" answers, asked when
         self._leads: dict[bytes, tuple[Any, float]] = {}  # question -> (lead, until when)
         self._not_yet: dict[bytes, tuple[Any, object, float]] = {}  # (reply, asker, sent)
         self._earlier: dict[bytes, tuple[Any, float]] = {}  # batches' questions, sealed when
@@ -230,7 +232,7 @@ class Group:
         with self._lock:
             known = self._flushed.get(key)
             if known is not None:
-                return known
+                return known[0]
             recent = self._not_yet.get(key)
             if recent is not None and recent[1] is not asker and now - recent[2] < FRESH:
                 return recent[0]
@@ -258,13 +260,16 @@ class Group:
             if not requests:
                 return
             batch.lead = lead = requests[0]
-            # what stands in no more is forgotten: calls may be in progress without end
+            # what stands in or answers no more is forgotten: calls may be in progress
+            # without end (an answer forgotten too soon costs a poll, nothing more)
             self._leads = {k: v for k, v in self._leads.items() if v[1] > now}
             self._earlier = {
                 k: v
                 for k, v in self._earlier.items()
                 if now - v[1] < LEAD_FOR and k not in self._flushed
             }
+            self._flushed = {k: v for k, v in self._flushed.items() if now - v[1] < LEAD_FOR}
+            self._not_yet = {k: v for k, v in self._not_yet.items() if now - v[2] < FRESH}
             followers = requests[1:] if batch.members > 1 else []
             followers += [  # earlier questions about these collections: sealed before
                 r for r, _ in self._earlier.values() if r.collection_name in batch.names
@@ -308,7 +313,7 @@ class Group:
             if not self.active or reply is None or reply.status.code:
                 return
             if reply.flushed:
-                self._flushed[key] = reply
+                self._flushed[key] = (reply, flight.sent_at)
                 self._not_yet.pop(key, None)
             else:
                 self._not_yet[key] = (reply, flight.asker, flight.sent_at)

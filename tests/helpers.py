@@ -171,10 +171,14 @@ def forget_connections() -> None:
                 del manager._registry[key]
                 with contextlib.suppress(Exception):
                     managed.strategy.close(managed)
-    # The async managers are one per event loop (by the loop's id, which a later
-    # loop may get again); their handlers belong to loops that are gone by now.
+    # The async managers are one per event loop, by the loop's id, which a later loop
+    # may get again: a test's loops are gone by now, and so is what they held (a
+    # handler, or a lock, bound to a closed loop fails "Event loop is closed").
     with cm.AsyncConnectionManager._instances_lock:
-        for instance in cm.AsyncConnectionManager._instances.values():
+        instances = cm.AsyncConnectionManager._instances
+        for loop_id, instance in list(instances.items()):
             for key, managed in list(instance._registry.items()):
                 if not managed.has_clients:
                     del instance._registry[key]
+            if not instance._registry and not instance._dedicated:
+                del instances[loop_id]

@@ -263,3 +263,49 @@ def test_a_later_batch_lead_stands_in_for_an_earlier_batch_on_the_same_collectio
     seal(["y"], members=2, segment=4, flush_ts=400, now=later)
     assert group.stand_ins((y1, y3), now=later) == [y1, y3]
     assert len(group._earlier) == 1 and not group._leads
+
+
+class Answered:
+    """A GetFlushState call that is already done."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        callback(self)
+
+    def result(self) -> Any:
+        return self.reply
+
+
+def test_answers_are_forgotten_at_a_flush_lead_for_later_on_a_client_never_idle() -> None:
+    """A "flushed" answer serves every later call with the same question while calls are
+    in progress; a client that always has one in progress forgets it (and the "not yet"s)
+    at the first sealed Flush ``LEAD_FOR`` seconds after it was asked, not never."""
+    group = Group()
+    group.enter()  # a call in progress throughout
+    reply = flush_reply({"x": [1], "y": [2]}, flush_ts=100)
+    x, y = (
+        flush_state_request("", sealed_state(CollectionFlushState(name), reply))
+        for name in ("x", "y")
+    )
+    group.flight(x, lambda: Answered(state_reply(True)), now=0.0, asker=object())
+    group.flight(y, lambda: Answered(state_reply(False)), now=0.0, asker=object())
+
+    def unused() -> Any:
+        raise AssertionError("asked again")
+
+    assert group.flight(x, unused, now=1.0, asker=object()).flushed  # known: not asked
+
+    def seal_at(now: float) -> None:
+        batch, _ = group.join(milvus_pb2.FlushRequest(collection_names=["z"]), 10.0)
+        group.seal(batch)
+        group.landed(batch)
+        group.sealed(batch, flush_reply({"z": [3]}, flush_ts=200 + int(now)), now=now)
+
+    seal_at(LEAD_FOR / 2)
+    assert list(group._flushed) and not group._not_yet  # a "not yet" lives FRESH seconds
+    seal_at(LEAD_FOR)
+    assert not group._flushed
+    asked = group.flight(x, lambda: Answered(state_reply(True)), now=LEAD_FOR, asker=object())
+    assert not isinstance(asked, milvus_pb2.GetFlushStateResponse)  # a new flight: asked again
