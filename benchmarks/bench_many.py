@@ -364,10 +364,10 @@ def race(
     targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
     for client, _, name in targets:
         client.create_collection(name, dimension=DIM)
-    checker = MilvusClient(uri)
+    checker = Backend("server", uri, MilvusClient(uri))
 
     def rows_in(db: str, name: str) -> int:  # in Flushed segments
-        return Backend("server", uri, checker).persisted_rows(name, db_name=db)[0]
+        return checker.persisted_rows(name, db_name=db)[0]
 
     times: dict[str, list[float]] = {name: [] for name in clients}
     unpersisted: dict[str, int] = dict.fromkeys(clients, 0)
@@ -400,7 +400,7 @@ def race(
                 f"{done}, all persisted by {really:6.3f} s",
                 flush=True,
             )
-    checker.close()
+    checker.client.close()
     for client, _, name in targets:
         client.drop_collection(name)
     other.close()

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
+
+from pymilvus_flushsync._core import flush_state_request, sealed_state
+from pymilvus_flushsync._response import CollectionFlushState
 
 from .fakes import base36
 from .proxy import grpc_server
@@ -134,14 +136,6 @@ class RateLimitingInterposer(Interposer):
 _DML_CHANNELS = 16
 
 
-@dataclass(frozen=True)
-class _Sealed:
-    db_name: str
-    name: str
-    segment_ids: tuple[int, ...]
-    flush_ts: int
-
-
 class BroadcastingInterposer(Interposer):
     """Milvus 2.6.8+'s FlushAll protocol, in front of a real Milvus 2.3.5.
 
@@ -174,7 +168,8 @@ class BroadcastingInterposer(Interposer):
         self.flush_alls = 0
         self.client_flushes = 0
         self.tick_polls = 0
-        self._sealed: dict[tuple[tuple[str, int], ...], list[_Sealed]] = {}
+        #: the ticks of each FlushAll answered -> (database, state) of what it sealed
+        self._sealed: dict[tuple[tuple[str, int], ...], list[tuple[str, CollectionFlushState]]] = {}
         self._lock = threading.Lock()
         super().__init__(target)
         self._stub = milvus_pb2_grpc.MilvusServiceStub(self._channel)
@@ -199,7 +194,7 @@ class BroadcastingInterposer(Interposer):
     def _flush_all(self) -> Any:
         with self._lock:
             self.flush_alls += 1
-        sealed: list[_Sealed] = []
+        sealed: list[tuple[str, CollectionFlushState]] = []
         ticks: dict[str, int] = {}
         for db in self._call("ListDatabases", milvus_pb2.ListDatabasesRequest()).db_names:
             request = milvus_pb2.ShowCollectionsRequest(db_name=db)
@@ -209,11 +204,10 @@ class BroadcastingInterposer(Interposer):
             request = milvus_pb2.FlushRequest(db_name=db, collection_names=names)
             flushed = self._call("Flush", request, db)
             for name in names:
-                ts = int(flushed.coll_flush_ts[name])
-                ids = tuple(flushed.coll_segIDs[name].data) if name in flushed.coll_segIDs else ()
-                sealed.append(_Sealed(db, name, ids, ts))
+                state = sealed_state(CollectionFlushState(name), flushed)
+                sealed.append((db, state))
                 for channel in self._channels(db, name):
-                    ticks[channel] = max(ticks.get(channel, 0), ts)
+                    ticks[channel] = max(ticks.get(channel, 0), state.flush_ts)
         top = max(ticks.values(), default=0)
         prefixes = {channel.rsplit("_", 1)[0] for channel in ticks}
         for prefix in prefixes:
@@ -244,17 +238,8 @@ class BroadcastingInterposer(Interposer):
             request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=max(ticks.values()))
             return self._call("GetFlushAllState", request)
         flushed = all(
-            self._call(
-                "GetFlushState",
-                milvus_pb2.GetFlushStateRequest(
-                    segmentIDs=one.segment_ids,
-                    flush_ts=one.flush_ts,
-                    db_name=one.db_name,
-                    collection_name=one.name,
-                ),
-                one.db_name,
-            ).flushed
-            for one in sealed
+            self._call("GetFlushState", flush_state_request(db, state), db).flushed
+            for db, state in sealed
         )
         return milvus_pb2.GetFlushAllStateResponse(status=_ok(), flushed=flushed)
 
