@@ -76,7 +76,11 @@ rate-limited Flush whose collections this process flushed recently is retried
 instead when the refusal's rate lets it pass (``_group.FlushHistory``).
 After the server was unreachable or restarting, Flush is sent again for the
 collections still pending (it is idempotent) and the wait goes on with the new
-flush timestamps: a restarted server may never complete the old ones. Anything
+flush timestamps: a restarted server may never complete the old ones. An RPC cut
+short by the deadline itself (sent with what was left of it) says nothing of the
+server: the ``FlushTimeoutError`` then has the error before it as its cause (a
+"service not ready" rather than the DEADLINE_EXCEEDED of the last try), or that
+DEADLINE_EXCEEDED when nothing failed before. Anything
 else is final at once: a reply that is not the RPC's message type
 (undecodable), and any other exception of the I/O, become a ``MilvusException``.
 """
@@ -550,9 +554,23 @@ class FlushMachine:
         """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
         classified; anything else is final (``_errors.classify_exception``)."""
         action = self._take_in_flight()
+        if self._cut_by_deadline(exc):
+            return  # next_action raises the FlushTimeoutError, caused by the last error
         what = _describe(action)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
         self._retry_or_stop(classify(exc, what), what)
+
+    def _cut_by_deadline(self, exc: Exception) -> bool:
+        """``exc`` is a DEADLINE_EXCEEDED that the call's own deadline caused (it has
+        passed), and an earlier failure is the better cause (module docstring)."""
+        code = getattr(exc, "code", None)
+        return (
+            isinstance(exc, grpc.RpcError)
+            and callable(code)
+            and code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            and self._retries.last is not None
+            and self._deadline.remaining(self._clock()) <= 0
+        )
 
     def stop(self, error: MilvusException) -> None:
         """Another part of the same request failed (``flush_all_sync``: another

@@ -98,7 +98,8 @@ class FlushTimeoutError(MilvusException, TimeoutError):  # type: ignore[misc]
         pending: the collection names that were not yet reported flushed.
 
     The last underlying error (a per-RPC deadline, a rate limit, an unreachable
-    server), if any, is chained as ``__cause__``.
+    server), if any, is chained as ``__cause__``; a last try that the deadline itself
+    cut short is the cause only when nothing failed before it (``_core``).
     """
 
     def __init__(self, message: str, response: FlushSyncResponse, pending: tuple[str, ...]):

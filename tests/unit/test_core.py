@@ -382,6 +382,38 @@ def test_server_error_status_is_final_with_code_and_reason() -> None:
 RESTARTING = "attempt #2: rpc error: code = Unknown desc = node not match[expectedNodeID=1]"
 
 
+def test_a_last_try_cut_short_by_the_deadline_leaves_the_server_error_as_the_cause() -> None:
+    """The try sent with what was left of the deadline times out with it (a loaded
+    machine, a slow reply): the cause stays the server's own reason, not that
+    DEADLINE_EXCEEDED; before the deadline, a per-RPC DEADLINE_EXCEEDED is the cause."""
+    m, clock = machine(timeout=0.25)
+    rpc(m)
+    m.on_reply(milvus_pb2.FlushResponse(status=status(1, "service not ready")))
+    clock.advance(slept(m.next_action()))  # 0.1
+    assert rpc(m).timeout == pytest.approx(0.15)
+    clock.advance(0.15)
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    with pytest.raises(FlushTimeoutError, match="service not ready") as info:
+        m.next_action()
+    assert isinstance(info.value.__cause__, MilvusException)
+    assert info.value.__cause__.code == 1
+    m, clock = machine(timeout=10.0)
+    rpc(m)
+    m.on_reply(milvus_pb2.FlushResponse(status=status(1, "service not ready")))
+    clock.advance(slept(m.next_action()))
+    rpc(m)
+    clock.advance(POLICY.rpc_timeout)  # the per-RPC cap, well before the deadline
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    clock.advance(slept(m.next_action()))
+    rpc(m)
+    clock.advance(10.0)
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    with pytest.raises(FlushTimeoutError) as info:
+        m.next_action()
+    assert isinstance(info.value.__cause__, MilvusException)
+    assert "DEADLINE_EXCEEDED" in info.value.__cause__.message
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [(65535, RESTARTING), (1, "service not ready"), (901, "node not found[node=4]")],
