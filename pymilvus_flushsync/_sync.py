@@ -21,7 +21,7 @@ from pymilvus.grpc_gen import milvus_pb2
 from ._call import AllDatabases, prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._errors import interrupted
-from ._group import Flight, Group, Unanswered, alone, answers, for_client, split
+from ._group import HANDOFF, Flight, Group, Unanswered, alone, answers, for_client, split
 from ._response import FlushAllSyncResponse, FlushSyncResponse
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
@@ -89,7 +89,7 @@ def flush_shared(
     batch, leader = group.join(action.request, action.timeout)
     if leader:
         try:
-            time.sleep(0)  # threads released together get to join (not a machine's wait)
+            time.sleep(HANDOFF)  # threads released together get to join (not a machine's wait)
             window = min(group.gather(gather), action.timeout)
             if window > 0:
                 sleep(window)
