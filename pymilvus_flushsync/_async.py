@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+import grpc
 import pymilvus
 from pymilvus.grpc_gen import milvus_pb2
 
@@ -179,6 +180,8 @@ async def _result(task: asyncio.Future[Any], seconds: float, what: str) -> Any:
     done, _ = await asyncio.wait({task}, timeout=max(seconds, 0.0))
     if not done:
         raise Unanswered(f"no answer to the shared {what} within this call's time")
+    if task.cancelled():  # not by this call (that arrives at the wait): a closed channel
+        raise Unanswered(f"the shared {what} was cancelled", grpc.StatusCode.CANCELLED)
     return task.result()
 
 

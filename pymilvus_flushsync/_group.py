@@ -114,14 +114,18 @@ _HISTORY_SIZE = 4096
 
 class Unanswered(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
     """A shared RPC gave this call no answer in the time the call had (or its
-    leader stopped before sending it): for the machine, a per-RPC DEADLINE_EXCEEDED."""
+    leader stopped before sending it): for the machine, a per-RPC DEADLINE_EXCEEDED;
+    or it was cancelled under the call (the client closed its channel): CANCELLED."""
 
-    def __init__(self, details: str) -> None:
+    def __init__(
+        self, details: str, code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED
+    ) -> None:
         super().__init__(details)
         self._details = details
+        self._code = code
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
+        return self._code
 
     def details(self) -> str:
         return self._details

@@ -309,3 +309,32 @@ def test_answers_are_forgotten_at_a_flush_lead_for_later_on_a_client_never_idle(
     assert not group._flushed
     asked = group.flight(x, lambda: Answered(state_reply(True)), now=LEAD_FOR, asker=object())
     assert not isinstance(asked, milvus_pb2.GetFlushStateResponse)  # a new flight: asked again
+
+
+def test_a_shared_poll_cancelled_under_the_call_ends_it_with_a_milvus_exception() -> None:
+    """Closing an async client cancels its channel's calls (``grpc.aio``): a call waiting
+    for a shared poll then ends with a ``MilvusException`` (CANCELLED), not with the
+    ``CancelledError`` of a task that was never its own."""
+    server = FakeServer(seals_then(polls_each=0))
+    server.held.add("a")
+    client = server.client()
+
+    async def main() -> BaseException:
+        call = asyncio.ensure_future(_async.run(FlushMachine(("a",), "", 10.0, POLICY), client))
+        group = for_client(client, "")
+        for _ in range(100):  # the call's Flush, then its first poll: a few steps
+            if group._flights:
+                break
+            await asyncio.sleep(0)
+        assert group._flights, "no poll in flight"
+        for flight in list(group._flights.values()):
+            flight.call.cancel()  # as the closed channel does
+        try:
+            await call
+        except BaseException as error:  # checked below
+            return error
+        raise AssertionError("the call returned")
+
+    error = asyncio.run(main())
+    assert isinstance(error, MilvusException) and not isinstance(error, FlushTimeoutError)
+    assert error.code == 1 and "CANCELLED" in error.message
