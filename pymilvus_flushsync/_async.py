@@ -43,10 +43,8 @@ async def run(
     if group is not None:
         group.enter()
     try:
-        try:
-            await asyncio.wait_for(async_handler(client), machine.connect_timeout())
-        except asyncio.TimeoutError:
-            raise machine.not_connected() from None
+        if not await connected(client, machine.connect_timeout()):
+            raise machine.not_connected()
         while not isinstance(action := machine.next_action(), Done):
             with machine.expect(action) as outcome:
                 if isinstance(action, Sleep):
@@ -65,6 +63,19 @@ async def run(
     finally:
         if group is not None:
             group.leave()
+
+
+async def connected(client: Any, seconds: float | None) -> bool:
+    """Connect the client (a no-op once it is); ``False`` when ``seconds`` ran out first.
+    A cancellation of the caller always arrives (``_result`` says why not ``wait_for``)."""
+    task = asyncio.ensure_future(async_handler(client))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    finally:
+        task.cancel()  # a no-op once it is done
+    if done:
+        task.result()  # what connecting raised
+    return bool(done)
 
 
 async def send(stub: Any, action: SendRpc) -> list[Any]:
@@ -264,12 +275,12 @@ async def flush_all(
     """``flush_all_sync``: ``AllDatabases``'s asks, then its stages of machines."""
     call = AllDatabases(client, db_name, timeout, policy)
     replies: list[Any] = []
-    for ask in call.asks():
+    asks = call.asks()
+    if asks and not await connected(client, call.first.connect_timeout()):
+        raise call.first.not_connected()
+    for ask in asks:
         try:
-            await asyncio.wait_for(async_handler(client), call.first.connect_timeout())
             replies.append((await send(await async_stub(client), ask))[0])
-        except asyncio.TimeoutError:
-            raise call.first.not_connected() from None
         except Exception as exc:
             replies.append(exc)
     machines = call.machines(replies)
