@@ -22,8 +22,8 @@ from ._call import AllDatabases, prepare
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._response import FlushAllSyncResponse, FlushSyncResponse
-from ._sync import ProgressHook
+from ._params import check_hook
+from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 
 __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
 
@@ -59,6 +59,8 @@ async def run(
                     outcome.reply = [await flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
                     outcome.reply = await poll_shared(group, stub, action, machine)
+        if on_progress is not None:
+            on_progress(action.response)  # the final snapshot: a bar reaches its total
         return action.response
     finally:
         if group is not None:
@@ -247,7 +249,8 @@ class AsyncFlushSyncMixin:
             db_name: the database; ``None`` for the client's current one.
             timeout: seconds for the whole call; ``None`` waits without a deadline.
             on_progress: called with a ``FlushSyncResponse`` snapshot
-                (``flushed=False``) before every wait.
+                (``flushed=False``) before every wait, and with the final response
+                on success (``ProgressHook``).
 
         Returns:
             A frozen ``FlushSyncResponse`` with ``flushed=True``.
@@ -257,6 +260,7 @@ class AsyncFlushSyncMixin:
             FlushTimeoutError: the deadline passed first (``.pending``, ``.response``).
             MilvusException: the server refused, with its code and reason.
         """
+        check_hook(on_progress)
         machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return await run(machine, self, on_progress=on_progress)
 

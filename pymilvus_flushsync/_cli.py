@@ -29,7 +29,8 @@ from ._core import FlushMachine
 from ._errors import FlushTimeoutError
 from ._params import check_db_name, check_names, check_timeout
 from ._response import FlushAllSyncResponse, FlushSyncResponse
-from ._sync import MilvusClient, ProgressHook, flush_all, run
+from ._response import ProgressHook
+from ._sync import MilvusClient, flush_all, run
 
 EXIT_OK, EXIT_MILVUS, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: Seconds the ``flush`` command waits by default (``--timeout none``: no deadline).

@@ -9,7 +9,7 @@ from typing import Any
 
 from pymilvus.exceptions import ParamError
 
-__all__ = ["check_db_name", "check_names", "check_timeout"]
+__all__ = ["check_db_name", "check_hook", "check_names", "check_timeout"]
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:
@@ -60,3 +60,9 @@ def check_db_name(db_name: Any) -> str | None:
             message=f"db_name must be printable ASCII (gRPC metadata), got {db_name!r}"
         )
     return db_name
+
+
+def check_hook(on_progress: Any) -> None:
+    """``on_progress`` is ``None`` or callable."""
+    if on_progress is not None and not callable(on_progress):
+        raise ParamError(message=f"on_progress must be callable or None, got {on_progress!r}")

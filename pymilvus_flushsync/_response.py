@@ -7,12 +7,18 @@ the per-collection details this package adds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-__all__ = ["CollectionFlushState", "FlushAllSyncResponse", "FlushStatus", "FlushSyncResponse"]
+__all__ = [
+    "CollectionFlushState",
+    "FlushAllSyncResponse",
+    "FlushStatus",
+    "FlushSyncResponse",
+    "ProgressHook",
+]
 
 
 @dataclass(frozen=True)
@@ -172,3 +178,9 @@ class FlushAllSyncResponse:
             f"FlushAllSyncResponse(flushed={self.flushed}, databases=[{databases}], "
             f"elapsed={self.elapsed:.3f}s, status={self.status.error_code})"
         )
+
+
+#: ``on_progress``: called with a snapshot (``flushed=False``) before every wait, and
+#: once more with the final response when the call succeeds. What it raises goes up
+#: to the caller unchanged, and the call ends there (as tenacity's ``before_sleep``).
+ProgressHook = Callable[[FlushSyncResponse], object]

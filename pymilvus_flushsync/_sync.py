@@ -22,12 +22,10 @@ from ._call import AllDatabases, prepare
 from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
 from ._errors import interrupted
 from ._group import HANDOFF, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._response import FlushAllSyncResponse, FlushSyncResponse
+from ._params import check_hook
+from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
-
-#: Called with a progress snapshot (``flushed=False``) before every wait.
-ProgressHook = Callable[[FlushSyncResponse], object]
 
 
 def run(
@@ -60,6 +58,8 @@ def run(
                     outcome.reply = [flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
                     outcome.reply = poll_shared(group, stub, action, machine)
+        if on_progress is not None:
+            on_progress(action.response)  # the final snapshot: a bar reaches its total
         return action.response
     finally:
         if group is not None:
@@ -195,7 +195,8 @@ class FlushSyncMixin:
                 used for this call only; the client's database does not change.
             timeout: seconds for the whole call; ``None`` waits without a deadline.
             on_progress: called with a ``FlushSyncResponse`` snapshot
-                (``flushed=False``) before every wait, e.g. to draw a progress bar.
+                (``flushed=False``) before every wait, and with the final response
+                on success, e.g. to draw a progress bar (``ProgressHook``).
 
         Returns:
             A frozen ``FlushSyncResponse`` with ``flushed=True``.
@@ -207,6 +208,7 @@ class FlushSyncMixin:
             MilvusException: the server refused (e.g. code 100 for a missing
                 collection), with the server's code and reason.
         """
+        check_hook(on_progress)
         machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
         return run(machine, self, on_progress=on_progress)
 

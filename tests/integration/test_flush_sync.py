@@ -11,7 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClient, _async, _sync
+from pymilvus_flushsync import (
+    AsyncMilvusClient,
+    FlushSyncResponse,
+    FlushTimeoutError,
+    MilvusClient,
+    _async,
+    _sync,
+)
 from pymilvus_flushsync._call import prepare
 from pymilvus_flushsync._compat import async_handler, current_db_name
 
@@ -32,6 +39,16 @@ def test_several_collections_in_one_call(backend: Backend, flush: FlushFn) -> No
     assert response.to_dict()["status"] == {"code": 0, "error_code": "Success", "reason": ""}
     for name, count in zip(names, counts, strict=True):
         assert backend.count(name) == count
+
+
+def test_the_progress_hook_ends_on_the_final_response(backend: Backend, flush: FlushFn) -> None:
+    """On Lite (Flush is synchronous: no wait) too, the hook sees the call complete."""
+    names = [backend.collection(200), backend.collection(10)]
+    seen: list[FlushSyncResponse] = []
+    response = flush(names, timeout=60, on_progress=seen.append)
+    assert seen and seen[-1] == response and seen[-1].flushed
+    assert all(not s.flushed for s in seen[:-1])
+    assert sum(state.flushed for state in seen[-1].collections.values()) == len(names)
 
 
 def test_one_name_duplicates_and_nothing_new(backend: Backend, flush: FlushFn) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from pymilvus.exceptions import MilvusException
+from pymilvus.exceptions import MilvusException, ParamError
 
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
 from pymilvus_flushsync._core import FlushMachine, Phase
@@ -19,14 +19,15 @@ from ..fakes import Answer, FakeRpcError, FakeServer, flush_reply, state_reply
 POLICY = FlushPolicy(tick_period=None, jitter=False)
 
 
-def drive(flavor: str, server: FakeServer, names: tuple[str, ...]) -> tuple[Any, list[float]]:
+def drive(
+    flavor: str, server: FakeServer, names: tuple[str, ...]
+) -> tuple[Any, list[FlushSyncResponse]]:
     """flush_sync of ``names`` through one driver; (response or error, progress calls)."""
     machine = FlushMachine(names, "", 10.0, POLICY)
-    progress: list[float] = []
+    progress: list[FlushSyncResponse] = []
 
     def hook(snapshot: FlushSyncResponse) -> None:
-        assert not snapshot.flushed
-        progress.append(snapshot.elapsed)
+        progress.append(snapshot)
 
     async def no_sleep(seconds: float) -> None:
         pass
@@ -66,13 +67,49 @@ def test_both_drivers_send_the_same_rpcs_and_return_the_same_answer() -> None:
         server = FakeServer(waits_then_flushes(3))
         response, progress = drive(flavor, server, ("a", "b", "c"))
         assert isinstance(response, FlushSyncResponse) and response.flushed
+        assert [s.flushed for s in progress] == [False, False, False, True]
+        assert progress[-1] is response  # once more at the end, with the final response
         results[flavor] = (server.sent, response.polls, len(progress), server.cancelled_in_flight)
     assert results["sync"] == results["async"]
-    sent, polls, waits, cancelled = results["sync"]
+    sent, polls, hooked, cancelled = results["sync"]
     assert sent[0] == ("Flush", ("a", "b", "c"))
     assert sent[1:5] == [("GetFlushState", ("a",))] * 4  # the watched one, alone
     assert sent[5:] == [("GetFlushState", ("b",)), ("GetFlushState", ("c",))]  # one round
-    assert (polls, waits, cancelled) == (6, 3, 0)
+    assert (polls, hooked, cancelled) == (6, 3 + 1, 0)  # 3 waits, then the final snapshot
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_progress_bar_reaches_its_total(flavor: str) -> None:
+    """The README's tqdm example over a server whose collections flip at polls 1, 3, 5."""
+    polls = 0
+
+    def answer(method: str, request: Any) -> Any:
+        nonlocal polls
+        if method == "Flush":
+            return flush_reply({name: [i] for i, name in enumerate(request.collection_names)})
+        polls += 1
+        flips = {"a": 1, "b": 3, "c": 5}
+        return state_reply(polls >= flips[request.collection_name])
+
+    response, progress = drive(flavor, FakeServer(answer), ("a", "b", "c"))
+    assert isinstance(response, FlushSyncResponse) and response.flushed
+    bar = [sum(state.flushed for state in s.collections.values()) for s in progress]
+    assert bar[-1] == 3 and bar == sorted(bar)  # it ends at 3/3, never going back
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize("hook", [42, "print", object()])
+def test_a_hook_that_is_not_callable_is_a_param_error_before_any_rpc(
+    flavor: str, hook: Any
+) -> None:
+    server = FakeServer(waits_then_flushes(0))
+    with pytest.raises(ParamError, match="on_progress"):
+        if flavor == "sync":
+            _sync.FlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
+        else:
+            call = _async.AsyncFlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
+            asyncio.run(call)
+    assert server.sent == []
 
 
 def test_both_drivers_cancel_the_rest_of_a_round_when_one_rpc_fails() -> None:
