@@ -29,7 +29,7 @@ import grpc
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import BROADCAST_FIELDS, current_db_name, endpoint
+from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
 from ._core import FlushAllMachine, FlushMachine, FlushPolicy, SendRpc
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._group import history_for
@@ -63,6 +63,7 @@ def prepare(
     names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
+    check_lite(client)
     return FlushMachine(
         names,
         current_db_name(client) if db is None else db,

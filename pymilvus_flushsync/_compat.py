@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import inspect
+import re
 from typing import Any
 
+import pymilvus
+from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 __all__ = [
     "BROADCAST_FIELDS",
+    "GRPC_MAX_TIMEOUT",
     "async_handler",
     "async_stub",
+    "check_lite",
     "current_db_name",
     "endpoint",
     "release_lite",
@@ -22,6 +29,11 @@ BROADCAST_FIELDS = (
     "flush_all_msgs" in milvus_pb2.FlushAllResponse.DESCRIPTOR.fields_by_name
     and "flush_all_tss" in milvus_pb2.GetFlushAllStateRequest.DESCRIPTOR.fields_by_name
 )
+
+#: The longest timeout a gRPC call takes: its C core holds a deadline as int64
+#: nanoseconds since the epoch, so ``now + 1e10`` s wraps into the past and the call
+#: fails at once with DEADLINE_EXCEEDED (measured: 1e10 fails, 1e9 works).
+GRPC_MAX_TIMEOUT = 1e9
 
 
 def current_db_name(client: Any) -> str:
@@ -57,6 +69,39 @@ def endpoint(client: Any) -> str:
     """The client's server address (``host:port``), known before it connects."""
     config = getattr(client, "_config", None)
     return str(getattr(config, "address", "") or getattr(client, "_using", "") or "")
+
+
+def check_lite(client: Any) -> None:
+    """Refuse, in one line, a Milvus Lite client whose milvus-lite cannot serve this
+    pymilvus: milvus-lite 3 serves pymilvus 2.6+'s protos only, and pymilvus 2.5 asks
+    just for ``milvus-lite>=2.4``, so pip pairs them (the demo's Flush works; listing
+    fails: ``ShowCollectionsResponse has no "shards_num" field``). pymilvus 2.5 keeps a
+    Lite client's ``.db`` path in ``_using``; 2.6+ is never refused."""
+    wanted = _lite_mismatch()
+    if wanted and str(getattr(client, "_using", "")).endswith(".db"):
+        raise MilvusException(message=wanted)
+
+
+@functools.cache
+def _lite_mismatch() -> str:
+    """What to install when this pymilvus and the installed milvus-lite do not pair;
+    ``""`` when they do (or milvus-lite is absent)."""
+    try:
+        lite = importlib.metadata.version("milvus-lite")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    if _major_minor(pymilvus.__version__) >= (2, 6) or _major_minor(lite) < (3, 0):
+        return ""
+    return (
+        f"milvus-lite {lite} serves pymilvus 2.6+ only, and this is pymilvus "
+        f'{pymilvus.__version__}: pip install "milvus-lite>=2.4,<3" "setuptools<81" '
+        '(or "pymilvus>=2.6")'
+    )
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def release_lite(uri: str) -> None:

@@ -736,9 +736,7 @@ class FlushMachine:
         )
         if last is not None:
             message += f"; last error: {last.describe()}"
-        response = self._response(
-            flushed=False, status=FlushStatus(code=1, error_code="FlushTimeout", reason=message)
-        )
+        response = self._response(flushed=False, status=FlushStatus.timed_out(message))
         error = FlushTimeoutError(message, response, pending)
         error.__cause__ = last.error if last else None
         return error

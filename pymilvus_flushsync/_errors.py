@@ -37,6 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from pymilvus.exceptions import ErrorCode, MilvusException, MilvusUnavailableException
+from pymilvus.grpc_gen import common_pb2
+
+from ._response import FlushStatus
 
 if TYPE_CHECKING:
     from ._response import FlushSyncResponse
@@ -47,7 +50,9 @@ __all__ = [
     "classify_exception",
     "classify_rpc_error",
     "classify_status",
+    "database_not_found",
     "interrupted",
+    "status_of",
     "undecodable",
 ]
 
@@ -82,6 +87,10 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _RETRYABLE_GRPC = _UNREACHABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 #: Milvus's status code for a collection that does not exist.
 COLLECTION_NOT_FOUND = int(ErrorCode.COLLECTION_NOT_FOUND)
+#: Milvus's status code for a database that does not exist (``merr.ErrDatabaseNotFound``).
+DATABASE_NOT_FOUND = 800
+#: How Milvus Lite says so instead, with code 6 to Flush and 1 to ShowCollections.
+_LITE_NO_DATABASE = re.compile(r"database '(.*)' does not exist")
 #: gRPC INTERNAL's number: the code of a reply that cannot be decoded (as the
 #: sync gRPC stub reports it: "Exception deserializing response!").
 _UNDECODABLE = int(grpc.StatusCode.INTERNAL.value[0])
@@ -149,6 +158,8 @@ def classify_status(status: Any, what: str) -> Failure | None:
     if code == 0 and legacy == 0:
         return None
     reason = status.reason or f"{what} failed"
+    if missing := _LITE_NO_DATABASE.fullmatch(reason):  # one code and message everywhere
+        return Failure(database_not_found(missing.group(1)))
     error = MilvusException(code=code or legacy, message=reason, compatible_code=legacy)
     if code in RETRYABLE_STATUS_CODES or legacy == _LEGACY_RATE_LIMIT:
         rate = _RATE.search(reason)
@@ -210,3 +221,21 @@ def collection_not_found(name: str, db_name: str) -> MilvusException:
         message=f"collection not found[database={db_name}][collection={name}]",
         compatible_code=4,  # common.ErrorCode.CollectionNotExists
     )
+
+
+def database_not_found(db_name: str) -> MilvusException:
+    """The error a real Milvus server gives for a database that does not exist."""
+    return MilvusException(
+        code=DATABASE_NOT_FOUND, message=f"database not found[database={db_name}]"
+    )
+
+
+def status_of(error: MilvusException) -> FlushStatus:
+    """An error as the Node SDK's ``status``: its code, the legacy code's name, its
+    message."""
+    if isinstance(error, FlushTimeoutError):
+        return error.response.status
+    legacy = int(getattr(error, "compatible_code", 0) or 0)
+    known = legacy != 0 and legacy in common_pb2.ErrorCode.values()
+    name = common_pb2.ErrorCode.Name(legacy) if known else "UnexpectedError"
+    return FlushStatus(code=int(error.code), error_code=name, reason=str(error.message))

@@ -17,8 +17,6 @@ import threading
 from types import ModuleType
 from typing import Any
 
-import wrapt
-
 __all__ = ["patch", "unpatch", "wrap"]
 
 _ADDED = ("flush_sync", "flush_all_sync", "flush_sync_policy")
@@ -56,6 +54,8 @@ def patch() -> None:
 
     Idempotent: a second call does nothing.
     """
+    import wrapt  # here, not at import: ``import pymilvus_flushsync`` stays light (the CLI)
+
     with _State.lock:
         _State.wanted = True
         if not _State.hooked:

@@ -33,6 +33,11 @@ class FlushStatus:
         """``{"code": ..., "error_code": ..., "reason": ...}``."""
         return {"code": self.code, "error_code": self.error_code, "reason": self.reason}
 
+    @classmethod
+    def timed_out(cls, reason: str) -> FlushStatus:
+        """The status of a call whose deadline passed (``FlushTimeoutError``'s)."""
+        return cls(code=1, error_code="FlushTimeout", reason=reason)
+
 
 @dataclass(frozen=True)
 class CollectionFlushState:
@@ -172,12 +177,18 @@ class FlushAllSyncResponse:
 
     def __repr__(self) -> str:
         databases = ", ".join(
-            f"{name} ({len(one.collections)} collections)" for name, one in self.databases.items()
+            f"{name} ({_count(len(one.collections), 'collection')})"
+            for name, one in self.databases.items()
         )
         return (
             f"FlushAllSyncResponse(flushed={self.flushed}, databases=[{databases}], "
             f"elapsed={self.elapsed:.3f}s, status={self.status.error_code})"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 collection``, ``2 collections``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 #: ``on_progress``: called with a snapshot (``flushed=False``) before every wait, and

@@ -16,9 +16,10 @@ import pytest
 
 import pymilvus_flushsync
 from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _progress_line, main
+from pymilvus_flushsync._compat import release_lite
 from pymilvus_flushsync._core import FlushMachine
 
-from ..helpers import Backend, broadcast_only
+from ..helpers import Backend, broadcast_only, server_only
 from ..hostile import FakeMilvus, hostile
 from ..interposer import BroadcastingInterposer
 
@@ -220,6 +221,15 @@ def test_an_invalid_uri_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2 and err.startswith("invalid --uri http://127.0.0.1:abc")
 
 
+def for_a_child(lite: Backend, rows: int = 10) -> str:
+    """A new collection of ``rows`` rows, with this process's hold on the Lite database
+    released so that a child process opens it (Lite locks its file per process)."""
+    name = lite.collection(rows)
+    lite.client.close()
+    release_lite(lite.uri)
+    return name
+
+
 def run_process(
     *args: str, env: dict[str, str] | None = None, cwd: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -262,6 +272,28 @@ def test_a_locked_lite_database_says_so_in_one_line(tmp_path: Path) -> None:
     assert result.stderr == f"another process holds the lock on {db}\n"
 
 
+#: Moments after the start at which Ctrl-C lands: importing pymilvus (about 0.8 s),
+#: connecting, the Flush in flight.
+CTRL_C_AT = (0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7)
+
+
+def test_ctrl_c_at_any_moment_is_130_and_one_line_or_death_by_sigint() -> None:
+    with hostile("never_answers") as server:
+        for delay in CTRL_C_AT:
+            process = subprocess.Popen(
+                [*AT_A_TERMINAL, "flush", "--uri", server.uri, "--timeout", "20", "c0"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=QUIET,
+            )
+            time.sleep(delay)  # not a synchronisation: the moment of the Ctrl-C
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+            outcome = (process.returncode, out, err)
+            assert outcome in [(130, "", "interrupted\n"), (-signal.SIGINT, "", "")], delay
+
+
 def test_ctrl_c_exits_130_with_one_line() -> None:
     with hostile("never_answers") as server:
         assert isinstance(server, FakeMilvus)
@@ -282,11 +314,7 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
 
 
 def test_a_reader_that_went_away_is_not_an_error(lite: Backend) -> None:
-    name = lite.collection(10)
-    lite.client.close()  # the child process opens the Lite database itself
-    from pymilvus_flushsync._compat import release_lite
-
-    release_lite(lite.uri)
+    name = for_a_child(lite)
     process = subprocess.Popen(
         [*CLI, "flush", "--uri", lite.uri, "--json", name],
         stdout=subprocess.PIPE,
@@ -319,3 +347,120 @@ def test_server_says_when_one_flush_all_sealed_everything(
     assert out.startswith("sealed by one FlushAll, broadcast on 16 channel(s)\n")
     assert f"  {name}: " in out
     assert broadcasting.flush_alls == 1
+
+
+def test_a_lite_path_in_milvus_uri_works_for_every_command(lite: Backend) -> None:
+    """pymilvus rejects a Lite path in ``$MILVUS_URI`` when imported; the command does not."""
+    name = for_a_child(lite)
+    env = {"MILVUS_URI": lite.uri}
+    assert run_process("--version", env=env).returncode == 0
+    help_ = run_process("flush", "--help", env=env)
+    assert (help_.returncode, help_.stderr) == (0, "") and "MILVUS_URI" in help_.stdout
+    result = run_process("flush", name, env=env)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.startswith("flushed: 1 collection(s)")
+
+
+@pytest.mark.parametrize("timeout", ["1e9", "1e10", "1e300", "none"])
+def test_any_timeout_the_library_takes_works(lite: Backend, timeout: str) -> None:
+    name = for_a_child(lite)  # a process's first connection is the one that failed
+    result = run_process("flush", "--uri", lite.uri, "--timeout", timeout, name)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.startswith("flushed: ")
+
+
+def _json_failure(out: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(out)
+    assert data["flushed"] is False
+    status = data["status"]
+    assert isinstance(status, dict) and set(status) == {"code", "error_code", "reason"}
+    return data
+
+
+#: (arguments, exit code, the status's code and error_code)
+JSON_FAILURES = [
+    (["ghost"], 1, 100, "CollectionNotExists"),  # the server's own refusal
+    (["--uri", "http://127.0.0.1:9", "c"], 1, 2, "UnexpectedError"),  # no connection
+    (["--uri", "./typo.db", "c"], 1, 1, "UnexpectedError"),  # no Lite database there
+    (["--uri", "http://127.0.0.1:abc", "c"], 2, 1, "UnexpectedError"),  # not a URI
+    (["--timeout", "soon", "c"], 2, 1, "IllegalArgument"),  # argparse's usage error
+    (["--all", "c"], 2, 1, "IllegalArgument"),
+]
+
+
+@pytest.mark.parametrize("case", JSON_FAILURES, ids=[" ".join(c[0]) for c in JSON_FAILURES])
+def test_json_on_an_error_prints_the_node_shaped_object(
+    lite: Backend, capsys: pytest.CaptureFixture[str], case: tuple[list[str], int, int, str]
+) -> None:
+    args, exit_code, code, error_code = case
+    uri = [] if "--uri" in args else ["--uri", lite.uri]
+    got, out, err = run_cli(capsys, "flush", "--json", *uri, *args)
+    assert got == exit_code
+    status = _json_failure(out)["status"]
+    assert isinstance(status, dict) and (status["code"], status["error_code"]) == (code, error_code)
+    assert err.strip().splitlines()[-1]  # the stderr line is still there
+
+
+def test_json_on_a_timeout_and_on_server_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with hostile("never_answers") as server:
+        got, out, err = run_cli(
+            capsys, "flush", "--json", "--uri", server.uri, "--timeout", "0.5", "c0"
+        )
+        assert got == 3 and "timed out" in err
+        assert _json_failure(out)["status"]["error_code"] == "FlushTimeout"  # type: ignore[index]
+    with hostile("denied") as server:
+        got, out, err = run_cli(capsys, "flush", "--json", "--uri", server.uri, "--all")
+        assert got == 1 and "PERMISSION_DENIED" in err
+        data = _json_failure(out)
+        assert data["status"]["code"] == 7  # type: ignore[index]
+        got, out, err = run_cli(capsys, "flush", "--json", "--uri", server.uri, "--server")
+        assert got == 1
+        assert _json_failure(out)["databases"] == {}  # flush_all_sync's shape
+
+
+SECRET = "s3cr3tpw"
+
+
+def _no_secret(result: subprocess.CompletedProcess[str], *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in result.stdout and secret not in result.stderr, result
+
+
+def test_a_secret_appears_in_no_output(lite: Backend) -> None:
+    name = for_a_child(lite)
+    uri_secret, token_secret, env_secret = f"{SECRET}u", f"{SECRET}t", f"{SECRET}e"
+    closed = f"http://root:{uri_secret}@127.0.0.1:9"
+    runs: list[subprocess.CompletedProcess[str]] = [
+        run_process("flush", "--uri", closed, "--timeout", "3", "a"),
+        run_process("flush", "--uri", closed, "--json", "--timeout", "3", "a"),
+        run_process("flush", "--uri", closed, "--token", f"root:{token_secret}", "a"),
+        run_process("flush", "--uri", closed, "a", env={"MILVUS_TOKEN": f"root:{env_secret}"}),
+        run_process("flush", "--uri", closed, "--timeout", "soon", "a"),
+        # succeeding: Lite takes (and ignores) a token
+        run_process("flush", "--uri", lite.uri, "--token", f"root:{token_secret}", "--json", name),
+        run_process("flush", "--uri", lite.uri, name, env={"MILVUS_TOKEN": env_secret}),
+    ]
+    with hostile("not_ready") as server:  # retried: one stderr line per retry
+        retried = server.uri.replace("://", f"://root:{uri_secret}@")
+        runs.append(run_process("flush", "--uri", retried, "--timeout", "1.5", "c0"))
+    assert [r.returncode for r in runs] == [1, 1, 1, 1, 2, 0, 0, 3]
+    assert "***@127.0.0.1:9" in runs[0].stderr
+    assert "not ready" in runs[-1].stderr  # the retry lines were printed, redacted
+    for result in runs:
+        _no_secret(result, uri_secret, token_secret, env_secret)
+
+
+@server_only
+def test_a_secret_in_a_uri_that_works_appears_in_no_output(backend: Backend) -> None:
+    name = backend.collection(10)
+    uri = backend.uri.replace("://", f"://root:{SECRET}@")
+    result = run_process("flush", "--uri", uri, "--json", name, env={"MILVUS_TOKEN": SECRET})
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, SECRET)
+
+
+def test_lite_says_what_it_reports(lite: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    name = lite.collection(1000)
+    code, out, _ = run_cli(capsys, "flush", "--uri", lite.uri, name)
+    assert code == 0
+    assert f"  {name}: " in out and "Milvus Lite persists at once and reports none" in out

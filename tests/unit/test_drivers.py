@@ -103,12 +103,16 @@ def test_a_hook_that_is_not_callable_is_a_param_error_before_any_rpc(
     flavor: str, hook: Any
 ) -> None:
     server = FakeServer(waits_then_flushes(0))
-    with pytest.raises(ParamError, match="on_progress"):
+
+    def flush() -> object:
         if flavor == "sync":
-            _sync.FlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
-        else:
-            call = _async.AsyncFlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
-            asyncio.run(call)
+            return _sync.FlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
+        return asyncio.run(
+            _async.AsyncFlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
+        )
+
+    with pytest.raises(ParamError, match="on_progress"):
+        flush()
     assert server.sent == []
 
 
