@@ -112,7 +112,7 @@ async def flush_shared(
         )
         batch.io.add_done_callback(_retrieved)
     try:
-        reply = await _result(batch.io, action.timeout, "Flush")
+        reply = await _result(batch.io, action.timeout, "Flush", batch.members)
     except BaseException:  # cancelled, or no answer in time: so is the Flush, if alone
         if group.done_waiting(batch):
             batch.io.cancel()
@@ -177,7 +177,8 @@ async def _ask(
     async def reply(wait: Any) -> Any:  # a shared flight's reply, or one already known
         if not isinstance(wait, Flight):
             return wait
-        return await _result(wait.call, action.timeout - (loop_time() - began), "GetFlushState")
+        left = action.timeout - (loop_time() - began)
+        return await _result(wait.call, left, "GetFlushState", wait.waiters)
 
     try:
         return [await reply(wait) for wait in waits]
@@ -186,13 +187,13 @@ async def _ask(
             call.cancel()
 
 
-async def _result(task: asyncio.Future[Any], seconds: float, what: str) -> Any:
+async def _result(task: asyncio.Future[Any], seconds: float, what: str, callers: int) -> Any:
     """A shared task's result, if it comes within ``seconds``; never cancels it.
     (``asyncio.wait``, not ``wait_for``: before Python 3.12, ``wait_for`` drops a
     cancellation that arrives as the awaited task completes.)"""
     done, _ = await asyncio.wait({task}, timeout=max(seconds, 0.0))
     if not done:
-        raise Unanswered(f"no answer to the shared {what} within this call's time")
+        raise Unanswered.late(what, callers)
     if task.cancelled():  # not by this call (that arrives at the wait): a closed channel
         raise Unanswered(f"the shared {what} was cancelled", grpc.StatusCode.CANCELLED)
     return task.result()

@@ -130,6 +130,12 @@ class Unanswered(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
     def details(self) -> str:
         return self._details
 
+    @classmethod
+    def late(cls, what: str, callers: int) -> Unanswered:
+        """No answer to ``what`` in this call's time; "shared" only when it was."""
+        shared = "shared " if callers > 1 else ""
+        return cls(f"no answer to the {shared}{what} within this call's time")
+
 
 @dataclass(eq=False)
 class Batch:

@@ -108,7 +108,8 @@ def flush_shared(
     if batch.io is None:
         raise Unanswered("the shared Flush was not sent: its leader stopped")
     try:
-        reply = _result(batch.io, action.timeout - (time.monotonic() - began), "Flush")
+        left = action.timeout - (time.monotonic() - began)
+        reply = _result(batch.io, left, "Flush", batch.members)
     except BaseException:  # Ctrl-C, or no answer in time: cancelled if no one else waits
         if group.done_waiting(batch):
             batch.io.cancel()
@@ -149,7 +150,7 @@ def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: o
     ]
     try:
         return [
-            _result(w.call, action.timeout - (time.monotonic() - began), "GetFlushState")
+            _result(w.call, action.timeout - (time.monotonic() - began), "GetFlushState", w.waiters)
             if isinstance(w, Flight)
             else w
             for w in waits
@@ -159,12 +160,12 @@ def _ask(group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: o
             call.cancel()
 
 
-def _result(call: Any, seconds: float, what: str) -> Any:
+def _result(call: Any, seconds: float, what: str, callers: int) -> Any:
     """A shared call's reply, if it comes within ``seconds``."""
     try:
         return call.result(timeout=max(seconds, 0.0))
     except grpc.FutureTimeoutError:
-        raise Unanswered(f"no answer to the shared {what} within this call's time") from None
+        raise Unanswered.late(what, callers) from None
 
 
 class FlushSyncMixin:

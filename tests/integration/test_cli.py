@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import io
 import json
@@ -13,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pymilvus.exceptions import MilvusException
 
 import pymilvus_flushsync
+from pymilvus_flushsync import AsyncMilvusClient
 from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _progress_line, main
 from pymilvus_flushsync._compat import release_lite
 from pymilvus_flushsync._core import FlushMachine
@@ -464,3 +467,42 @@ def test_lite_says_what_it_reports(lite: Backend, capsys: pytest.CaptureFixture[
     code, out, _ = run_cli(capsys, "flush", "--uri", lite.uri, name)
     assert code == 0
     assert f"  {name}: " in out and "Milvus Lite persists at once and reports none" in out
+
+
+def test_a_missing_database_is_one_code_and_one_message_everywhere(
+    lite: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Milvus Lite answers code 6 to Flush and 1 to ShowCollections; a real server 800."""
+    lite.database()  # skips on a Lite without databases
+    name = lite.collection(10)
+    said = "database not found[database=nodb]"
+    client = lite.client
+
+    async def in_asyncio() -> list[MilvusException]:
+        aclient = AsyncMilvusClient(lite.uri)
+        errors = []
+        try:
+            for call in (
+                lambda: aclient.flush_sync(name, db_name="nodb", timeout=10),
+                lambda: aclient.flush_all_sync(db_name="nodb", timeout=10),
+            ):
+                with pytest.raises(MilvusException) as info:
+                    await call()
+                errors.append(info.value)
+        finally:
+            await aclient.close()
+        return errors
+
+    errors = []
+    for sync_call in (
+        lambda: client.flush_sync(name, db_name="nodb", timeout=10),
+        lambda: client.flush_all_sync(db_name="nodb", timeout=10),
+    ):
+        with pytest.raises(MilvusException) as info:
+            sync_call()
+        errors.append(info.value)
+    errors += asyncio.run(in_asyncio())
+    assert [(e.code, e.message) for e in errors] == [(800, said)] * 4
+    for args in (["--all"], [name]):
+        code, _, err = run_cli(capsys, "flush", "--uri", lite.uri, "--db-name", "nodb", *args)
+        assert code == 1 and f"{said} (code 800)" in err

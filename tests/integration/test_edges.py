@@ -336,3 +336,30 @@ def test_lite_invalid_database_on_the_command_line(
     code, _, err, took = run_cli(capsys, "flush", "--uri", lite.uri, "--db-name", "x/y", name)
     assert code in (0, 1) and "next try" not in err and "Traceback" not in err
     assert took <= 2.0
+
+
+def _flush_alone(flavor: str, uri: str) -> None:
+    if flavor == "sync":
+        client = MilvusClient(uri)
+        try:
+            client.flush_sync("c0", timeout=DEADLINE)
+        finally:
+            client.close()
+        return
+
+    async def call() -> None:
+        client = AsyncMilvusClient(uri)
+        try:
+            await client.flush_sync("c0", timeout=DEADLINE)
+        finally:
+            await client.close()
+
+    asyncio.run(call())
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_lone_callers_timeout_does_not_speak_of_a_shared_flush(flavor: str) -> None:
+    with hostile("never_answers") as server, pytest.raises(FlushTimeoutError) as info:
+        _flush_alone(flavor, server.uri)
+    assert "no answer to the Flush" in info.value.message
+    assert "shared" not in info.value.message

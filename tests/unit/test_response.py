@@ -104,3 +104,9 @@ def test_the_all_databases_response_is_frozen_pickles_and_has_nodes_shape() -> N
     assert d["broadcast"] == {"dml_0": 11, "dml_1": 12}
     assert d["databases"]["db2"]["collections"]["a"]["segment_ids"] == [1, 2]
     assert repr(original).startswith("FlushAllSyncResponse(flushed=True, databases=[default (2")
+
+
+def test_reprs_count_in_good_english() -> None:
+    one = dataclasses.replace(response(), collections={"a": response().collections["a"]})
+    text = repr(FlushAllSyncResponse(True, {"x": one, "y": response()}, 1.0))
+    assert "x (1 collection)" in text and "y (2 collections)" in text
