@@ -14,6 +14,8 @@ docs/guarantees.md's "flush_all_sync and FlushAll":
 * otherwise: one machine per database (``every=True``: it lists its collections,
   flushes them and waits), after ``ListDatabases`` unless ``db_name`` names the one
   database. A FlushAll reply without per-channel messages falls back to this stage.
+  A server without databases (``ListDatabases`` UNIMPLEMENTED: Milvus Lite 2.x) has
+  the client's own only.
 """
 
 from __future__ import annotations
@@ -231,6 +233,9 @@ class AllDatabases:
             if failure is None:
                 return list(dict.fromkeys(reply.db_names))
         elif isinstance(reply, grpc.RpcError):
+            if reply.code() is grpc.StatusCode.UNIMPLEMENTED:  # Milvus Lite 2.x: no databases
+                logger.debug("flush_all_sync: no ListDatabases; the client's database only")
+                return [current_db_name(self._client)]
             failure = classify_rpc_error(reply, what)
         else:
             failure = classify_exception(reply, what) if isinstance(reply, Exception) else None

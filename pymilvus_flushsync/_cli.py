@@ -367,10 +367,25 @@ def _redacting(argv: list[str]) -> Iterator[None]:
         for secret in (userinfo, token):
             secrets.update({secret, secret.partition(":")[2]} - {""})
     _SECRETS[:] = sorted(secrets, key=len, reverse=True)
+    # pymilvus 2.5 logs its connection alias, which holds the userinfo, through its own
+    # stderr handler: every handler redacts too
+    loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+    handlers = {h for log in loggers if isinstance(log, logging.Logger) for h in log.handlers}
+    for handler in handlers:
+        handler.addFilter(_redact_record)
     try:
         yield
     finally:
+        for handler in handlers:
+            handler.removeFilter(_redact_record)
         _SECRETS.clear()
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """A log record's message with the secrets as ``***`` (a ``logging`` filter)."""
+    if _SECRETS:
+        record.msg, record.args = _redacted(record.getMessage()), None
+    return True
 
 
 def _shown(text: str) -> str:

@@ -110,6 +110,24 @@ def test_older_lines_get_one_flush_per_database_and_no_flush_all(flavor: str, ve
     assert sorted(response.databases["default"].collections) == ["a", "b"]
 
 
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_server_without_databases_flushes_the_clients_own(flavor: str) -> None:
+    """Milvus Lite 2.x answers ListDatabases UNIMPLEMENTED: it has one database."""
+    cluster = Cluster(version="2.4.10", databases={"default": ["a"]})
+
+    def unimplemented(request: Any) -> Any:
+        raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
+
+    cluster.on_ListDatabases = unimplemented  # type: ignore[method-assign]
+    server = FakeServer(cluster)
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert {db: list(one.collections) for db, one in response.databases.items()} == {
+        "default": ["a"]
+    }
+    assert methods(server)["Flush"] == 1
+
+
 @needs_fields
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_a_flush_all_reply_without_channel_messages_falls_back_per_database(
