@@ -46,7 +46,7 @@ from pymilvus import MilvusClient as PlainClient
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import MilvusClient
-from pymilvus_flushsync._core import broadcast_ticks, flush_state_request, sealed_state
+from pymilvus_flushsync._requests import broadcast_ticks, flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 from tests.helpers import DIM, Backend, rows
 from tests.interposer import BroadcastingInterposer

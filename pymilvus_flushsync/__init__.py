@@ -25,7 +25,7 @@ from ._patch import patch, unpatch, wrap
 
 if TYPE_CHECKING:
     from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
-    from ._core import Backoff, FlushPolicy
+    from ._schedule import Backoff, FlushPolicy
     from ._errors import FlushTimeoutError
     from ._response import (
         CollectionFlushState,
@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "AsyncFlushSyncMixin": "._async",
     "AsyncMilvusClient": "._async",
-    "Backoff": "._core",
+    "Backoff": "._schedule",
     "CollectionFlushState": "._response",
     "FlushAllSyncResponse": "._response",
-    "FlushPolicy": "._core",
+    "FlushPolicy": "._schedule",
     "FlushStatus": "._response",
     "FlushSyncMixin": "._sync",
     "FlushSyncResponse": "._response",

@@ -20,10 +20,11 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from ._call import AllDatabases, prepare
 from ._compat import async_handler, async_stub
-from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
+from ._core import Done, FlushMachine, SendRpc, Sleep
 from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._params import check_hook
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._schedule import FlushPolicy
+from ._steps import Shared
 
 __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
 
@@ -32,7 +33,6 @@ async def run(
     machine: FlushMachine,
     client: Any,
     *,
-    on_progress: ProgressHook | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> FlushSyncResponse:
     """Connect (on a client's first call; under the deadline, or the retry budget
@@ -48,19 +48,15 @@ async def run(
         while not isinstance(action := machine.next_action(), Done):
             with machine.expect(action) as outcome:
                 if isinstance(action, Sleep):
-                    if on_progress is not None:
-                        on_progress(machine.progress())
                     await sleep(action.seconds)
                     continue
                 stub = await async_stub(client)
-                if group is None or action.method not in ("Flush", "GetFlushState"):
+                if group is None or action.shared is None:
                     outcome.reply = await send(stub, action)
-                elif action.method == "Flush":
+                elif action.shared is Shared.FLUSH:
                     outcome.reply = [await flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
                     outcome.reply = await poll_shared(group, stub, action, machine)
-        if on_progress is not None:
-            on_progress(action.response)  # the final snapshot: a bar reaches its total
         return action.response
     finally:
         if group is not None:
@@ -261,9 +257,9 @@ class AsyncFlushSyncMixin:
             FlushTimeoutError: the deadline passed first (``.pending``, ``.response``).
             MilvusException: the server refused, with its code and reason.
         """
-        check_hook(on_progress)
-        machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        return await run(machine, self, on_progress=on_progress)
+        policy = self.flush_sync_policy
+        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
+        return await run(machine, self)
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

@@ -32,11 +32,12 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
-from ._core import FlushAllMachine, FlushMachine, FlushPolicy, SendRpc
+from ._core import FlushMachine, SendRpc, flush_all_machine
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
-from ._group import history_for
-from ._params import check_db_name, check_names, check_timeout
-from ._response import FlushAllSyncResponse, FlushSyncResponse
+from ._history import history_for
+from ._params import check_db_name, check_hook, check_names, check_timeout
+from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._schedule import FlushPolicy
 from ._ticks import TickModel, for_endpoint
 
 __all__ = ["AllDatabases", "broadcasts", "prepare"]
@@ -54,14 +55,16 @@ def prepare(
     every: bool = False,
     since: float | None = None,
     seal: bool = True,
+    on_progress: ProgressHook | None = None,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
 
     ``every=True`` (the CLI's ``--all``) ignores ``collection_names`` and flushes
     every collection of the database, listed under the same deadline; with
-    ``seal=False`` it only lists them.
+    ``seal=False`` it only lists them. ``on_progress``: the caller's hook.
     """
+    check_hook(on_progress)
     names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
@@ -75,6 +78,7 @@ def prepare(
         since=since,
         history=history_for(endpoint(client)),
         seal=seal,
+        on_progress=on_progress,
     )
 
 
@@ -132,7 +136,7 @@ class AllDatabases:
         self._stage = _Stage.SEALING
         self._names: list[str] = []  # the databases
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
-        self._broadcast: FlushAllMachine | None = None
+        self._broadcast: FlushMachine | None = None
         self._responses: list[FlushSyncResponse] = []
 
     def asks(self) -> list[SendRpc]:
@@ -168,7 +172,7 @@ class AllDatabases:
             if not names:
                 self._stage = _Stage.DONE
                 return []
-            self._broadcast = FlushAllMachine(
+            self._broadcast = flush_all_machine(
                 names,
                 check_timeout(self._timeout),
                 self._policy,

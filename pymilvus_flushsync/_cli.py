@@ -287,11 +287,13 @@ def _not_connected(
 def _flush(client: MilvusClient, job: _Job, *, timeout: float | None, as_json: bool) -> int:
     policy = client.flush_sync_policy
     names = job.names or None
+    hook = _progress_line(sys.stderr)
     machine = prepare(
-        client, names, job.db_name, timeout, policy, every=names is None, since=job.started
-    )
+        client, names, job.db_name, timeout, policy,
+        every=names is None, since=job.started, on_progress=hook,
+    )  # fmt: skip
     try:
-        response = run(machine, client, on_progress=_progress_line(sys.stderr))
+        response = run(machine, client)
     except FlushTimeoutError as exc:
         raise Failed(Exit.TIMEOUT, f"timed out: {_shown(exc.message)}", exc.response) from None
     except MilvusException as exc:

@@ -43,7 +43,7 @@ per 10 s by default). So calls on one client and database share:
   per-collection rate limit that re-send waits for the allowance the failed
   Flush spent: the price of one caller's mistake is one limit window). A rate
   limited batch is retried by its members together: they all wait for the
-  same moment (``FlushHistory``), so their retries form one batch again. A
+  same moment (``_history``), so their retries form one batch again. A
   cancelled or timed-out call leaves; a shared RPC is cancelled only when no
   call waits for it any more.
 
@@ -54,45 +54,34 @@ would bypass that caller's privileges.
 ``Group`` is bookkeeping only, under its own lock, which is never held while
 waiting (it is held to start a shared GetFlushState, which does not block); the
 drivers (``_sync``, ``_async``) start the RPCs and do the waiting.
-
-Rate limits (``FlushHistory``). A rate-limited Flush answers status 8 with
-``rate exceeded[rate=R]``: the collection may be flushed once per ``1/R`` s.
-Each endpoint remembers when it last sent an accepted Flush per collection, so
-a rejected one is retried just after that one's ``1/R`` s have passed instead
-of on the blind back-off (which would send several doomed Flush RPCs).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._core import SendRpc, flush_state_request, sealed_state
+from ._core import SendRpc
+from ._requests import flush_request, flush_state_request, sealed_state
 from ._errors import classify_status
 from ._response import CollectionFlushState
 
 __all__ = [
     "Batch",
     "Flight",
-    "FlushHistory",
     "Group",
     "Unanswered",
     "alone",
     "answers",
     "for_client",
-    "history_for",
     "split",
 ]
 
-#: How much later than ``last accepted + 1/rate`` a rate-limited Flush is retried:
-#: the server admitted the last one a little after we sent it.
-RATE_MARGIN = 0.1
 #: How long the members of a batch watch its lead instead of their own collections:
 #: collections sealed together flip within a tick or two; a lead that lags longer
 #: (another vchannel, a dropped collection) then delays no one.
@@ -108,8 +97,6 @@ FRESH = 0.010
 #: driver; 1 of 200 under a busy loop per core: no yield waits for a thread the OS has
 #: not run yet). Tasks yield with ``asyncio.sleep(0)``: the loop runs every ready task.
 HANDOFF = 0.0001
-#: Collections remembered per endpoint (oldest forgotten first).
-_HISTORY_SIZE = 4096
 
 
 class Unanswered(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
@@ -153,7 +140,7 @@ class Batch:
     landed: threading.Event = field(default_factory=threading.Event)  # io is done
 
     def request(self) -> Any:
-        return milvus_pb2.FlushRequest(db_name=self.db_name, collection_names=list(self.names))
+        return flush_request(self.db_name, list(self.names))
 
 
 @dataclass(eq=False)
@@ -384,35 +371,3 @@ def for_client(client: Any, db_name: str) -> Group:
     with _groups_lock:
         groups: dict[str, Group] = owner.setdefault(_GROUPS, {})
         return groups.setdefault(db_name, Group())
-
-
-class FlushHistory:
-    """When this process last sent an accepted Flush per collection, for one endpoint."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sent: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def accepted(self, db_name: str, names: Iterable[str], sent_at: float) -> None:
-        with self._lock:
-            for name in names:
-                self._sent[(db_name, name)] = sent_at
-                self._sent.move_to_end((db_name, name))
-            while len(self._sent) > _HISTORY_SIZE:
-                self._sent.popitem(last=False)
-
-    def retry_at(self, db_name: str, names: Iterable[str], rate: float) -> float | None:
-        """When a Flush of ``names`` rejected at ``rate`` per second should pass
-        (``None``: no accepted Flush of them is known)."""
-        with self._lock:
-            sent = [self._sent[(db_name, n)] for n in names if (db_name, n) in self._sent]
-        return max(sent) + 1 / rate + RATE_MARGIN if sent and rate > 0 else None
-
-
-_histories: dict[str, FlushHistory] = {}
-
-
-def history_for(endpoint: str) -> FlushHistory:
-    """The process-wide Flush history of one server endpoint."""
-    with _groups_lock:
-        return _histories.setdefault(endpoint, FlushHistory())

@@ -19,11 +19,12 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._call import AllDatabases, prepare
-from ._core import Done, FlushMachine, FlushPolicy, SendRpc, Sleep
+from ._core import Done, FlushMachine, SendRpc, Sleep
 from ._errors import interrupted
 from ._group import HANDOFF, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._params import check_hook
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._schedule import FlushPolicy
+from ._steps import Shared
 
 __all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
 
@@ -32,7 +33,6 @@ def run(
     machine: FlushMachine,
     client: Any,
     *,
-    on_progress: ProgressHook | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> FlushSyncResponse:
     """Drive ``machine`` to the end over ``client._get_connection()._stub``, read per
@@ -47,19 +47,15 @@ def run(
         while not isinstance(action := machine.next_action(), Done):
             with machine.expect(action) as outcome:
                 if isinstance(action, Sleep):
-                    if on_progress is not None:
-                        on_progress(machine.progress())
                     sleep(action.seconds)
                     continue
                 stub = client._get_connection()._stub
-                if group is None or action.method not in ("Flush", "GetFlushState"):
+                if group is None or action.shared is None:
                     outcome.reply = send(stub, action)
-                elif action.method == "Flush":
+                elif action.shared is Shared.FLUSH:
                     outcome.reply = [flush_shared(group, stub, action, policy.gather, sleep)]
                 else:
                     outcome.reply = poll_shared(group, stub, action, machine)
-        if on_progress is not None:
-            on_progress(action.response)  # the final snapshot: a bar reaches its total
         return action.response
     finally:
         if group is not None:
@@ -209,9 +205,9 @@ class FlushSyncMixin:
             MilvusException: the server refused (e.g. code 100 for a missing
                 collection), with the server's code and reason.
         """
-        check_hook(on_progress)
-        machine = prepare(self, collection_names, db_name, timeout, self.flush_sync_policy)
-        return run(machine, self, on_progress=on_progress)
+        policy = self.flush_sync_policy
+        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
+        return run(machine, self)
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

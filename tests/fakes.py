@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
+from pymilvus_flushsync import FlushPolicy
+
 
 class FakeClock:
     def __init__(self, now: float = 100.0) -> None:
@@ -92,7 +94,7 @@ class FakeServer:
     def client(self) -> Any:
         """A client whose connection has a sync stub and a ``grpc.aio`` stub on this server."""
         handler = SimpleNamespace(_stub=SyncStub(self), _async_stub=AioStub(self))
-        return SimpleNamespace(_get_connection=lambda: handler)
+        return SimpleNamespace(_get_connection=lambda: handler, flush_sync_policy=FlushPolicy())
 
 
 class FakeCall:

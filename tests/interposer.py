@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
-from pymilvus_flushsync._core import flush_state_request, sealed_state
+from pymilvus_flushsync._requests import flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 
 from .fakes import base36

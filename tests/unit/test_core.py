@@ -12,8 +12,9 @@ from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
-from pymilvus_flushsync._core import Deadline, Done, FlushMachine, SendRpc, Sleep
-from pymilvus_flushsync._group import FlushHistory
+from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._history import FlushHistory
+from pymilvus_flushsync._schedule import Deadline
 
 from ..fakes import (
     RATE_LIMITED,

@@ -12,7 +12,8 @@ import pytest
 from pymilvus.exceptions import MilvusException, ParamError
 
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
-from pymilvus_flushsync._core import FlushMachine, Phase
+from pymilvus_flushsync._core import FlushMachine
+from pymilvus_flushsync._steps import Phase
 
 from ..fakes import Answer, FakeRpcError, FakeServer, flush_reply, state_reply
 
@@ -23,24 +24,17 @@ def drive(
     flavor: str, server: FakeServer, names: tuple[str, ...]
 ) -> tuple[Any, list[FlushSyncResponse]]:
     """flush_sync of ``names`` through one driver; (response or error, progress calls)."""
-    machine = FlushMachine(names, "", 10.0, POLICY)
     progress: list[FlushSyncResponse] = []
-
-    def hook(snapshot: FlushSyncResponse) -> None:
-        progress.append(snapshot)
+    machine = FlushMachine(names, "", 10.0, POLICY, on_progress=progress.append)
 
     async def no_sleep(seconds: float) -> None:
         pass
 
     try:
         if flavor == "sync":
-            outcome: Any = _sync.run(
-                machine, server.client(), on_progress=hook, sleep=lambda seconds: None
-            )
+            outcome: Any = _sync.run(machine, server.client(), sleep=lambda seconds: None)
         else:
-            outcome = asyncio.run(
-                _async.run(machine, server.client(), on_progress=hook, sleep=no_sleep)
-            )
+            outcome = asyncio.run(_async.run(machine, server.client(), sleep=no_sleep))
     except MilvusException as error:
         outcome = error
         assert machine.phase is Phase.FAILED
@@ -143,13 +137,13 @@ def test_an_exception_of_the_callers_hook_fails_the_machine_and_goes_up(flavor: 
         raise Stop
 
     server = FakeServer(waits_then_flushes(5))
-    machine = FlushMachine(("a",), "", 10.0, POLICY)
+    machine = FlushMachine(("a",), "", 10.0, POLICY, on_progress=hook)
 
     def run() -> None:
         if flavor == "sync":
-            _sync.run(machine, server.client(), on_progress=hook, sleep=lambda seconds: None)
+            _sync.run(machine, server.client(), sleep=lambda seconds: None)
         else:
-            asyncio.run(_async.run(machine, server.client(), on_progress=hook))
+            asyncio.run(_async.run(machine, server.client()))
 
     with pytest.raises(Stop):
         run()

@@ -17,7 +17,7 @@ from pymilvus.grpc_gen import milvus_pb2
 from pymilvus_flushsync import FlushAllSyncResponse, FlushPolicy, FlushTimeoutError, _async, _sync
 from pymilvus_flushsync._call import broadcasts
 from pymilvus_flushsync._compat import BROADCAST_FIELDS
-from pymilvus_flushsync._core import broadcast_ticks
+from pymilvus_flushsync._requests import broadcast_ticks
 
 from ..fakes import Cluster, FakeRpcError, FakeServer, base36
 

@@ -1,0 +1,98 @@
+"""What one call knows of its collections, and the responses it reports from that.
+
+``Progress`` is the call's record: each collection's state (what Flush sealed,
+when it was reported flushed), which are still pending, how many polls were
+sent, and the database as the server named it. The machine's steps write it;
+every response, snapshot and ``FlushTimeoutError`` of the call is read from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ._errors import Failure, FlushTimeoutError
+from ._requests import DEFAULT_DB, sealed_state
+from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """One call's collections, as the server reported them.
+
+    Args:
+        names: the collections of the call (more may be ``listed`` later).
+        db_name: the database as the caller asked for it (``""``: the default).
+        start: the clock reading ``elapsed`` and each ``seconds`` count from.
+        clock: the call's monotonic clock.
+    """
+
+    def __init__(
+        self, names: tuple[str, ...], db_name: str, start: float, clock: Callable[[], float]
+    ) -> None:
+        self.requested_db = db_name
+        self.start = start
+        self._clock = clock
+        self.polled = 0
+        self._reply_db = ""
+        self.states: dict[str, CollectionFlushState] = {}
+        self.pending: list[str] = []
+        self.listed(names)
+
+    def listed(self, names: tuple[str, ...] | list[str]) -> None:
+        """The call's collections are ``names`` (in order), none flushed yet."""
+        self.states = {name: CollectionFlushState(name) for name in names}
+        self.pending = list(names)
+
+    def sealed(self, reply: Any) -> list[str]:
+        """A FlushResponse sealed the pending collections it names; the others, which
+        it does not mention (Milvus Lite; a missing collection), in order."""
+        self._reply_db = reply.db_name or self._reply_db
+        unmentioned = []
+        for name in self.pending:
+            if name in reply.coll_segIDs or name in reply.coll_flush_ts:
+                self.states[name] = sealed_state(self.states[name], reply)
+            else:
+                unmentioned.append(name)
+        return unmentioned
+
+    def flushed(self, name: str, now: float, flush_ts: int | None = None) -> None:
+        """``name`` was reported flushed at ``now`` (FlushAll: at ``flush_ts``)."""
+        state = replace(self.states[name], flushed=True, seconds=now - self.start)
+        self.states[name] = state if flush_ts is None else replace(state, flush_ts=flush_ts)
+        self.pending.remove(name)
+
+    @property
+    def db_name(self) -> str:
+        """The database, as the server named it once it answered."""
+        return self._reply_db or self.requested_db or DEFAULT_DB
+
+    def response(self, flushed: bool, status: FlushStatus | None = None) -> FlushSyncResponse:
+        """The call's response as it stands (a snapshot while ``flushed`` is false)."""
+        return FlushSyncResponse(
+            flushed=flushed,
+            collections=self.states,
+            db_name=self.db_name,
+            elapsed=self._clock() - self.start,
+            polls=self.polled,
+            status=status or FlushStatus(),
+        )
+
+    def timeout_error(
+        self, timeout: float | None, listed: bool, last: Failure | None
+    ) -> FlushTimeoutError:
+        """The ``FlushTimeoutError`` of the call as it stands (the deadline passed), its
+        cause the ``last`` failure."""
+        message = f"flush_sync did not finish within its {timeout:g} s deadline; " + (
+            f"not yet flushed: {', '.join(self.pending)}"
+            if listed
+            else "the collections were not yet listed"
+        )
+        if last is not None:
+            message += f"; last error: {last.describe()}"
+        response = self.response(flushed=False, status=FlushStatus.timed_out(message))
+        error = FlushTimeoutError(message, response, tuple(self.pending))
+        error.__cause__ = last.error if last else None
+        return error

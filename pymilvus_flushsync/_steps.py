@@ -1,0 +1,346 @@
+"""The steps of a call and the tables that chain them: what each phase sends, and
+where each answer leads.
+
+Theory
+======
+Milvus persists a collection in two steps. ``Flush(collection_names)`` seals the
+growing segments and answers at once with, per collection, the sealed segment
+IDs (``coll_segIDs``) and a flush timestamp (``coll_flush_ts``). The data is
+persisted when ``GetFlushState(segmentIDs, flush_ts, collection_name, db_name)``
+answers ``flushed=True``. Milvus Lite flushes synchronously and leaves its
+FlushResponse maps empty; it also skips collections that do not exist. So a
+name missing from ``coll_segIDs`` is checked with ``HasCollection`` first, and
+then polled like every other one: a real server and Lite give the same answers.
+
+A call is in one ``Phase``. Each phase but the two ends has one ``Step``: the
+RPC it sends, the reply type it expects, how its requests are built, how a
+successful reply is read (into an ``Event``) and how the step is described in
+logs and errors. A ``Table`` holds the steps of one kind of call and its moves,
+``phase -> {event: next phase}``, as h11's ``_state.py`` holds its transitions:
+``Table.move`` is the one place that checks a move, and raises ``IllegalMove``
+for any the table does not list. Every phase but DONE may move to FAILED (a
+final failure, the deadline, the retry budget, an exception mid-step). After a
+retried failure that may have cost the server its Flush (it was unreachable or
+restarting), the machine moves on ``LOST`` where the table lists it (back to
+the sealing phase), else it stays. The tables, as they read::
+
+    FLUSH (names given)     FLUSH -SEALED-> POLL          FLUSH -UNMENTIONED-> CHECK
+                            CHECK -CHECKED-> CHECK        CHECK -EXIST-> POLL
+                            POLL  -NOT_YET-> POLL         POLL  -FLUSHED-> DONE
+                            CHECK, POLL -LOST-> FLUSH
+    EVERY (names=None)      LIST -LISTED-> FLUSH          LIST -EMPTY-> DONE; then FLUSH's
+    LISTING (seal=False)    LIST -LISTED-> DONE           LIST -EMPTY-> DONE
+    FLUSH_ALL (2.6.8+)      FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
+                            POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
+                            POLL_ALL -LOST-> FLUSH_ALL
+
+``LIST`` (``ShowCollections``) lists every collection of a database under the
+same deadline. ``FLUSH_ALL`` is Milvus 2.6.8+'s FlushAll broadcast, for
+``flush_all_sync`` (docs/guarantees.md, "flush_all_sync and FlushAll"): its
+reply's per-channel messages give the time ticks GetFlushAllState is asked
+about; a reply without them is NOT_BROADCAST, and the caller then flushes per
+database (``_call.AllDatabases``). A new barrier is a new step and a table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymilvus.grpc_gen import milvus_pb2
+
+from ._errors import collection_not_found, undecodable
+from ._history import FlushHistory
+from ._progress import Progress
+from ._requests import (
+    DEFAULT_DB,
+    broadcast_ticks,
+    collection_names,
+    flush_request,
+    flush_state_request,
+)
+from ._schedule import Fail, PollSchedule
+
+__all__ = [
+    "EVERY",
+    "FLUSH",
+    "FLUSH_ALL",
+    "LISTING",
+    "Event",
+    "IllegalMove",
+    "Next",
+    "Phase",
+    "Shared",
+    "Step",
+    "Table",
+    "Work",
+]
+
+
+class Phase(enum.Enum):
+    """Where one call is (module docstring: the tables)."""
+
+    LIST = "list"  # ShowCollections: the database's collections
+    FLUSH = "flush"  # Flush: seal the pending collections
+    CHECK = "check"  # HasCollection: a name the Flush did not mention
+    POLL = "poll"  # GetFlushState: a round of polls
+    FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
+    POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Event(enum.Enum):
+    """What a step's reply said, or what befell the call (module docstring)."""
+
+    LISTED = "listed"  # the database has collections
+    EMPTY = "empty"  # it has none
+    SEALED = "sealed"  # the Flush answered for every pending name
+    UNMENTIONED = "unmentioned"  # it did not mention some: are they there?
+    CHECKED = "checked"  # one more exists; more to check
+    EXIST = "exist"  # every name exists
+    NOT_YET = "not_yet"  # a round of polls left some pending
+    FLUSHED = "flushed"  # everything is flushed
+    NOT_BROADCAST = "not_broadcast"  # a FlushAll without per-channel messages
+    LOST = "lost"  # a retried failure after which the server may have lost the Flush
+    FAILED = "failed"
+
+
+class Shared(enum.Enum):
+    """Which of a step's RPCs group commit may share among calls (``_group``)."""
+
+    FLUSH = "flush"
+    POLL = "poll"
+
+
+class IllegalMove(RuntimeError):
+    """A step asked for a move its table does not list (a bug, never the server's)."""
+
+
+@dataclass(eq=False)
+class Work:
+    """What a call's steps read and write: all of a call but its phase and retries."""
+
+    db: str  # as the caller asked for it ("": the server's default)
+    progress: Progress
+    polls: PollSchedule
+    clock: Callable[[], float]
+    history: FlushHistory | None = None  # the endpoint's accepted Flushes
+    sent_at: float = 0.0  # when the RPC being answered was sent
+    unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
+    broadcast: dict[str, int] = field(default_factory=dict)  # FLUSH_ALL: channel -> tick
+
+
+@dataclass(frozen=True)
+class Next:
+    """A step's reading of a successful reply: the event, and the delay it owes first."""
+
+    event: Event
+    delay: float = 0.0
+
+
+Requests = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One phase's RPC: how its requests are built from the call's ``Work``, and how a
+    successful reply (``reply``'s type, status checked) moves the call on.
+
+    ``polls``: its requests count as polls in the response; ``shared``: which group
+    commit shares; ``retry_at``: when a rate-limited refusal may pass (``_history``).
+    """
+
+    method: str
+    reply: type
+    build: Callable[[Work], Requests]
+    read: Callable[[Work, Requests, list[Any]], Next | Fail]
+    describe: Callable[[Requests], str]
+    polls: bool = False
+    shared: Shared | None = None
+    retry_at: Callable[[Work, float], float | None] | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """One kind of call: its first phase, its steps and its moves (module docstring)."""
+
+    name: str
+    first: Phase
+    steps: Mapping[Phase, Step]
+    moves: Mapping[Phase, Mapping[Event, Phase]]
+
+    def __post_init__(self) -> None:
+        ends = {Phase.DONE, Phase.FAILED}
+        targets = {to for row in self.moves.values() for to in row.values()}
+        reached = {self.first, *self.moves, *targets} - ends
+        if not reached <= set(self.steps) or not set(self.moves) <= set(self.steps):
+            raise ValueError(f"table {self.name}: a phase without a step")
+
+    def can(self, phase: Phase, event: Event) -> bool:
+        return event in self.moves.get(phase, {})
+
+    def move(self, phase: Phase, event: Event) -> Phase:
+        """The phase ``event`` leads to from ``phase``; ``IllegalMove`` if none."""
+        if event is Event.FAILED and phase is not Phase.DONE:
+            return Phase.FAILED
+        to = self.moves.get(phase, {}).get(event)
+        if to is None:
+            raise IllegalMove(f"{self.name}: no move from {phase.name} on {event.name}")
+        return to
+
+
+# -- the steps ----------------------------------------------------------------------
+
+
+def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    work.progress.listed(list(dict.fromkeys(replies[0].collection_names)))
+    return Next(Event.LISTED if work.progress.pending else Event.EMPTY)
+
+
+def _flush_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    pending = work.progress.pending
+    if work.history is not None:
+        work.history.accepted(work.db, pending, work.sent_at)
+    work.unchecked = work.progress.sealed(replies[0])
+    delay = work.polls.restart(work.clock(), len(pending))
+    return Next(Event.UNMENTIONED if work.unchecked else Event.SEALED, delay)
+
+
+def _flush_retry_at(work: Work, rate: float) -> float | None:
+    history = work.history
+    return None if history is None else history.retry_at(work.db, work.progress.pending, rate)
+
+
+def _check_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    name = requests[0].collection_name
+    if not replies[0].value:
+        return Fail(collection_not_found(name, work.progress.db_name))
+    work.unchecked.remove(name)
+    return Next(Event.CHECKED if work.unchecked else Event.EXIST)
+
+
+def _poll_build(work: Work) -> Requests:
+    states = work.progress.states
+    asked = work.polls.names(work.progress.pending)
+    return tuple(flush_state_request(work.db, states[name]) for name in asked)
+
+
+def _poll_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    now = work.clock()
+    flushed = [r.collection_name for r, one in zip(requests, replies, strict=True) if one.flushed]
+    for name in flushed:
+        work.progress.flushed(name, now)
+    waiting = len(flushed) < len(requests)
+    delay = work.polls.after_round(bool(flushed), waiting, work.sent_at, now)
+    return Next(Event.NOT_YET if work.progress.pending else Event.FLUSHED, delay)
+
+
+def _flush_all_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    try:
+        work.broadcast = broadcast_ticks(replies[0])
+    except ValueError as error:
+        return Fail(undecodable(f"FlushAll: {error}").error)
+    delay = work.polls.restart(work.clock())
+    return Next(Event.SEALED if work.broadcast else Event.NOT_BROADCAST, delay)
+
+
+def _poll_all_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    flushed, now = bool(replies[0].flushed), work.clock()
+    delay = work.polls.after_round(flushed, not flushed, work.sent_at, now)
+    if not flushed:
+        return Next(Event.NOT_YET, delay)
+    flush_ts = max(work.broadcast.values())
+    for name in list(work.progress.pending):
+        work.progress.flushed(name, now, flush_ts)
+    return Next(Event.FLUSHED, delay)
+
+
+def _per_collection(method: str) -> Callable[[Requests], str]:
+    return lambda requests: f"{method} {collection_names(requests)}"
+
+
+STEPS: Mapping[Phase, Step] = {
+    Phase.LIST: Step(
+        "ShowCollections",
+        milvus_pb2.ShowCollectionsResponse,
+        lambda work: (milvus_pb2.ShowCollectionsRequest(db_name=work.db),),
+        _list_read,
+        lambda requests: f"ShowCollections [database {requests[0].db_name or DEFAULT_DB!r}]",
+    ),
+    Phase.FLUSH: Step(
+        "Flush",
+        milvus_pb2.FlushResponse,
+        lambda work: (flush_request(work.db, work.progress.pending),),
+        _flush_read,
+        lambda requests: f"Flush {list(requests[0].collection_names)}",
+        shared=Shared.FLUSH,
+        retry_at=_flush_retry_at,
+    ),
+    Phase.CHECK: Step(
+        "HasCollection",
+        milvus_pb2.BoolResponse,
+        lambda work: (
+            milvus_pb2.HasCollectionRequest(db_name=work.db, collection_name=work.unchecked[0]),
+        ),
+        _check_read,
+        _per_collection("HasCollection"),
+    ),
+    Phase.POLL: Step(
+        "GetFlushState",
+        milvus_pb2.GetFlushStateResponse,
+        _poll_build,
+        _poll_read,
+        _per_collection("GetFlushState"),
+        polls=True,
+        shared=Shared.POLL,
+    ),
+    Phase.FLUSH_ALL: Step(
+        "FlushAll",
+        milvus_pb2.FlushAllResponse,
+        lambda work: (milvus_pb2.FlushAllRequest(),),
+        _flush_all_read,
+        lambda requests: "FlushAll",
+    ),
+    Phase.POLL_ALL: Step(
+        "GetFlushAllState",
+        milvus_pb2.GetFlushAllStateResponse,
+        lambda work: (milvus_pb2.GetFlushAllStateRequest(flush_all_tss=work.broadcast),),
+        _poll_all_read,
+        lambda requests: "GetFlushAllState",
+        polls=True,
+    ),
+}
+
+# -- the tables (module docstring) ----------------------------------------------------
+
+_SEAL_AND_WAIT: Mapping[Phase, Mapping[Event, Phase]] = {
+    Phase.FLUSH: {Event.SEALED: Phase.POLL, Event.UNMENTIONED: Phase.CHECK},
+    Phase.CHECK: {Event.CHECKED: Phase.CHECK, Event.EXIST: Phase.POLL, Event.LOST: Phase.FLUSH},
+    Phase.POLL: {Event.NOT_YET: Phase.POLL, Event.FLUSHED: Phase.DONE, Event.LOST: Phase.FLUSH},
+}
+FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
+EVERY = Table(
+    "flush_sync of every collection",
+    Phase.LIST,
+    STEPS,
+    {Phase.LIST: {Event.LISTED: Phase.FLUSH, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT},
+)
+LISTING = Table(
+    "listing", Phase.LIST, STEPS, {Phase.LIST: {Event.LISTED: Phase.DONE, Event.EMPTY: Phase.DONE}}
+)
+FLUSH_ALL = Table(
+    "FlushAll",
+    Phase.FLUSH_ALL,
+    STEPS,
+    {
+        Phase.FLUSH_ALL: {Event.SEALED: Phase.POLL_ALL, Event.NOT_BROADCAST: Phase.DONE},
+        Phase.POLL_ALL: {
+            Event.NOT_YET: Phase.POLL_ALL,
+            Event.FLUSHED: Phase.DONE,
+            Event.LOST: Phase.FLUSH_ALL,
+        },
+    },
+)
