@@ -25,7 +25,6 @@ from ._patch import patch, unpatch, wrap
 
 if TYPE_CHECKING:
     from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
-    from ._schedule import Backoff, FlushPolicy
     from ._errors import FlushTimeoutError
     from ._response import (
         CollectionFlushState,
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
         FlushStatus,
         FlushSyncResponse,
     )
+    from ._schedule import Backoff, FlushPolicy
     from ._sync import FlushSyncMixin, MilvusClient
 
 _LAZY = {

@@ -67,8 +67,8 @@ import grpc
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._core import SendRpc
-from ._requests import flush_request, flush_state_request, sealed_state
 from ._errors import classify_status
+from ._requests import flush_request, flush_state_request, sealed_state
 from ._response import CollectionFlushState
 
 __all__ = [

@@ -15,8 +15,8 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, FlushTimeoutError, _async, _sync
 from pymilvus_flushsync._core import FlushMachine
-from pymilvus_flushsync._requests import flush_state_request, sealed_state
 from pymilvus_flushsync._group import LEAD_FOR, Group, for_client
+from pymilvus_flushsync._requests import flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 
 from ..fakes import FakeServer, flush_reply, state_reply, status
