@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._patch import patch, unpatch, wrap
 
 if TYPE_CHECKING:
-    from ._async import AsyncFlushSyncMixin, AsyncMilvusClient
+    from ._clients import AsyncFlushSyncMixin, AsyncMilvusClient, FlushSyncMixin, MilvusClient
     from ._errors import FlushTimeoutError
     from ._response import (
         CollectionFlushState,
@@ -33,20 +33,19 @@ if TYPE_CHECKING:
         FlushSyncResponse,
     )
     from ._schedule import Backoff, FlushPolicy
-    from ._sync import FlushSyncMixin, MilvusClient
 
 _LAZY = {
-    "AsyncFlushSyncMixin": "._async",
-    "AsyncMilvusClient": "._async",
+    "AsyncFlushSyncMixin": "._clients",
+    "AsyncMilvusClient": "._clients",
     "Backoff": "._schedule",
     "CollectionFlushState": "._response",
     "FlushAllSyncResponse": "._response",
     "FlushPolicy": "._schedule",
     "FlushStatus": "._response",
-    "FlushSyncMixin": "._sync",
+    "FlushSyncMixin": "._clients",
     "FlushSyncResponse": "._response",
     "FlushTimeoutError": "._errors",
-    "MilvusClient": "._sync",
+    "MilvusClient": "._clients",
 }
 
 __all__ = [

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import grpc
-import pymilvus
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._call import AllDatabases, prepare
+from ._call import AllDatabases, connect_timeout, not_connected
 from ._compat import async_handler, async_stub
 from ._core import Done, FlushMachine, SendRpc, Sleep
 from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._schedule import FlushPolicy
 from ._steps import Shared
 
-__all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "run"]
+__all__ = ["connected", "flush_all", "run", "run_all", "send"]
 
 
 async def run(
@@ -39,12 +38,12 @@ async def run(
     without one), then drive ``machine`` to the end over the client's ``grpc.aio``
     stub, read per RPC."""
     policy = machine.policy
-    group = for_client(client, machine.requested_db) if policy.group_commit else None
+    group = for_client(client, machine.work.db) if policy.group_commit else None
     if group is not None:
         group.enter()
     try:
-        if not await connected(client, machine.connect_timeout()):
-            raise machine.not_connected()
+        if not await connected(client, connect_timeout(machine)):
+            raise not_connected(machine)
         while not isinstance(action := machine.next_action(), Done):
             with machine.expect(action) as outcome:
                 if isinstance(action, Sleep):
@@ -220,56 +219,6 @@ def _cancellable(call: Any) -> Any:
     return call if callable(getattr(call, "cancel", None)) else asyncio.ensure_future(call)
 
 
-class AsyncFlushSyncMixin:
-    """Adds ``async flush_sync`` to ``pymilvus.AsyncMilvusClient`` (or any class with
-    its ``async _get_connection()``). ``flush_sync_policy`` tunes polling and retries."""
-
-    flush_sync_policy: FlushPolicy = FlushPolicy()
-
-    async def flush_sync(
-        self,
-        collection_names: str | Sequence[str],
-        db_name: str | None = None,
-        timeout: float | None = None,
-        *,
-        on_progress: ProgressHook | None = None,
-    ) -> FlushSyncResponse:
-        """Flush collections and wait until Milvus reports them persisted.
-
-        The asyncio twin of ``FlushSyncMixin.flush_sync``: same arguments, same
-        ``FlushSyncResponse``, same errors. Connecting (on a client's first
-        call) counts against ``timeout`` too. Works with pymilvus 2.6+'s async
-        client and with 2.5's (whose ``_get_connection()`` is not a coroutine).
-
-        Args:
-            collection_names: a collection name, or a list or tuple of them.
-            db_name: the database; ``None`` for the client's current one.
-            timeout: seconds for the whole call; ``None`` waits without a deadline.
-            on_progress: called with a ``FlushSyncResponse`` snapshot
-                (``flushed=False``) before every wait, and with the final response
-                on success (``ProgressHook``).
-
-        Returns:
-            A frozen ``FlushSyncResponse`` with ``flushed=True``.
-
-        Raises:
-            ParamError: invalid arguments (before any RPC).
-            FlushTimeoutError: the deadline passed first (``.pending``, ``.response``).
-            MilvusException: the server refused, with its code and reason.
-        """
-        policy = self.flush_sync_policy
-        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
-        return await run(machine, self)
-
-    async def flush_all_sync(
-        self, timeout: float | None = None, db_name: str | None = None
-    ) -> FlushAllSyncResponse:
-        """Flush every collection of every database (or of ``db_name``) and wait until
-        Milvus reports them persisted: the asyncio twin of
-        ``FlushSyncMixin.flush_all_sync`` (same arguments, response and errors)."""
-        return await flush_all(self, db_name, timeout, self.flush_sync_policy)
-
-
 async def flush_all(
     client: Any, db_name: str | None, timeout: float | None, policy: FlushPolicy
 ) -> FlushAllSyncResponse:
@@ -277,8 +226,8 @@ async def flush_all(
     call = AllDatabases(client, db_name, timeout, policy)
     replies: list[Any] = []
     asks = call.asks()
-    if asks and not await connected(client, call.first.connect_timeout()):
-        raise call.first.not_connected()
+    if asks and not await connected(client, connect_timeout(call.first)):
+        raise not_connected(call.first)
     for ask in asks:
         try:
             replies.append((await send(await async_stub(client), ask))[0])
@@ -304,7 +253,3 @@ async def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncRe
     finally:
         for task in tasks:
             task.cancel()
-
-
-class AsyncMilvusClient(AsyncFlushSyncMixin, pymilvus.AsyncMilvusClient):  # type: ignore[misc]
-    """``pymilvus.AsyncMilvusClient`` with ``async flush_sync``; everything else is unchanged."""

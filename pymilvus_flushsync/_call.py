@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
-from pymilvus.exceptions import MilvusException
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
@@ -40,7 +40,7 @@ from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
 from ._ticks import TickModel, for_endpoint
 
-__all__ = ["AllDatabases", "broadcasts", "prepare"]
+__all__ = ["AllDatabases", "broadcasts", "connect_timeout", "not_connected", "prepare"]
 
 logger = logging.getLogger("pymilvus_flushsync")
 
@@ -80,6 +80,23 @@ def prepare(
         seal=seal,
         on_progress=on_progress,
     )
+
+
+def connect_timeout(machine: FlushMachine) -> float | None:
+    """How long a driver may spend connecting: what is left of the deadline; without
+    one, the retry budget (connecting is retried inside pymilvus)."""
+    left = machine.remaining()
+    return machine.policy.retry_budget if left is None else left
+
+
+def not_connected(machine: FlushMachine) -> MilvusException:
+    """Connecting took all of ``connect_timeout``: the machine FAILED, with a
+    ``FlushTimeoutError`` under a deadline, else the server is unavailable."""
+    if machine.remaining() is not None:
+        return machine.state.fail(machine.timeout_error())
+    budget = machine.policy.retry_budget
+    message = f"no connection to the server within the retry budget ({budget:g} s)"
+    return machine.state.fail(MilvusUnavailableException(code=2, message=message))
 
 
 def _ticks(client: Any, policy: FlushPolicy) -> TickModel | None:
@@ -181,7 +198,11 @@ class AllDatabases:
             )
             self._stage = _Stage.BROADCAST
             return [self._broadcast]
-        if self._stage is _Stage.BROADCAST and self._broadcast and not self._broadcast.broadcast:
+        if (
+            self._stage is _Stage.BROADCAST
+            and self._broadcast
+            and not self._broadcast.work.broadcast
+        ):
             logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
             self._broadcast, self._listed = None, []
             return self._per_database(seal=True)
@@ -209,7 +230,7 @@ class AllDatabases:
             flushed=True,
             databases=databases,
             elapsed=elapsed,
-            broadcast=broadcast.broadcast if broadcast else {},
+            broadcast=broadcast.work.broadcast if broadcast else {},
         )
 
     def _per_database(self, seal: bool) -> list[FlushMachine]:

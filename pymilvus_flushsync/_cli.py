@@ -29,6 +29,7 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from . import __version__
 from ._call import prepare
+from ._clients import MilvusClient
 from ._compat import GRPC_MAX_TIMEOUT, release_lite
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError, status_of
@@ -41,7 +42,7 @@ from ._response import (
     FlushSyncResponse,
     ProgressHook,
 )
-from ._sync import MilvusClient, flush_all, run
+from ._sync import flush_all, run
 
 #: Seconds the ``flush`` command waits by default (``--timeout none``: no deadline).
 DEFAULT_TIMEOUT = 600.0
@@ -73,6 +74,8 @@ connection: --uri, else $MILVUS_URI, else {DEFAULT_URI} (Milvus Lite);
   --token, else $MILVUS_TOKEN (keeps the token out of `ps`), else none. A URI's
   user:password and the token are shown as *** in everything printed.
 """
+
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URI", "EXIT_CODES", "Failed", "exit_code", "main"]
 
 Response = FlushSyncResponse | FlushAllSyncResponse
 

@@ -4,7 +4,8 @@ Theory
 ======
 A ``FlushMachine`` holds all state of one call: its ``Table`` and phase (what it
 sends and where each answer leads: ``_steps``, where the tables are drawn), its
-``Turn`` (whether it owes a sleep, is ready to send, or awaits a reply), its
+``Turn`` (whether it owes a sleep, is ready to send, or awaits a reply: both in
+``_state``, which checks every move), its
 ``Retries`` and ``PollSchedule`` (``_schedule``) and its ``Progress``
 (``_progress``). A driver asks what to do next, does it, and reports back; it
 decides nothing and the machine starts no I/O::
@@ -35,7 +36,6 @@ response.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import random
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+from pymilvus.exceptions import MilvusException
 
 from ._errors import (
     Failure,
@@ -61,7 +61,8 @@ from ._history import FlushHistory
 from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
 from ._schedule import Deadline, Fail, FlushPolicy, PollSchedule, Retries
-from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Event, Phase, Shared, Step, Table, Work
+from ._state import Event, Phase, Turn
+from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Shared, Step, Table, Work
 from ._ticks import TickModel
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
     "Outcome",
     "SendRpc",
     "Sleep",
-    "Turn",
     "flush_all_machine",
 ]
 
@@ -119,36 +119,19 @@ class Outcome:
     reply: Any = None
 
 
-class Turn(enum.Enum):
-    """Whose move it is within a phase: the states that ``_delay`` and ``_in_flight``
-    once hid."""
-
-    SEND = "send"  # next: the phase's RPC
-    SLEEP = "sleep"  # next: the delay the last answer owes
-    AWAIT = "await"  # an RPC is out: only its reply (or error) may come next
-
-
 class FlushMachine:
     """The state of one ``flush_sync`` call (see the module docstring).
 
     Args:
-        names: collection names, already checked and de-duplicated; ``None``
-            for every collection of the database (listed first).
-        db_name: the database to flush in; ``""`` for the server's default.
-        timeout: seconds for the whole call, or ``None`` for no deadline.
-        policy: poll and retry schedules.
-        clock: a monotonic clock, injectable for tests.
-        ticks: the endpoint's learned flush-completion phase, shared between
-            calls; ``None`` polls on ``policy.poll`` only.
-        since: the clock reading the deadline (and ``elapsed``) counts from, when
-            the call began before the machine (the CLI connects first); default now.
-        rng: the source of the retries' jitter, injectable for tests.
-        history: the endpoint's accepted Flush times, shared between calls, to
-            retry a rate-limited Flush when the limit allows it.
-        seal: ``False`` only lists (``flush_all_sync``, before one FlushAll).
-        table: the kind of call (``_steps``); by default from ``names`` and ``seal``.
-        on_progress: called with a snapshot before every sleep, and with the final
-            response (``ProgressHook``).
+        names: collection names, checked and de-duplicated; ``None``: every
+            collection of ``db_name`` (``""``: the server's default), listed first.
+        timeout: seconds for the whole call (``None``: no deadline), counted from
+            ``since`` (default: now; the CLI connects first).
+        clock, rng, ticks, history: the monotonic clock, the jitter's source, the
+            endpoint's learned tick phase (``None``: off) and accepted Flush times.
+        seal: ``False`` only lists; ``table``: the kind of call (``_steps``).
+        on_progress: called with a snapshot before every sleep and with the final
+            response (``ProgressHook``); what it raises fails the call, unchanged.
     """
 
     def __init__(
@@ -167,71 +150,66 @@ class FlushMachine:
         table: Table | None = None,
         on_progress: ProgressHook | None = None,
     ) -> None:
-        self._policy = policy = policy or FlushPolicy()
+        self.policy = policy = policy or FlushPolicy()
         self._clock, self._timeout, self._hook = clock, timeout, on_progress
         start = clock() if since is None else since
         self._deadline = Deadline.after(timeout, start)
         self.table = table or (FLUSH if names is not None else EVERY if seal else LISTING)
-        self.phase, self.turn = self.table.first, Turn.SEND
+        self.state = self.table.state()
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock)
-        self._work = Work(db_name, progress, PollSchedule(policy.poll, ticks), clock, history)
+        self.work = Work(db_name, progress, PollSchedule(policy.poll, ticks), clock, history)
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
-        self._owed = 0.0
         self._in_flight: SendRpc | None = None
-        self._error: MilvusException | None = None  # raised from FAILED
         self._stopped: MilvusException | None = None  # set by stop(), from any thread
 
     @property
-    def step(self) -> Step:
-        return self.table.steps[self.phase]
+    def phase(self) -> Phase:
+        return self.state.phase
 
     # -- what next? ---------------------------------------------------------------
 
     def next_action(self) -> Action:
         """The next step for the driver; raises when the call has failed or timed out."""
-        if self.turn is Turn.AWAIT:
-            raise RuntimeError(f"{self.step.method} is still waiting for its reply")
-        if self._stopped is not None and self.phase is not Phase.DONE:
-            self._fail(self._stopped)
-        if self.phase is Phase.FAILED:
-            assert self._error is not None
-            raise self._error
-        if self.phase is Phase.DONE:
-            response, hook, self._hook = self._work.progress.response(True), self._hook, None
-            if hook is not None:
-                hook(response)  # once: the final response (a bar reaches its total)
+        state = self.state
+        if state.turn is Turn.AWAIT:
+            raise RuntimeError(f"{self.table.steps[state.phase].method} awaits its reply")
+        if self._stopped is not None and state.phase is not Phase.DONE:
+            state.fail(self._stopped)
+        if state.error is not None:
+            raise state.error
+        if state.phase is Phase.DONE:
+            response, hook, self._hook = self.work.progress.response(True), self._hook, None
+            if hook is not None:  # once, the final response: a bar reaches its total
+                hook(response)
             return Done(response)
         now = self._clock()
         left = self._deadline.remaining(now)
         if left <= 0:
-            raise self._fail(self.timeout_error())
-        spent = self._retries.spent(now)
-        if spent is not None:
-            raise self._fail(spent.error)
+            raise state.fail(self.timeout_error())
+        if (spent := self._retries.spent(now)) is not None:
+            raise state.fail(spent.error)
         left = min(left, self._retries.budget_left(now))
-        if self.turn is Turn.SLEEP:
-            self.turn = Turn.SEND
+        if state.turn is Turn.SLEEP:
             self._report()
-            return Sleep(min(self._owed, left))
-        step = self.step
-        requests = step.build(self._work)
-        if step.polls:
-            self._work.progress.polled += len(requests)
-        timeout = min(left, self._policy.rpc_timeout)
+            return Sleep(min(state.slept(), left))
+        step = self.table.steps[state.phase]
+        requests = step.build(self.work)
+        self.work.progress.polled += len(requests) if step.polls else 0
+        timeout = min(left, self.policy.rpc_timeout)
         self._in_flight = SendRpc(step.method, requests, timeout, self._metadata, step.shared)
-        self.turn, self._work.sent_at = Turn.AWAIT, self._clock()
+        state.sent()
+        self.work.sent_at = self._clock()
         return self._in_flight
 
     def _report(self) -> None:
-        """A snapshot to the caller's hook, before a sleep (what it raises fails the
-        call and goes on up unchanged)."""
+        """A snapshot to the caller's hook, before a sleep."""
         if self._hook is not None:
             try:
                 self._hook(self.progress())
             except BaseException as exc:
-                self._fail(interrupted(exc))
+                self.state.fail(interrupted(exc))
                 raise
 
     # -- what happened ------------------------------------------------------------
@@ -247,147 +225,92 @@ class FlushMachine:
             yield outcome
         except Exception as exc:
             if not isinstance(action, SendRpc):
-                self._fail(interrupted(exc))
+                self.state.fail(interrupted(exc))
                 raise
             self.on_error(exc)
             return
         except BaseException as exc:
-            self._fail(interrupted(exc))
+            self.state.fail(interrupted(exc))
             raise
         if isinstance(action, SendRpc):
             self.on_reply(outcome.reply)
 
     def on_reply(self, reply: Any) -> None:
         """The reply (or the list of replies, in request order) of the last ``SendRpc``."""
-        action, step = self._answered(), self.step
+        action, step = self._answered()
         what = step.describe(action.requests)
         replies = list(reply) if isinstance(reply, (list, tuple)) else [reply]
-        if len(replies) != len(action.requests) or not all(
-            isinstance(one, step.reply) for one in replies
-        ):
-            return self._retry(undecodable(what), what)
-        for one in replies:
-            failure = classify_status(one.status, what)
-            if failure is not None:
-                return self._retry(failure, what)
+        failure = _failure(step, action, replies, what)
+        if failure is not None:
+            return self._retry(step, failure, what)
         self._retries.succeeded()
-        read = step.read(self._work, action.requests, replies)
+        read = step.read(self.work, action.requests, replies)
         if isinstance(read, Fail):
-            self._fail(read.error)
+            self.state.fail(read.error)
             return None
-        self._move(read.event)
-        return self._owe(read.delay)
+        self.state.move(read.event)
+        return self.state.owe(read.delay)
 
     def on_error(self, exc: Exception) -> None:
         """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
         classified; anything else is final (``_errors.classify_exception``)."""
-        action = self._answered()
+        action, step = self._answered()
         if self._retries.cut_short(exc, self._deadline.remaining(self._clock())):
             return  # next_action raises the FlushTimeoutError, caused by the last error
-        what = self.step.describe(action.requests)
+        what = step.describe(action.requests)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
-        self._retry(classify(exc, what), what)
+        self._retry(step, classify(exc, what), what)
 
     def stop(self, error: MilvusException) -> None:
-        """Another part of the same request failed (``flush_all_sync``: another
-        database): the next ``next_action`` raises ``error``. Safe from any thread."""
+        """Another part of the call failed: ``next_action`` raises ``error`` (any thread)."""
         self._stopped = error
 
-    def _answered(self) -> SendRpc:
+    def _answered(self) -> tuple[SendRpc, Step]:
+        self.state.answered()
         action, self._in_flight = self._in_flight, None
-        if action is None or self.turn is not Turn.AWAIT:
-            raise RuntimeError("no RPC is waiting for a reply")
-        self.turn = Turn.SEND
-        return action
+        assert action is not None
+        return action, self.table.steps[self.state.phase]
 
-    def _retry(self, failure: Failure, what: str) -> None:
-        """A failed RPC: what ``Retries`` decides (module docstring)."""
-        step, now, work = self.step, self._clock(), self._work
+    def _retry(self, step: Step, failure: Failure, what: str) -> None:
+        """A failed RPC: what ``Retries`` decides (``_schedule``)."""
+        work, rate = self.work, failure.rate
         work.polls.interrupted()
-        rate = failure.rate
         at = step.retry_at(work, rate) if step.retry_at and rate is not None else None
-        decision = self._retries.decide(failure, work.sent_at, now, allowed_at=at)
+        decision = self._retries.decide(failure, work.sent_at, self._clock(), what, at)
         if isinstance(decision, Fail):
-            self._fail(decision.error)
+            self.state.fail(decision.error)
             return
-        if decision.reflush and self.table.can(self.phase, Event.LOST):
-            self._move(Event.LOST)
-        self._owe(decision.delay)
-        logger.info(
-            "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
-            what,
-            failure.describe(what),
-            decision.delay,
-            self._retries.attempt,
-        )
-
-    def _move(self, event: Event) -> None:
-        """The one place the phase changes: as the table says, or ``IllegalMove``."""
-        self.phase = self.table.move(self.phase, event)
-
-    def _owe(self, delay: float) -> None:
-        self._owed, self.turn = delay, Turn.SLEEP if delay > 0 else Turn.SEND
-
-    def _fail(self, error: MilvusException) -> MilvusException:
-        """Move to FAILED: every later ``next_action`` raises ``error``."""
-        self._in_flight, self._error, self.turn = None, error, Turn.SEND
-        self._move(Event.FAILED)
-        return error
+        if decision.reflush and self.state.can(Event.LOST):
+            self.state.move(Event.LOST)
+        self.state.owe(decision.delay)
 
     # -- results ------------------------------------------------------------------
-
-    @property
-    def policy(self) -> FlushPolicy:
-        return self._policy
-
-    @property
-    def requested_db(self) -> str:
-        """The database as the caller asked for it (``""``: the server's default)."""
-        return self._work.db
-
-    @property
-    def db_name(self) -> str:
-        """The database, as the server named it once it answered."""
-        return self._work.progress.db_name
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        """Collections not yet reported flushed."""
-        return tuple(self._work.progress.pending)
-
-    @property
-    def broadcast(self) -> dict[str, int]:
-        """FlushAll's channels and their time ticks (empty: not broadcast)."""
-        return self._work.broadcast
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (``None`` without one; 0 once passed)."""
         left = self._deadline.remaining(self._clock())
         return None if math.isinf(left) else max(0.0, left)
 
-    def connect_timeout(self) -> float | None:
-        """How long a driver may spend connecting: what is left of the deadline;
-        without one, the retry budget (connecting is retried inside pymilvus)."""
-        left = self.remaining()
-        return self._policy.retry_budget if left is None else left
-
-    def not_connected(self) -> MilvusException:
-        """Connecting took all of ``connect_timeout()``: FAILED, with a
-        ``FlushTimeoutError`` under a deadline, else the server is unavailable."""
-        if self._timeout is not None:
-            return self._fail(self.timeout_error())
-        budget = self._policy.retry_budget
-        message = f"no connection to the server within the retry budget ({budget:g} s)"
-        return self._fail(MilvusUnavailableException(code=2, message=message))
-
     def progress(self) -> FlushSyncResponse:
         """A snapshot of the progress so far (``flushed`` is ``False`` until done)."""
-        return self._work.progress.response(flushed=self.phase is Phase.DONE)
+        return self.work.progress.response(flushed=self.phase is Phase.DONE)
 
     def timeout_error(self) -> FlushTimeoutError:
         """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
         listed = self.phase is not Phase.LIST
-        return self._work.progress.timeout_error(self._timeout, listed, self._retries.last)
+        return self.work.progress.timeout_error(self._timeout, listed, self._retries.last)
+
+
+def _failure(step: Step, action: SendRpc, replies: list[Any], what: str) -> Failure | None:
+    """What is wrong with the replies to ``action``: not one of the step's reply type
+    per request (undecodable), or a status that is not success."""
+    if len(replies) != len(action.requests) or not all(isinstance(r, step.reply) for r in replies):
+        return undecodable(what)
+    for one in replies:
+        failure = classify_status(one.status, what)
+        if failure is not None:
+            return failure
+    return None
 
 
 def flush_all_machine(

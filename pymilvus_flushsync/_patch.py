@@ -96,8 +96,7 @@ def _apply(module: ModuleType) -> None:
 
 
 def _targets(module: ModuleType) -> list[tuple[type, type]]:
-    from ._async import AsyncFlushSyncMixin  # these import pymilvus: only once it is loaded
-    from ._sync import FlushSyncMixin
+    from ._clients import AsyncFlushSyncMixin, FlushSyncMixin  # they import pymilvus
 
     return [
         (module.MilvusClient, FlushSyncMixin),

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from ._async import AsyncFlushSyncMixin
-from ._sync import FlushSyncMixin
+from ._clients import AsyncFlushSyncMixin, FlushSyncMixin
 
 __all__ = ["AsyncClientProxy", "SyncClientProxy"]
 

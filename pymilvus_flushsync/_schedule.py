@@ -191,11 +191,16 @@ class Retries:
         )
 
     def decide(
-        self, failure: Failure, sent_at: float, now: float, allowed_at: float | None = None
+        self,
+        failure: Failure,
+        sent_at: float,
+        now: float,
+        what: str,
+        allowed_at: float | None = None,
     ) -> Decision:
-        """A failure of an RPC sent at ``sent_at``: fail at once unless it is retryable;
-        else retry after the back-off, or at ``allowed_at`` (when a rate limit lets the
-        RPC pass) if that is later than now."""
+        """A failure of ``what``, sent at ``sent_at``: fail at once unless it is
+        retryable; else retry after the back-off, or at ``allowed_at`` (when a rate
+        limit lets the RPC pass) if that is later than now."""
         if not failure.retryable:
             return Fail(failure.error)
         self.last = failure
@@ -205,6 +210,13 @@ class Retries:
         self.attempt += 1
         if allowed_at is not None and allowed_at > now:
             delay = allowed_at - now  # every caller of a batch waits until then
+        logger.info(
+            "flush_sync: %s failed (%s); next try in %.2f s (retry %d)",
+            what,
+            failure.describe(what),
+            delay,
+            self.attempt,
+        )
         return Retry(delay, reflush=failure.reflush)
 
     def succeeded(self) -> None:

@@ -12,13 +12,12 @@ FlushResponse maps empty; it also skips collections that do not exist. So a
 name missing from ``coll_segIDs`` is checked with ``HasCollection`` first, and
 then polled like every other one: a real server and Lite give the same answers.
 
-A call is in one ``Phase``. Each phase but the two ends has one ``Step``: the
-RPC it sends, the reply type it expects, how its requests are built, how a
-successful reply is read (into an ``Event``) and how the step is described in
-logs and errors. A ``Table`` holds the steps of one kind of call and its moves,
-``phase -> {event: next phase}``, as h11's ``_state.py`` holds its transitions:
-``Table.move`` is the one place that checks a move, and raises ``IllegalMove``
-for any the table does not list. Every phase but DONE may move to FAILED (a
+A call is in one ``Phase`` (``_state``). Each phase but the two ends has one
+``Step``: the RPC it sends, the reply type it expects, how its requests are
+built, how a successful reply is read (into an ``Event``) and how the step is
+described in logs and errors. A ``Table`` holds the steps of one kind of call
+and its moves, ``phase -> {event: next phase}``, which ``_state.CallState``
+checks, in one place, at every move. Every phase but DONE may move to FAILED (a
 final failure, the deadline, the retry budget, an exception mid-step). After a
 retried failure that may have cost the server its Flush (it was unreachable or
 restarting), the machine moves on ``LOST`` where the table lists it (back to
@@ -62,16 +61,14 @@ from ._requests import (
     flush_state_request,
 )
 from ._schedule import Fail, PollSchedule
+from ._state import CallState, Event, Moves, Phase
 
 __all__ = [
     "EVERY",
     "FLUSH",
     "FLUSH_ALL",
     "LISTING",
-    "Event",
-    "IllegalMove",
     "Next",
-    "Phase",
     "Shared",
     "Step",
     "Table",
@@ -79,44 +76,11 @@ __all__ = [
 ]
 
 
-class Phase(enum.Enum):
-    """Where one call is (module docstring: the tables)."""
-
-    LIST = "list"  # ShowCollections: the database's collections
-    FLUSH = "flush"  # Flush: seal the pending collections
-    CHECK = "check"  # HasCollection: a name the Flush did not mention
-    POLL = "poll"  # GetFlushState: a round of polls
-    FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
-    POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
-    DONE = "done"
-    FAILED = "failed"
-
-
-class Event(enum.Enum):
-    """What a step's reply said, or what befell the call (module docstring)."""
-
-    LISTED = "listed"  # the database has collections
-    EMPTY = "empty"  # it has none
-    SEALED = "sealed"  # the Flush answered for every pending name
-    UNMENTIONED = "unmentioned"  # it did not mention some: are they there?
-    CHECKED = "checked"  # one more exists; more to check
-    EXIST = "exist"  # every name exists
-    NOT_YET = "not_yet"  # a round of polls left some pending
-    FLUSHED = "flushed"  # everything is flushed
-    NOT_BROADCAST = "not_broadcast"  # a FlushAll without per-channel messages
-    LOST = "lost"  # a retried failure after which the server may have lost the Flush
-    FAILED = "failed"
-
-
 class Shared(enum.Enum):
     """Which of a step's RPCs group commit may share among calls (``_group``)."""
 
     FLUSH = "flush"
     POLL = "poll"
-
-
-class IllegalMove(RuntimeError):
-    """A step asked for a move its table does not list (a bug, never the server's)."""
 
 
 @dataclass(eq=False)
@@ -170,26 +134,18 @@ class Table:
     name: str
     first: Phase
     steps: Mapping[Phase, Step]
-    moves: Mapping[Phase, Mapping[Event, Phase]]
+    moves: Moves
 
     def __post_init__(self) -> None:
         ends = {Phase.DONE, Phase.FAILED}
         targets = {to for row in self.moves.values() for to in row.values()}
         reached = {self.first, *self.moves, *targets} - ends
-        if not reached <= set(self.steps) or not set(self.moves) <= set(self.steps):
+        if not reached <= set(self.steps):
             raise ValueError(f"table {self.name}: a phase without a step")
 
-    def can(self, phase: Phase, event: Event) -> bool:
-        return event in self.moves.get(phase, {})
-
-    def move(self, phase: Phase, event: Event) -> Phase:
-        """The phase ``event`` leads to from ``phase``; ``IllegalMove`` if none."""
-        if event is Event.FAILED and phase is not Phase.DONE:
-            return Phase.FAILED
-        to = self.moves.get(phase, {}).get(event)
-        if to is None:
-            raise IllegalMove(f"{self.name}: no move from {phase.name} on {event.name}")
-        return to
+    def state(self) -> CallState:
+        """A call's state at the table's first phase."""
+        return CallState(self.name, self.first, self.moves)
 
 
 # -- the steps ----------------------------------------------------------------------
@@ -316,7 +272,7 @@ STEPS: Mapping[Phase, Step] = {
 
 # -- the tables (module docstring) ----------------------------------------------------
 
-_SEAL_AND_WAIT: Mapping[Phase, Mapping[Event, Phase]] = {
+_SEAL_AND_WAIT: Moves = {
     Phase.FLUSH: {Event.SEALED: Phase.POLL, Event.UNMENTIONED: Phase.CHECK},
     Phase.CHECK: {Event.CHECKED: Phase.CHECK, Event.EXIST: Phase.POLL, Event.LOST: Phase.FLUSH},
     Phase.POLL: {Event.NOT_YET: Phase.POLL, Event.FLUSHED: Phase.DONE, Event.LOST: Phase.FLUSH},

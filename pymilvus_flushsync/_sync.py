@@ -8,25 +8,24 @@ decisions live in ``_core``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
 
 import grpc
-import pymilvus
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._call import AllDatabases, prepare
+from ._call import AllDatabases
 from ._core import Done, FlushMachine, SendRpc, Sleep
 from ._errors import interrupted
 from ._group import HANDOFF, Flight, Group, Unanswered, alone, answers, for_client, split
-from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._schedule import FlushPolicy
 from ._steps import Shared
 
-__all__ = ["FlushSyncMixin", "MilvusClient", "ProgressHook", "run"]
+__all__ = ["flush_all", "run", "run_all", "send"]
 
 
 def run(
@@ -40,7 +39,7 @@ def run(
     ``policy.group_commit``, Flush and GetFlushState are shared with the client's
     other calls (``_group``)."""
     policy = machine.policy
-    group = for_client(client, machine.requested_db) if policy.group_commit else None
+    group = for_client(client, machine.work.db) if policy.group_commit else None
     if group is not None:
         group.enter()
     try:
@@ -164,73 +163,6 @@ def _result(call: Any, seconds: float, what: str, callers: int) -> Any:
         raise Unanswered.late(what, callers) from None
 
 
-class FlushSyncMixin:
-    """Adds ``flush_sync`` to ``pymilvus.MilvusClient`` (or any class with its
-    ``_get_connection()``). ``flush_sync_policy`` tunes polling and retries, on the
-    class or on one client."""
-
-    flush_sync_policy: FlushPolicy = FlushPolicy()
-
-    def flush_sync(
-        self,
-        collection_names: str | Sequence[str],
-        db_name: str | None = None,
-        timeout: float | None = None,
-        *,
-        on_progress: ProgressHook | None = None,
-    ) -> FlushSyncResponse:
-        """Flush collections and wait until Milvus reports them persisted.
-
-        One Flush RPC seals every collection's growing segments; then
-        GetFlushState is polled until each is flushed. ``timeout`` bounds the
-        whole call: every RPC, retry back-off and sleep share one deadline.
-
-        Args:
-            collection_names: a collection name, or a list or tuple of them
-                (duplicates are collapsed, order kept).
-            db_name: the database; ``None`` for the client's current one. It is
-                used for this call only; the client's database does not change.
-            timeout: seconds for the whole call; ``None`` waits without a deadline.
-            on_progress: called with a ``FlushSyncResponse`` snapshot
-                (``flushed=False``) before every wait, and with the final response
-                on success, e.g. to draw a progress bar (``ProgressHook``).
-
-        Returns:
-            A frozen ``FlushSyncResponse`` with ``flushed=True``.
-
-        Raises:
-            ParamError: invalid arguments (before any RPC).
-            FlushTimeoutError: the deadline passed first; ``.pending`` names what
-                was not flushed, ``.response`` the progress.
-            MilvusException: the server refused (e.g. code 100 for a missing
-                collection), with the server's code and reason.
-        """
-        policy = self.flush_sync_policy
-        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
-        return run(machine, self)
-
-    def flush_all_sync(
-        self, timeout: float | None = None, db_name: str | None = None
-    ) -> FlushAllSyncResponse:
-        """Flush every collection of every database (or of ``db_name``) and wait until
-        Milvus reports them persisted: pymilvus's ``flush_all`` with ``flush_sync``'s
-        contract. ``ListDatabases``, then per database ShowCollections, one Flush
-        and the polls, every database at once, all under one deadline.
-
-        Args:
-            timeout: seconds for the whole call; ``None`` waits without a deadline.
-            db_name: only this database; ``None`` for every database of the server.
-
-        Returns:
-            A frozen ``FlushAllSyncResponse``: one ``FlushSyncResponse`` per database.
-
-        Raises:
-            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``; the
-            first database's failure ends the call (the others stop).
-        """
-        return flush_all(self, db_name, timeout, self.flush_sync_policy)
-
-
 def flush_all(
     client: Any,
     db_name: str | None,
@@ -272,7 +204,3 @@ def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse
         raise
     finally:
         pool.shutdown(wait=False)
-
-
-class MilvusClient(FlushSyncMixin, pymilvus.MilvusClient):  # type: ignore[misc]
-    """``pymilvus.MilvusClient`` with ``flush_sync``; everything else is unchanged."""

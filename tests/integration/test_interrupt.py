@@ -11,7 +11,7 @@ from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import _sync
 from pymilvus_flushsync._call import prepare
-from pymilvus_flushsync._steps import Phase
+from pymilvus_flushsync._state import Phase
 
 from ..helpers import Backend
 

@@ -52,6 +52,11 @@ def rpc(m: FlushMachine) -> SendRpc:
     return action
 
 
+def pending(m: FlushMachine) -> list[str]:
+    """The collections the machine's progress does not report flushed yet."""
+    return [name for name, state in m.progress().collections.items() if not state.flushed]
+
+
 def test_flush_first_with_all_names_db_and_capped_timeout() -> None:
     m, _ = machine(["a", "b"], timeout=10.0, db="db2")
     action = rpc(m)
@@ -66,7 +71,7 @@ def test_default_database_sends_no_metadata_and_reports_server_name() -> None:
     m, _ = machine()
     assert rpc(m).metadata is None
     m.on_reply(flush_reply({"a": [1]}, db_name="default"))
-    assert m.db_name == "default"
+    assert m.progress().db_name == "default"
 
 
 def test_real_server_path_polls_with_segments_and_flush_ts() -> None:
@@ -176,7 +181,7 @@ def test_watches_one_collection_then_sweeps_the_rest_in_one_round() -> None:
     sweep = rpc(m)  # at once, no sleep, all seven together
     assert [r.collection_name for r in sweep.requests] == names[1:]
     m.on_reply([state_reply(n != "c5") for n in names[1:]])
-    assert m.pending == ("c5",)
+    assert pending(m) == ["c5"]
     assert isinstance(m.next_action(), Sleep)  # c5 is watched alone now
     last = rpc(m)
     assert [r.collection_name for r in last.requests] == ["c5"]
@@ -476,7 +481,7 @@ def test_progress_snapshot() -> None:
     m.on_reply(state_reply(True))
     progress = m.progress()
     assert not progress.flushed and progress.polls == 1
-    assert m.pending == ("b",)
+    assert pending(m) == ["b"]
 
 
 def test_deadline_and_backoff_values() -> None:

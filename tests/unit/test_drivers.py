@@ -11,9 +11,16 @@ import grpc
 import pytest
 from pymilvus.exceptions import MilvusException, ParamError
 
-from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, _async, _sync
+from pymilvus_flushsync import (
+    AsyncFlushSyncMixin,
+    FlushPolicy,
+    FlushSyncMixin,
+    FlushSyncResponse,
+    _async,
+    _sync,
+)
 from pymilvus_flushsync._core import FlushMachine
-from pymilvus_flushsync._steps import Phase
+from pymilvus_flushsync._state import Phase
 
 from ..fakes import Answer, FakeRpcError, FakeServer, flush_reply, state_reply
 
@@ -100,10 +107,8 @@ def test_a_hook_that_is_not_callable_is_a_param_error_before_any_rpc(
 
     def flush() -> object:
         if flavor == "sync":
-            return _sync.FlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
-        return asyncio.run(
-            _async.AsyncFlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
-        )
+            return FlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook)
+        return asyncio.run(AsyncFlushSyncMixin.flush_sync(server.client(), "a", on_progress=hook))
 
     with pytest.raises(ParamError, match="on_progress"):
         flush()

@@ -1,0 +1,125 @@
+"""Where one call is, as values: a ``Phase`` of its table and a ``Turn`` within it.
+
+``CallState`` is the one place a call's state changes, as h11's ``_state.py`` is
+for a connection: ``move`` takes an ``Event`` and follows the table's moves
+(``phase -> {event: next phase}``, drawn in ``_steps``), raising ``IllegalMove``
+for any move the table does not list; every phase but DONE may move to FAILED.
+Within a phase, the turn says what may come next: the phase's RPC (SEND), the
+delay the last answer owes (SLEEP), or only the reply of the RPC that is out
+(AWAIT); a driver that asks out of turn gets a ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from pymilvus.exceptions import MilvusException
+
+__all__ = ["CallState", "Event", "IllegalMove", "Moves", "Phase", "Turn"]
+
+
+class Phase(enum.Enum):
+    """Where one call is (``_steps``: the tables)."""
+
+    LIST = "list"  # ShowCollections: the database's collections
+    FLUSH = "flush"  # Flush: seal the pending collections
+    CHECK = "check"  # HasCollection: a name the Flush did not mention
+    POLL = "poll"  # GetFlushState: a round of polls
+    FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
+    POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Event(enum.Enum):
+    """What a step's reply said, or what befell the call."""
+
+    LISTED = "listed"  # the database has collections
+    EMPTY = "empty"  # it has none
+    SEALED = "sealed"  # the Flush answered for every pending name
+    UNMENTIONED = "unmentioned"  # it did not mention some: are they there?
+    CHECKED = "checked"  # one more exists; more to check
+    EXIST = "exist"  # every name exists
+    NOT_YET = "not_yet"  # a round of polls left some pending
+    FLUSHED = "flushed"  # everything is flushed
+    NOT_BROADCAST = "not_broadcast"  # a FlushAll without per-channel messages
+    LOST = "lost"  # a retried failure after which the server may have lost the Flush
+    FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
+
+
+class Turn(enum.Enum):
+    """What may come next within a phase."""
+
+    SEND = "send"  # the phase's RPC
+    SLEEP = "sleep"  # the delay the last answer owes
+    AWAIT = "await"  # an RPC is out: only its reply (or error)
+
+
+class IllegalMove(RuntimeError):
+    """A move the table does not list (a bug, never the server's doing)."""
+
+
+#: A table's moves: phase -> {event: next phase}.
+Moves = Mapping[Phase, Mapping[Event, Phase]]
+
+
+class CallState:
+    """One call's phase and turn, and the error it failed with.
+
+    Args:
+        name: the table's name, for ``IllegalMove``'s message.
+        first: the table's first phase.
+        moves: the table's moves.
+    """
+
+    def __init__(self, name: str, first: Phase, moves: Moves) -> None:
+        self._name, self._moves = name, moves
+        self.phase = first
+        self.turn = Turn.SEND
+        self.owed = 0.0  # seconds, while the turn is SLEEP
+        self.error: MilvusException | None = None  # raised from FAILED
+
+    def can(self, event: Event) -> bool:
+        return event in self._moves.get(self.phase, {})
+
+    def move(self, event: Event) -> None:
+        """Follow ``event`` from the current phase, as the table says."""
+        if event is Event.FAILED and self.phase is not Phase.DONE:
+            self.phase = Phase.FAILED
+            return
+        to = self._moves.get(self.phase, {}).get(event)
+        if to is None:
+            raise IllegalMove(f"{self._name}: no move from {self.phase.name} on {event.name}")
+        self.phase = to
+
+    def fail(self, error: MilvusException) -> MilvusException:
+        """Move to FAILED, for good: ``error`` is what the call raises from now on."""
+        self.move(Event.FAILED)
+        self.error, self.turn = error, Turn.SEND
+        return error
+
+    def owe(self, delay: float) -> None:
+        """The answer just read owes ``delay`` seconds before the next RPC."""
+        self.owed, self.turn = delay, Turn.SLEEP if delay > 0 else Turn.SEND
+
+    def sent(self) -> None:
+        """An RPC went out: only its reply may come next."""
+        self._expect(Turn.SEND)
+        self.turn = Turn.AWAIT
+
+    def answered(self) -> None:
+        """The RPC that was out is answered (or failed)."""
+        if self.turn is not Turn.AWAIT:
+            raise RuntimeError("no RPC is waiting for a reply")
+        self.turn = Turn.SEND
+
+    def slept(self) -> float:
+        """The owed delay is handed out (as a ``Sleep``): its seconds."""
+        self._expect(Turn.SLEEP)
+        self.turn = Turn.SEND
+        return self.owed
+
+    def _expect(self, turn: Turn) -> None:
+        if self.turn is not turn:
+            raise RuntimeError(f"out of turn: {self.turn.name}, not {turn.name}")
