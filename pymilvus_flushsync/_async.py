@@ -1,9 +1,7 @@
-"""The asyncio driver, and ``flush_sync`` on ``AsyncMilvusClient``.
-
-The same ``FlushMachine`` as the blocking driver decides everything; this loop
-only connects, starts the RPCs on the client's own ``grpc.aio`` stub, awaits
-``asyncio.sleep`` and calls the progress hook. Cancelling the awaiting task
-stops at once: nothing more is sent, the client stays usable.
+"""The asyncio driver: carries out a call's steps (``_io``) with tasks, ``grpc.aio``
+and ``asyncio.sleep``. It decides nothing: the steps are ``_protocol``'s and
+``_group``'s, the decisions ``_core``'s. Cancelling the awaiting task stops at once:
+nothing more is sent, the client stays usable.
 """
 
 from __future__ import annotations
@@ -11,55 +9,70 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from pymilvus.grpc_gen import milvus_pb2
 
 from ._call import AllDatabases, connect_timeout, not_connected
 from ._compat import async_handler, async_stub
-from ._core import Done, FlushMachine, SendRpc, Sleep
-from ._group import Batch, Flight, Group, Unanswered, alone, answers, for_client, split
+from ._core import FlushMachine
+from ._group import Unanswered
+from ._io import (
+    Finished,
+    Io,
+    Joined,
+    Landed,
+    Lead,
+    Pause,
+    Raised,
+    RunAll,
+    Start,
+    Steps,
+    Wait,
+    advance,
+    carriers,
+    raise_first_failure,
+)
+from ._protocol import call
+from ._protocol import flush_all as all_stages
 from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._schedule import FlushPolicy
-from ._steps import Shared
 
-__all__ = ["connected", "flush_all", "run", "run_all", "send"]
+__all__ = ["connected", "flush_all", "run"]
+
+T = TypeVar("T")
+Sleeper = Callable[[float], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """What the steps of one client's calls are carried out with, on its event loop."""
+
+    client: Any
+    sleep: Sleeper = asyncio.sleep
 
 
 async def run(
-    machine: FlushMachine,
-    client: Any,
-    *,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    machine: FlushMachine, client: Any, *, sleep: Sleeper = asyncio.sleep
 ) -> FlushSyncResponse:
     """Connect (on a client's first call; under the deadline, or the retry budget
     without one), then drive ``machine`` to the end over the client's ``grpc.aio``
     stub, read per RPC."""
-    policy = machine.policy
-    group = for_client(client, machine.work.db) if policy.group_commit else None
-    if group is not None:
-        group.enter()
-    try:
-        if not await connected(client, connect_timeout(machine)):
-            raise not_connected(machine)
-        while not isinstance(action := machine.next_action(), Done):
-            with machine.expect(action) as outcome:
-                if isinstance(action, Sleep):
-                    await sleep(action.seconds)
-                    continue
-                stub = await async_stub(client)
-                if group is None or action.shared is None:
-                    outcome.reply = await send(stub, action)
-                elif action.shared is Shared.FLUSH:
-                    outcome.reply = [await flush_shared(group, stub, action, policy.gather, sleep)]
-                else:
-                    outcome.reply = await poll_shared(group, stub, action, machine)
-        return action.response
-    finally:
-        if group is not None:
-            group.leave()
+    if not await connected(client, connect_timeout(machine)):
+        raise not_connected(machine)
+    return await drive(call(machine, client), Tasks(client, sleep))
+
+
+async def flush_all(
+    client: Any, db_name: str | None, timeout: float | None, policy: FlushPolicy
+) -> FlushAllSyncResponse:
+    """``flush_all_sync``: ``AllDatabases``'s asks, then its stages of machines."""
+    stages = AllDatabases(client, db_name, timeout, policy)
+    if stages.asks() and not await connected(client, connect_timeout(stages.first)):
+        raise not_connected(stages.first)
+    return await drive(all_stages(stages), Tasks(client))
 
 
 async def connected(client: Any, seconds: float | None) -> bool:
@@ -75,111 +88,38 @@ async def connected(client: Any, seconds: float | None) -> bool:
     return bool(done)
 
 
-async def send(stub: Any, action: SendRpc) -> list[Any]:
-    """Start every request of ``action`` at once (``grpc.aio`` calls); their replies in
-    order. Whatever happens, none is left in flight."""
-    start = getattr(stub, action.method)
-    calls = [
-        _cancellable(start(request, timeout=action.timeout, metadata=action.metadata))
-        for request in action.requests
+async def drive(steps: Steps[T], tasks: Tasks) -> T:
+    """Carry out ``steps`` to their end (``_io``); what they return."""
+    io = advance(steps)
+    while not isinstance(io, Finished):
+        io = advance(steps, await _outcome(io, tasks))
+    return io.value
+
+
+async def _outcome(io: Io, tasks: Tasks) -> Any:
+    try:
+        return await _CARRY[type(io)](io, tasks)
+    except BaseException as error:  # cancellation too: thrown into the steps
+        return Raised(error)
+
+
+async def _pause(io: Pause, tasks: Tasks) -> None:
+    await (asyncio.sleep(0) if io.handoff else tasks.sleep(io.seconds))
+
+
+async def _start(io: Start, tasks: Tasks) -> Callable[[Any], Any]:
+    method = getattr(await async_stub(tasks.client), io.method)
+    start = partial(method, timeout=io.timeout, metadata=io.metadata)
+    return partial(_task, start) if io.shared else lambda request: _cancellable(start(request))
+
+
+async def _wait(io: Wait, tasks: Tasks) -> list[Any]:
+    if io.until is None:
+        return [await call for call in io.handles]
+    return [
+        await _result(task, io.until - time.monotonic(), io.what, callers)
+        for task, callers in zip(io.handles, io.callers, strict=True)
     ]
-    try:
-        return [await call for call in calls]
-    finally:
-        for call in calls:
-            call.cancel()
-
-
-async def flush_shared(
-    group: Group,
-    stub: Any,
-    action: SendRpc,
-    gather: float,
-    sleep: Callable[[float], Awaitable[object]],
-) -> Any:
-    """The reply to this call's Flush, sent in a batch with the group's other calls
-    by a task of its own: a member's cancellation does not cancel it."""
-    began = loop_time()
-    batch, leader = group.join(action.request, action.timeout)
-    if leader:
-        batch.io = asyncio.ensure_future(
-            _lead(group, batch, stub, action, gather=gather, sleep=sleep)
-        )
-        batch.io.add_done_callback(_retrieved)
-    try:
-        reply = await _result(batch.io, action.timeout, "Flush", batch.members)
-    except BaseException:  # cancelled, or no answer in time: so is the Flush, if alone
-        if group.done_waiting(batch):
-            batch.io.cancel()
-        raise
-    group.done_waiting(batch)
-    if split(batch, reply):  # failed for good: this call's own names, alone
-        return (await send(stub, alone(action, loop_time() - began)))[0]
-    if isinstance(reply, milvus_pb2.FlushResponse) and not reply.status.code:
-        group.sealed(batch, reply, time.monotonic())
-    return reply
-
-
-async def _lead(
-    group: Group,
-    batch: Batch,
-    stub: Any,
-    action: SendRpc,
-    *,
-    gather: float,
-    sleep: Callable[[float], Awaitable[object]],
-) -> Any:
-    began = loop_time()
-    try:
-        await asyncio.sleep(0)  # tasks started together get to join (not a machine's wait)
-        window = min(group.gather(gather), action.timeout)
-        if window > 0:
-            await sleep(window)
-        previous = batch.after
-        if previous is not None and previous.io is not None and not previous.io.done():
-            left = action.timeout - (loop_time() - began)  # the previous Flush first
-            await asyncio.wait([previous.io], timeout=max(left, 0.0))
-    finally:
-        request, timeout = group.seal(batch)
-    try:
-        return await stub.Flush(request, timeout=timeout, metadata=action.metadata)
-    finally:
-        group.landed(batch)
-
-
-async def poll_shared(group: Group, stub: Any, action: SendRpc, asker: object) -> list[Any]:
-    """The replies to a round of GetFlushState, asked through the group: a batch's
-    lead stands in for its members (``_group.answers``)."""
-    asked = group.stand_ins(action.requests, time.monotonic())
-    replies, again = answers(action.requests, asked, await _ask(group, stub, action, asked, asker))
-    if again:
-        real = [action.requests[i] for i in again]
-        for i, reply in zip(again, await _ask(group, stub, action, real, asker), strict=True):
-            replies[i] = reply
-    return replies
-
-
-async def _ask(
-    group: Group, stub: Any, action: SendRpc, requests: list[Any], asker: object
-) -> list[Any]:
-    """The replies to ``requests``; questions another call is asking already share
-    its RPC (a task), known "flushed" answers are not asked again."""
-    began = loop_time()
-    start = partial(stub.GetFlushState, timeout=action.timeout, metadata=action.metadata)
-    now = time.monotonic()
-    waits = [group.flight(r, partial(_started, start, r), now, asker) for r in requests]
-
-    async def reply(wait: Any) -> Any:  # a shared flight's reply, or one already known
-        if not isinstance(wait, Flight):
-            return wait
-        left = action.timeout - (loop_time() - began)
-        return await _result(wait.call, left, "GetFlushState", wait.waiters)
-
-    try:
-        return [await reply(wait) for wait in waits]
-    finally:
-        for call in group.release(waits):
-            call.cancel()
 
 
 async def _result(task: asyncio.Future[Any], seconds: float, what: str, callers: int) -> Any:
@@ -194,7 +134,41 @@ async def _result(task: asyncio.Future[Any], seconds: float, what: str, callers:
     return task.result()
 
 
-def _started(start: Callable[[Any], Any], request: Any) -> asyncio.Future[Any]:
+async def _joined(io: Joined, tasks: Tasks) -> Any:
+    return io.batch.sent()  # the leader's task, made as it joined
+
+
+async def _landed(io: Landed, tasks: Tasks) -> None:
+    await asyncio.wait({io.batch.sent()}, timeout=max(io.seconds, 0.0))
+
+
+async def _lead(io: Lead, tasks: Tasks) -> None:
+    """The leader's part, in a task of its own: a member's cancellation does not
+    cancel the Flush the others wait for (the task is the batch's handle)."""
+
+    async def leading() -> Any:
+        return await (await drive(io.steps, tasks))
+
+    task = asyncio.ensure_future(leading())
+    task.add_done_callback(_retrieved)
+    io.group.led(io.batch, task)
+
+
+async def _run_all(io: RunAll, tasks: Tasks) -> list[FlushSyncResponse]:
+    """Drive every machine at once, a task each; the first failure cancels the rest."""
+    running = [asyncio.ensure_future(run(machine, tasks.client)) for machine in io.machines]
+    for task in running:
+        task.add_done_callback(_retrieved)
+    try:
+        await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        raise_first_failure(running)
+        return [task.result() for task in running]
+    finally:
+        for task in running:
+            task.cancel()
+
+
+def _task(start: Callable[[Any], Any], request: Any) -> asyncio.Future[Any]:
     """``start(request)`` (a ``grpc.aio`` call) as a task, which waiters can share."""
 
     async def awaited() -> Any:
@@ -209,47 +183,10 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
-
 def _cancellable(call: Any) -> Any:
     """A ``grpc.aio`` call as it is; any other awaitable (a stub wrapped in ``async
     def``, as interceptors and test doubles do) as a task, so that it can be cancelled."""
     return call if callable(getattr(call, "cancel", None)) else asyncio.ensure_future(call)
 
 
-async def flush_all(
-    client: Any, db_name: str | None, timeout: float | None, policy: FlushPolicy
-) -> FlushAllSyncResponse:
-    """``flush_all_sync``: ``AllDatabases``'s asks, then its stages of machines."""
-    call = AllDatabases(client, db_name, timeout, policy)
-    replies: list[Any] = []
-    asks = call.asks()
-    if asks and not await connected(client, connect_timeout(call.first)):
-        raise not_connected(call.first)
-    for ask in asks:
-        try:
-            replies.append((await send(await async_stub(client), ask))[0])
-        except Exception as exc:
-            replies.append(exc)
-    machines = call.machines(replies)
-    while machines:
-        machines = call.then(await run_all(machines, client))
-    return call.response()
-
-
-async def run_all(machines: list[FlushMachine], client: Any) -> list[FlushSyncResponse]:
-    """Drive every machine at once, a task each; the first failure cancels the rest."""
-    tasks = [asyncio.ensure_future(run(machine, client)) for machine in machines]
-    for task in tasks:
-        task.add_done_callback(_retrieved)
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and (error := task.exception()) is not None:
-                raise error
-        return [task.result() for task in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
+_CARRY = carriers(globals())

@@ -15,8 +15,8 @@ per 10 s by default). So calls on one client and database share:
   delays a commit only with ``commit_siblings`` active), and, if the group's
   previous Flush is still in flight, until it is answered (the next batch
   gathers meanwhile, as a database's next group forms during an fsync). Then
-  it seals the batch and sends one Flush for the union of its members' names.
-  A lone call pays a yield (``HANDOFF`` for a thread). A batch is sealed before
+  it closes the batch and sends one Flush for the union of its members' names.
+  A lone call pays a yield (``HANDOFF`` for a thread). A batch is closed before
   it is sent, so a call is only ever satisfied by a Flush sent after it began:
   one sent earlier may predate its rows.
 * **One poll per question, one question per batch.** GetFlushState for the same
@@ -32,7 +32,7 @@ per 10 s by default). So calls on one client and database share:
   stood in for ``LEAD_FOR`` seconds). Calls of an earlier batch still waiting
   on a collection the new batch sealed again watch the new lead too: callers
   released together sometimes split into two batches (the first leader saw no
-  one else yet: 2 of 7 trials of 16 threads, measured), and a later Flush of a
+  one else yet: benchmarks/README.md), and a later Flush of a
   collection completes no sooner than an earlier one, so one stream serves
   both. Sixteen callers then poll at one caller's rate.
 * **Every call keeps its own** machine: its deadline (it waits for a shared
@@ -52,15 +52,20 @@ carries its own credentials, and a Flush sent for another client's caller
 would bypass that caller's privileges.
 
 ``Group`` is bookkeeping only, under its own lock, which is never held while
-waiting (it is held to start a shared GetFlushState, which does not block); the
-drivers (``_sync``, ``_async``) start the RPCs and do the waiting.
+waiting (it is held to start a shared GetFlushState, which does not block). The
+protocol (``flush_shared`` and the leader's ``lead``, ``poll_shared``) is written
+once, as steps that yield what to wait for (``_io``); the drivers carry them out.
+What a group remembers (answers, leads, earlier questions) is aged in one place,
+``expire``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import grpc
@@ -68,18 +73,22 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from ._core import SendRpc
 from ._errors import classify_status
+from ._io import Joined, Landed, Lead, Pause, Start, Steps, Wait, send
 from ._requests import flush_request, flush_state_request, sealed_state
 from ._response import CollectionFlushState
 
 __all__ = [
+    "HANDOFF",
+    "LEAD_FOR",
     "Batch",
     "Flight",
     "Group",
+    "Questions",
     "Unanswered",
-    "alone",
     "answers",
+    "flush_shared",
     "for_client",
-    "split",
+    "poll_shared",
 ]
 
 #: How long the members of a batch watch its lead instead of their own collections:
@@ -90,12 +99,9 @@ LEAD_FOR = 30.0
 #: this long ago: callers that wake a few ms apart share one poll (a lone call
 #: never reuses its own answers).
 FRESH = 0.010
-#: How long a leading thread yields before it counts the calls in progress. A thread
-#: that gives up the GIL for less than another's wake-up takes it back first, and
-#: then sees no one: six threads released by a barrier split into two Flushes in 16
-#: of 300 trials with ``time.sleep(0)``, in 0 of 300 with this (the fake server, sync
-#: driver; 1 of 200 under a busy loop per core: no yield waits for a thread the OS has
-#: not run yet). Tasks yield with ``asyncio.sleep(0)``: the loop runs every ready task.
+#: How long a leading thread yields before it counts the calls in progress: longer
+#: than another thread's wake-up, which ``time.sleep(0)`` is not (benchmarks/README.md,
+#: "group commit"). Tasks yield once: the loop runs every ready task.
 HANDOFF = 0.0001
 
 
@@ -126,7 +132,8 @@ class Unanswered(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
 
 @dataclass(eq=False)
 class Batch:
-    """One Flush being prepared for the calls that joined it, then sent for them all."""
+    """One Flush being prepared for the calls that joined it, then sent for them all.
+    Its fields are the group's: the drivers only wait (``sent``, ``wait_landed``)."""
 
     db_name: str
     names: dict[str, None] = field(default_factory=dict)  # the union, in order
@@ -134,13 +141,22 @@ class Batch:
     waiting: int = 0  # members still waiting for its reply
     timeout: float = 0.0  # the longest per-RPC timeout among the members
     after: Batch | None = None  # the batch in flight when this one began: sent first
-    io: Any = None  # the driver's: the shared call, once sent
-    lead: Any = None  # the GetFlushState every member watches, once sealed
-    ready: threading.Event = field(default_factory=threading.Event)  # io is set
-    landed: threading.Event = field(default_factory=threading.Event)  # io is done
+    io: Any = None  # the driver's handle of the shared Flush, once sent
+    lead: Any = None  # the GetFlushState every member watches, once answered
+    ready: threading.Event = field(default_factory=threading.Event)  # the leader is done
+    landed: threading.Event = field(default_factory=threading.Event)  # the Flush is done
 
-    def request(self) -> Any:
-        return flush_request(self.db_name, list(self.names))
+    def sent(self, seconds: float | None = None) -> Any:
+        """The shared Flush's handle; a thread waits up to ``seconds`` for its leader."""
+        if seconds is not None and not self.ready.wait(max(seconds, 0.0)):
+            raise Unanswered(f"the shared Flush was not sent within {seconds:.3g} s")
+        if self.io is None:
+            raise Unanswered("the shared Flush was not sent: its leader stopped")
+        return self.io
+
+    def wait_landed(self, seconds: float) -> None:
+        """A thread waits, at most ``seconds``, until the Flush is done."""
+        self.landed.wait(max(seconds, 0.0))
 
 
 @dataclass(eq=False)
@@ -153,34 +169,191 @@ class Flight:
     waiters: int = 1
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A reply another call got, to a question asked at ``asked_at`` by ``asker``."""
+
+    reply: Any
+    asked_at: float
+    asker: object = None
+
+
+@dataclass(frozen=True)
+class _StandIn:
+    """The question a batch's member asks instead of its own, until ``until``."""
+
+    lead: Any
+    until: float
+
+
+@dataclass(frozen=True)
+class _Question:
+    """A question of an answered batch, which a later batch's lead may stand in for."""
+
+    request: Any
+    sealed_at: float
+
+
+class Questions:
+    """What the calls on one (client, database) know of GetFlushState: the flights in
+    the air, the answers, and which question stands in for which. Every method takes
+    its lock; ``Group`` tells it when calls come and go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls = 0  # calls in progress: answers are kept only while there are some
+        self._flights: dict[bytes, Flight] = {}
+        self._flushed: dict[bytes, _Answer] = {}  # final "flushed" answers
+        self._not_yet: dict[bytes, _Answer] = {}  # recent "not yet" answers
+        self._stand_ins: dict[bytes, _StandIn] = {}
+        self._questions: dict[bytes, _Question] = {}  # answered batches' questions
+
+    def calls(self, change: int) -> None:
+        """``change`` calls came (+) or went (-); with none left, everything is forgotten."""
+        with self._lock:
+            self._calls += change
+            if not self._calls:
+                self._expire(None)
+
+    def remembered(self) -> int:
+        """How many answers, stand-ins and questions are held (all aged)."""
+        with self._lock:
+            caches: tuple[dict[bytes, Any], ...] = (
+                self._flushed, self._not_yet, self._stand_ins, self._questions,
+            )  # fmt: skip
+            return sum(len(cache) for cache in caches)
+
+    def _expire(self, now: float | None) -> None:
+        """Forget what answers or stands in no more at ``now`` (``None``: everything,
+        no call is in progress). Calls may be in progress without end: an answer
+        forgotten too soon costs a poll, nothing more."""
+        if now is None:
+            for cache in (self._flushed, self._not_yet, self._stand_ins, self._questions):
+                cache.clear()
+            return
+        self._stand_ins = {k: v for k, v in self._stand_ins.items() if v.until > now}
+        self._questions = {
+            k: v
+            for k, v in self._questions.items()
+            if now - v.sealed_at < LEAD_FOR and k not in self._flushed
+        }
+        self._flushed = {k: v for k, v in self._flushed.items() if now - v.asked_at < LEAD_FOR}
+        self._not_yet = {k: v for k, v in self._not_yet.items() if now - v.asked_at < FRESH}
+
+    def sealed_together(self, batch: Batch, reply: Any, now: float) -> None:
+        """A shared Flush answered at ``now``: its collections were sealed together, so
+        for ``LEAD_FOR`` seconds the members watch one of them, the lead, instead of one
+        each (``stand_ins``); so do the questions of earlier batches about these
+        collections (a later Flush of a collection completes no sooner)."""
+        with self._lock:
+            if batch.lead is not None:
+                return
+            asked = [name for name in batch.names if name in reply.coll_segIDs]
+            requests = [
+                flush_state_request(batch.db_name, sealed_state(CollectionFlushState(name), reply))
+                for name in asked
+            ]
+            if not requests:
+                return
+            batch.lead = lead = requests[0]
+            self._expire(now)
+            followers = requests[1:] if batch.members > 1 else []
+            followers += [  # earlier questions about these collections: sealed before
+                q.request
+                for q in self._questions.values()
+                if q.request.collection_name in batch.names
+            ]
+            for request in followers:
+                self._stand_ins[_key(request)] = _StandIn(lead, now + LEAD_FOR)
+            self._questions.update((_key(r), _Question(r, now)) for r in requests)
+
+    def flight(self, request: Any, start: Callable[[], Any], now: float, asker: object) -> Any:
+        """The shared flight of ``request`` (started with ``start()`` if there is none),
+        or a reply already known for it: "flushed" (final), or a "not yet" another
+        call got from an RPC sent less than ``FRESH`` seconds before ``now``."""
+        key = _key(request)
+        with self._lock:
+            known = self._flushed.get(key)
+            if known is not None:
+                return known.reply
+            recent = self._not_yet.get(key)
+            if recent is not None and recent.asker is not asker and now - recent.asked_at < FRESH:
+                return recent.reply
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.waiters += 1
+                return flight
+            flight = self._flights[key] = Flight(start(), asker=asker, sent_at=now)
+        flight.call.add_done_callback(lambda call: self._flight_done(key, flight, call))
+        return flight
+
+    def stand_ins(self, requests: tuple[Any, ...], now: float) -> list[Any]:
+        """What to ask for each request at ``now``: its batch's lead while the lead is
+        not known to be flushed (the request's own "not yet" is then inferred: see
+        ``answers``), for ``LEAD_FOR`` seconds at most; else the request itself."""
+        with self._lock:
+            asked = []
+            for request in requests:
+                stand_in = self._stand_ins.get(_key(request))
+                stands = (
+                    stand_in is not None
+                    and now < stand_in.until
+                    and _key(stand_in.lead) not in self._flushed
+                )
+                asked.append(stand_in.lead if stand_in is not None and stands else request)
+            return asked
+
+    def release(self, waits: list[Any]) -> list[Any]:
+        """A call stops waiting for what ``flight`` gave it: the calls of the flights it
+        was the last waiter of, for the driver to cancel (a no-op once done)."""
+        with self._lock:
+            last = []
+            for flight in waits:
+                if isinstance(flight, Flight):
+                    flight.waiters -= 1
+                    if flight.waiters == 0:
+                        last.append(flight.call)
+            return last
+
+    def _flight_done(self, key: bytes, flight: Flight, call: Any) -> None:
+        try:
+            reply = call.result()
+        except BaseException:  # failed or cancelled: each waiter sees that itself
+            reply = None
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if not self._calls or reply is None or reply.status.code:
+                return
+            if reply.flushed:
+                self._flushed[key] = _Answer(reply, flight.sent_at)
+                self._not_yet.pop(key, None)
+            else:
+                self._not_yet[key] = _Answer(reply, flight.sent_at, flight.asker)
+
+
 class Group:
-    """What the calls on one (client, database) share. Every method takes the lock."""
+    """What the calls on one (client, database) share: their Flush batches here, their
+    GetFlushState in ``questions``. Every method takes the lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.active = 0  # calls in progress
         self._forming: Batch | None = None
         self._in_flight: Batch | None = None  # the last batch sent, until it is answered
-        self._flights: dict[bytes, Flight] = {}
-        self._flushed: dict[bytes, tuple[Any, float]] = {}  # "flushed" answers, asked when
-        self._leads: dict[bytes, tuple[Any, float]] = {}  # question -> (lead, until when)
-        self._not_yet: dict[bytes, tuple[Any, object, float]] = {}  # (reply, asker, sent)
-        self._earlier: dict[bytes, tuple[Any, float]] = {}  # batches' questions, sealed when
+        self.questions = Questions()  # what they share of GetFlushState
 
     # -- calls --------------------------------------------------------------------
 
     def enter(self) -> None:
         with self._lock:
             self.active += 1
+        self.questions.calls(+1)
 
     def leave(self) -> None:
         with self._lock:
             self.active -= 1
-            if not self.active:
-                self._flushed.clear()
-                self._leads.clear()
-                self._not_yet.clear()
-                self._earlier.clear()
+        self.questions.calls(-1)
 
     # -- Flush --------------------------------------------------------------------
 
@@ -203,124 +376,124 @@ class Group:
         with self._lock:
             return seconds if self.active > 1 else 0.0
 
-    def seal(self, batch: Batch) -> tuple[Any, float]:
+    def close(self, batch: Batch) -> tuple[Any, float]:
         """No one joins ``batch`` any more: its Flush request and per-RPC timeout."""
         with self._lock:
-            if self._forming is batch:  # the first seal: it goes out now
+            if self._forming is batch:  # the first close: it goes out now
                 self._forming = None
                 self._in_flight = batch
             batch.after = None
-            return batch.request(), batch.timeout
+            return flush_request(batch.db_name, list(batch.names)), batch.timeout
 
-    def done_waiting(self, batch: Batch) -> bool:
-        """A member stops waiting for ``batch``'s reply: whether it was the last (so a
-        driver that stops without the reply cancels the Flush: no one needs it)."""
+    def led(self, batch: Batch, io: Any) -> None:
+        """The leader's part is over: ``io`` is the Flush it sent (``None``: none was),
+        which the members wait for; the next batch goes once it lands."""
         with self._lock:
-            batch.waiting -= 1
-            return batch.waiting == 0
+            batch.io = io
+        batch.ready.set()
+        if io is None:
+            self.landed(batch)
+        else:
+            io.add_done_callback(lambda _: self.landed(batch))
 
     def landed(self, batch: Batch) -> None:
-        """``batch``'s Flush was answered (or failed): the next one may go."""
+        """``batch``'s Flush was answered (or failed, or never sent): the next may go."""
         with self._lock:
             if self._in_flight is batch:
                 self._in_flight = None
         batch.landed.set()
 
-    # -- GetFlushState --------------------------------------------------------------
-
-    def flight(self, request: Any, start: Callable[[], Any], now: float, asker: object) -> Any:
-        """The shared flight of ``request`` (started with ``start()`` if there is none),
-        or a reply already known for it: "flushed" (final), or a "not yet" another
-        call got from an RPC sent less than ``FRESH`` seconds before ``now``."""
-        key = _key(request)
+    def abandon(self, batch: Batch) -> None:
+        """A member stops waiting without the reply: the Flush is cancelled if no one
+        else waits for it."""
         with self._lock:
-            known = self._flushed.get(key)
-            if known is not None:
-                return known[0]
-            recent = self._not_yet.get(key)
-            if recent is not None and recent[1] is not asker and now - recent[2] < FRESH:
-                return recent[0]
-            flight = self._flights.get(key)
-            if flight is not None:
-                flight.waiters += 1
-                return flight
-            flight = self._flights[key] = Flight(start(), asker=asker, sent_at=now)
-        flight.call.add_done_callback(lambda call: self._landed(key, flight, call))
-        return flight
+            batch.waiting -= 1
+            last = batch.waiting == 0
+        if last and batch.io is not None:
+            batch.io.cancel()
 
-    def sealed(self, batch: Batch, reply: Any, now: float) -> None:
-        """A shared Flush answered at ``now``: its collections were sealed together, so
-        for ``LEAD_FOR`` seconds the members watch one of them, the lead, instead of one
-        each (``stand_ins``); so do the questions of earlier batches about these
-        collections (a later Flush of a collection completes no sooner)."""
+    def finish(self, batch: Batch, reply: Any, now: float) -> bool:
+        """A member got ``reply`` to ``batch``'s Flush at ``now``: whether it must send
+        its own Flush (this one failed for good, and for more than one call). An
+        accepted reply makes its collections' questions watch one lead."""
         with self._lock:
-            if batch.lead is not None:
-                return
-            asked = [name for name in batch.names if name in reply.coll_segIDs]
-            requests = [
-                flush_state_request(batch.db_name, sealed_state(CollectionFlushState(name), reply))
-                for name in asked
-            ]
-            if not requests:
-                return
-            batch.lead = lead = requests[0]
-            # what stands in or answers no more is forgotten: calls may be in progress
-            # without end (an answer forgotten too soon costs a poll, nothing more)
-            self._leads = {k: v for k, v in self._leads.items() if v[1] > now}
-            self._earlier = {
-                k: v
-                for k, v in self._earlier.items()
-                if now - v[1] < LEAD_FOR and k not in self._flushed
-            }
-            self._flushed = {k: v for k, v in self._flushed.items() if now - v[1] < LEAD_FOR}
-            self._not_yet = {k: v for k, v in self._not_yet.items() if now - v[2] < FRESH}
-            followers = requests[1:] if batch.members > 1 else []
-            followers += [  # earlier questions about these collections: sealed before
-                r for r, _ in self._earlier.values() if r.collection_name in batch.names
-            ]
-            for request in followers:
-                self._leads[_key(request)] = (lead, now + LEAD_FOR)
-            self._earlier.update((_key(request), (request, now)) for request in requests)
+            batch.waiting -= 1
+        if not isinstance(reply, milvus_pb2.FlushResponse):
+            return False
+        failure = classify_status(reply.status, "Flush")
+        if failure is None:
+            self.questions.sealed_together(batch, reply, now)
+        return failure is not None and not failure.retryable and batch.members > 1
 
-    def stand_ins(self, requests: tuple[Any, ...], now: float) -> list[Any]:
-        """What to ask for each request at ``now``: its batch's lead while the lead is
-        not known to be flushed (the request's own "not yet" is then inferred: see
-        ``answers``), for ``LEAD_FOR`` seconds at most; else the request itself."""
-        with self._lock:
-            asked = []
-            for request in requests:
-                lead, until = self._leads.get(_key(request), (None, 0.0))
-                stands_in = lead is not None and now < until and _key(lead) not in self._flushed
-                asked.append(lead if stands_in else request)
-            return asked
 
-    def release(self, waits: list[Any]) -> list[Any]:
-        """A call stops waiting for what ``flight`` gave it: the calls of the flights it
-        was the last waiter of, for the driver to cancel (a no-op once done)."""
-        with self._lock:
-            last = []
-            for flight in waits:
-                if isinstance(flight, Flight):
-                    flight.waiters -= 1
-                    if flight.waiters == 0:
-                        last.append(flight.call)
-            return last
+# -- the protocol: steps both drivers carry out (``_io``) ---------------------------
 
-    def _landed(self, key: bytes, flight: Flight, call: Any) -> None:
-        try:
-            reply = call.result()
-        except BaseException:  # failed or cancelled: each waiter sees that itself
-            reply = None
-        with self._lock:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-            if not self.active or reply is None or reply.status.code:
-                return
-            if reply.flushed:
-                self._flushed[key] = (reply, flight.sent_at)
-                self._not_yet.pop(key, None)
-            else:
-                self._not_yet[key] = (reply, flight.asker, flight.sent_at)
+
+def flush_shared(group: Group, action: SendRpc, gather: float) -> Steps[Any]:
+    """The reply to this call's Flush, sent in a batch with the group's other calls
+    (by its leader: ``lead``)."""
+    began = time.monotonic()
+    batch, leader = group.join(action.request, action.timeout)
+    if leader:
+        yield Lead(lead(group, batch, action, gather), group, batch)
+    try:
+        io = yield Joined(batch, action.timeout)
+        reply = (yield Wait((io,), began + action.timeout, "Flush", (batch.members,)))[0]
+    except BaseException:  # cancelled, or no answer in time: so is the Flush, if alone
+        group.abandon(batch)
+        raise
+    if group.finish(batch, reply, time.monotonic()):  # failed for good: its own names alone
+        spent = time.monotonic() - began
+        alone = replace(action, timeout=max(action.timeout - spent, 0.001))
+        return (yield from send(alone))[0]
+    return reply
+
+
+def lead(group: Group, batch: Batch, action: SendRpc, gather: float) -> Steps[Any]:
+    """The leader's part: let the callers released with it join, gather while other
+    calls are in progress, let the previous Flush land, close the batch and start its
+    Flush; the Flush's handle."""
+    began = time.monotonic()
+    try:
+        yield Pause(HANDOFF, handoff=True)
+        window = min(group.gather(gather), action.timeout)
+        if window > 0:
+            yield Pause(window)
+        if batch.after is not None:  # the previous Flush first
+            yield Landed(batch.after, action.timeout - (time.monotonic() - began))
+    finally:
+        request, timeout = group.close(batch)
+    start = yield Start("Flush", timeout, action.metadata)
+    return start(request)
+
+
+def poll_shared(group: Group, action: SendRpc, asker: object) -> Steps[list[Any]]:
+    """The replies to a round of GetFlushState, asked through the group: a batch's
+    lead stands in for its members (``answers``)."""
+    asked = group.questions.stand_ins(action.requests, time.monotonic())
+    replies, again = answers(action.requests, asked, (yield from _ask(group, action, asked, asker)))
+    if again:
+        real = [action.requests[i] for i in again]
+        for i, reply in zip(again, (yield from _ask(group, action, real, asker)), strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _ask(group: Group, action: SendRpc, requests: list[Any], asker: object) -> Steps[list[Any]]:
+    """The replies to ``requests``; questions another call is asking already share
+    its RPC, and known answers are not asked again."""
+    start = yield Start("GetFlushState", action.timeout, action.metadata, shared=True)
+    now = time.monotonic()
+    questions = group.questions
+    waits = [questions.flight(request, partial(start, request), now, asker) for request in requests]
+    flights = [wait for wait in waits if isinstance(wait, Flight)]
+    try:
+        calls, callers = tuple(f.call for f in flights), tuple(f.waiters for f in flights)
+        got = iter((yield Wait(calls, now + action.timeout, "GetFlushState", callers)))
+    finally:
+        for call in questions.release(waits):
+            call.cancel()
+    return [next(got) if isinstance(wait, Flight) else wait for wait in waits]
 
 
 def answers(
@@ -343,21 +516,6 @@ def answers(
 
 def _key(request: Any) -> bytes:
     return bytes(request.SerializeToString(deterministic=True))
-
-
-def split(batch: Batch, reply: Any) -> bool:
-    """Whether each member must send its own Flush after ``reply`` to a shared one: it
-    failed for good (not a retryable status), and for more than one call."""
-    if batch.members < 2 or not isinstance(reply, milvus_pb2.FlushResponse):
-        return False
-    failure = classify_status(reply.status, "Flush")
-    return failure is not None and not failure.retryable
-
-
-def alone(action: SendRpc, spent: float) -> SendRpc:
-    """``action`` (a Flush of one call's names) to send by itself, with what is left
-    of its per-RPC timeout after ``spent`` seconds of waiting for the shared one."""
-    return replace(action, timeout=max(action.timeout - spent, 0.001))
 
 
 _groups_lock = threading.Lock()

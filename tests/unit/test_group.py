@@ -243,27 +243,27 @@ def test_a_later_batch_lead_stands_in_for_an_earlier_batch_on_the_same_collectio
     ) -> list[Any]:
         for _ in range(members):
             batch, _ = group.join(milvus_pb2.FlushRequest(collection_names=names), 10.0)
-        group.seal(batch)
+        group.close(batch)
         group.landed(batch)
         reply = flush_reply({name: [segment] for name in names}, flush_ts=flush_ts)
-        group.sealed(batch, reply, now=now)
+        group.finish(batch, reply, now)
         states = [sealed_state(CollectionFlushState(name), reply) for name in names]
         return [flush_state_request("", state) for state in states]
 
     for _ in range(3):
         group.enter()
     x1, y1 = seal(["x", "y"], members=1, segment=1, flush_ts=100)
-    assert group.stand_ins((x1, y1), now=1.0) == [x1, y1]  # a lone call watches its own
+    assert group.questions.stand_ins((x1, y1), now=1.0) == [x1, y1]  # a lone call watches its own
     y2, z2 = seal(["y", "z"], members=2, segment=2, flush_ts=200)
-    assert group.stand_ins((x1, y1, y2, z2), now=1.0) == [x1, y2, y2, y2]
-    assert group.stand_ins((y1,), now=1.0 + LEAD_FOR) == [y1]  # for LEAD_FOR at most
+    assert group.questions.stand_ins((x1, y1, y2, z2), now=1.0) == [x1, y2, y2, y2]
+    assert group.questions.stand_ins((y1,), now=1.0 + LEAD_FOR) == [y1]  # for LEAD_FOR at most
     (y3,) = seal(["y"], members=2, segment=3, flush_ts=300)  # sealed at 0.0 too: y1, y2 follow
-    assert group.stand_ins((y1, y2), now=1.0) == [y3, y3]
+    assert group.questions.stand_ins((y1, y2), now=1.0) == [y3, y3]
     # calls may be in progress without end: what stands in no more is forgotten
     later = 2 * LEAD_FOR
     seal(["y"], members=2, segment=4, flush_ts=400, now=later)
-    assert group.stand_ins((y1, y3), now=later) == [y1, y3]
-    assert len(group._earlier) == 1 and not group._leads
+    assert group.questions.stand_ins((y1, y3), now=later) == [y1, y3]
+    assert group.questions.remembered() == 1  # the last batch's question; no stand-in
 
 
 class Answered:
@@ -290,25 +290,31 @@ def test_answers_are_forgotten_at_a_flush_lead_for_later_on_a_client_never_idle(
         flush_state_request("", sealed_state(CollectionFlushState(name), reply))
         for name in ("x", "y")
     )
-    group.flight(x, lambda: Answered(state_reply(True)), now=0.0, asker=object())
-    group.flight(y, lambda: Answered(state_reply(False)), now=0.0, asker=object())
+    group.questions.flight(x, lambda: Answered(state_reply(True)), now=0.0, asker=object())
+    group.questions.flight(y, lambda: Answered(state_reply(False)), now=0.0, asker=object())
 
     def unused() -> Any:
         raise AssertionError("asked again")
 
-    assert group.flight(x, unused, now=1.0, asker=object()).flushed  # known: not asked
+    assert group.questions.flight(x, unused, now=1.0, asker=object()).flushed  # known: not asked
 
     def seal_at(now: float) -> None:
         batch, _ = group.join(milvus_pb2.FlushRequest(collection_names=["z"]), 10.0)
-        group.seal(batch)
+        group.close(batch)
         group.landed(batch)
-        group.sealed(batch, flush_reply({"z": [3]}, flush_ts=200 + int(now)), now=now)
+        group.finish(batch, flush_reply({"z": [3]}, flush_ts=200 + int(now)), now)
 
     seal_at(LEAD_FOR / 2)
-    assert list(group._flushed) and not group._not_yet  # a "not yet" lives FRESH seconds
+    assert group.questions.flight(
+        x, unused, now=LEAD_FOR / 2, asker=object()
+    ).flushed  # still known
+    assert (
+        group.questions.remembered() == 2
+    )  # x's "flushed" and z's question: y's "not yet" is gone
     seal_at(LEAD_FOR)
-    assert not group._flushed
-    asked = group.flight(x, lambda: Answered(state_reply(True)), now=LEAD_FOR, asker=object())
+    asked = group.questions.flight(
+        x, lambda: Answered(state_reply(True)), now=LEAD_FOR, asker=object()
+    )
     assert not isinstance(asked, milvus_pb2.GetFlushStateResponse)  # a new flight: asked again
 
 
@@ -324,11 +330,11 @@ def test_a_shared_poll_cancelled_under_the_call_ends_it_with_a_milvus_exception(
         call = asyncio.ensure_future(_async.run(FlushMachine(("a",), "", 10.0, POLICY), client))
         group = for_client(client, "")
         for _ in range(100):  # the call's Flush, then its first poll: a few steps
-            if group._flights:
+            if group.questions._flights:
                 break
             await asyncio.sleep(0)
-        assert group._flights, "no poll in flight"
-        for flight in list(group._flights.values()):
+        assert group.questions._flights, "no poll in flight"
+        for flight in list(group.questions._flights.values()):
             flight.call.cancel()  # as the closed channel does
         try:
             await call

@@ -76,23 +76,36 @@ def test_no_two_package_modules_import_each_other() -> None:
 
 
 #: Lines that carry no logic of their own: control words, lone punctuation.
-_TRIVIAL = re.compile(r"^(try:|else:|finally:|return|pass|continue|break|raise|[)\]}]+:?,?)$")
+_TRIVIAL = re.compile(
+    r"^(try:|else:|finally:|return|pass|continue|break|raise|(return )?[(\[{]|[)\]}]+:?,?)$"
+)
+
+
+def node_lines(node: ast.AST) -> tuple[int, int]:
+    first = getattr(node, "lineno", 0)
+    return first, getattr(node, "end_lineno", None) or first
 
 
 def driver_lines(path: Path) -> set[str]:
     """A driver's distinct non-trivial code lines, ``async``/``await`` stripped: no
-    blank lines, comments, docstrings, imports or lone keywords and punctuation."""
+    blank lines, comments, docstrings, imports, signatures (``def`` and ``class``
+    headers with their parameters and decorators), lone keywords and punctuation."""
     tree = _tree(path)
-    docstrings = {
-        line
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)
-    }
+    skipped: set[int] = set()  # docstrings, imports, and the signatures (decorators included)
+    for node in ast.walk(tree):
+        first, last = node_lines(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            last = node.body[0].lineno - 1
+            first = min([d.lineno for d in node.decorator_list] + [first])
+        elif not isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        ):
+            continue
+        skipped.update(range(first, last + 1))
     out = set()
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = re.sub(r"\b(async|await)\s+", "", raw.split("  #")[0]).strip()
-        if number in docstrings or not line or line.startswith(("#", "import ", "from ")):
+        if number in skipped or not line or line.startswith(("#", "import ", "from ")):
             continue
         if not _TRIVIAL.match(line):
             out.add(line)
