@@ -15,26 +15,12 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _io
 from ._call import AllDatabases, connect_timeout, not_connected
 from ._compat import async_handler, async_stub
 from ._core import FlushMachine
 from ._group import Unanswered
-from ._io import (
-    Finished,
-    Io,
-    Joined,
-    Landed,
-    Lead,
-    Pause,
-    Raised,
-    RunAll,
-    Start,
-    Steps,
-    Wait,
-    advance,
-    carriers,
-    raise_first_failure,
-)
+from ._io import Finished, Raised, Steps, advance, carriers, raise_first_failure
 from ._protocol import call
 from ._protocol import flush_all as all_stages
 from ._response import FlushAllSyncResponse, FlushSyncResponse
@@ -96,24 +82,24 @@ async def drive(steps: Steps[T], tasks: Tasks) -> T:
     return io.value
 
 
-async def _outcome(io: Io, tasks: Tasks) -> Any:
+async def _outcome(io: _io.Io, tasks: Tasks) -> Any:
     try:
         return await _CARRY[type(io)](io, tasks)
     except BaseException as error:  # cancellation too: thrown into the steps
         return Raised(error)
 
 
-async def _pause(io: Pause, tasks: Tasks) -> None:
+async def _pause(io: _io.Pause, tasks: Tasks) -> None:
     await (asyncio.sleep(0) if io.handoff else tasks.sleep(io.seconds))
 
 
-async def _start(io: Start, tasks: Tasks) -> Callable[[Any], Any]:
+async def _start(io: _io.Start, tasks: Tasks) -> Callable[[Any], Any]:
     method = getattr(await async_stub(tasks.client), io.method)
     start = partial(method, timeout=io.timeout, metadata=io.metadata)
     return partial(_task, start) if io.shared else lambda request: _cancellable(start(request))
 
 
-async def _wait(io: Wait, tasks: Tasks) -> list[Any]:
+async def _wait(io: _io.Wait, tasks: Tasks) -> list[Any]:
     if io.until is None:
         return [await call for call in io.handles]
     return [
@@ -134,15 +120,15 @@ async def _result(task: asyncio.Future[Any], seconds: float, what: str, callers:
     return task.result()
 
 
-async def _joined(io: Joined, tasks: Tasks) -> Any:
+async def _joined(io: _io.Joined, tasks: Tasks) -> Any:
     return io.batch.sent()  # the leader's task, made as it joined
 
 
-async def _landed(io: Landed, tasks: Tasks) -> None:
+async def _landed(io: _io.Landed, tasks: Tasks) -> None:
     await asyncio.wait({io.batch.sent()}, timeout=max(io.seconds, 0.0))
 
 
-async def _lead(io: Lead, tasks: Tasks) -> None:
+async def _lead(io: _io.Lead, tasks: Tasks) -> None:
     """The leader's part, in a task of its own: a member's cancellation does not
     cancel the Flush the others wait for (the task is the batch's handle)."""
 
@@ -154,7 +140,7 @@ async def _lead(io: Lead, tasks: Tasks) -> None:
     io.group.led(io.batch, task)
 
 
-async def _run_all(io: RunAll, tasks: Tasks) -> list[FlushSyncResponse]:
+async def _run_all(io: _io.RunAll, tasks: Tasks) -> list[FlushSyncResponse]:
     """Drive every machine at once, a task each; the first failure cancels the rest."""
     running = [asyncio.ensure_future(run(machine, tasks.client)) for machine in io.machines]
     for task in running:

@@ -36,7 +36,6 @@ response.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
@@ -73,8 +72,6 @@ __all__ = [
     "Sleep",
     "flush_all_machine",
 ]
-
-logger = logging.getLogger("pymilvus_flushsync")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from pymilvus.grpc_gen import milvus_pb2
@@ -178,20 +178,19 @@ class _Answer:
     asker: object = None
 
 
-@dataclass(frozen=True)
-class _StandIn:
-    """The question a batch's member asks instead of its own, until ``until``."""
+class _StandIn(NamedTuple):
+    """Until when a batch's member asks ``lead``, the batch's question, for its own."""
 
-    lead: Any
     until: float
+    lead: Any
 
 
-@dataclass(frozen=True)
-class _Question:
-    """A question of an answered batch, which a later batch's lead may stand in for."""
+class _Question(NamedTuple):
+    """When an answered batch's question was sealed: a later batch's lead may stand in
+    for it."""
 
-    request: Any
     sealed_at: float
+    request: Any
 
 
 class Questions:
@@ -264,8 +263,8 @@ class Questions:
                 if q.request.collection_name in batch.names
             ]
             for request in followers:
-                self._stand_ins[_key(request)] = _StandIn(lead, now + LEAD_FOR)
-            self._questions.update((_key(r), _Question(r, now)) for r in requests)
+                self._stand_ins[_key(request)] = _StandIn(now + LEAD_FOR, lead)
+            self._questions.update((_key(r), _Question(now, r)) for r in requests)
 
     def flight(self, request: Any, start: Callable[[], Any], now: float, asker: object) -> Any:
         """The shared flight of ``request`` (started with ``start()`` if there is none),

@@ -15,26 +15,12 @@ from typing import Any, TypeVar
 import grpc
 from pymilvus.exceptions import MilvusException
 
+from . import _io
 from ._call import AllDatabases
 from ._core import FlushMachine
 from ._errors import interrupted
 from ._group import HANDOFF, Unanswered
-from ._io import (
-    Finished,
-    Io,
-    Joined,
-    Landed,
-    Lead,
-    Pause,
-    Raised,
-    RunAll,
-    Start,
-    Steps,
-    Wait,
-    advance,
-    carriers,
-    raise_first_failure,
-)
+from ._io import Finished, Raised, Steps, advance, carriers, raise_first_failure
 from ._protocol import call
 from ._protocol import flush_all as all_stages
 from ._response import FlushAllSyncResponse, FlushSyncResponse
@@ -82,24 +68,24 @@ def drive(steps: Steps[T], blocking: Blocking) -> T:
     return io.value
 
 
-def _outcome(io: Io, blocking: Blocking) -> Any:
+def _outcome(io: _io.Io, blocking: Blocking) -> Any:
     try:
         return _CARRY[type(io)](io, blocking)
     except BaseException as error:  # thrown into the steps, which decide
         return Raised(error)
 
 
-def _pause(io: Pause, blocking: Blocking) -> None:
+def _pause(io: _io.Pause, blocking: Blocking) -> None:
     # a thread that gives up the GIL for less than another's wake-up takes it back first
     time.sleep(HANDOFF) if io.handoff else blocking.sleep(io.seconds)
 
 
-def _start(io: Start, blocking: Blocking) -> Callable[[Any], Any]:
+def _start(io: _io.Start, blocking: Blocking) -> Callable[[Any], Any]:
     stub = blocking.client._get_connection()._stub
     return partial(getattr(stub, io.method).future, timeout=io.timeout, metadata=io.metadata)
 
 
-def _wait(io: Wait, blocking: Blocking) -> list[Any]:
+def _wait(io: _io.Wait, blocking: Blocking) -> list[Any]:
     if io.until is None:
         return [call.result() for call in io.handles]
     return [
@@ -116,15 +102,15 @@ def _result(call: Any, seconds: float, what: str, callers: int) -> Any:
         raise Unanswered.late(what, callers) from None
 
 
-def _joined(io: Joined, blocking: Blocking) -> Any:
+def _joined(io: _io.Joined, blocking: Blocking) -> Any:
     return io.batch.sent(io.seconds)
 
 
-def _landed(io: Landed, blocking: Blocking) -> None:
+def _landed(io: _io.Landed, blocking: Blocking) -> None:
     io.batch.wait_landed(io.seconds)
 
 
-def _lead(io: Lead, blocking: Blocking) -> None:
+def _lead(io: _io.Lead, blocking: Blocking) -> None:
     """The leader's part, in this thread; whatever happens, the members stop waiting."""
     sent = None
     try:
@@ -133,7 +119,7 @@ def _lead(io: Lead, blocking: Blocking) -> None:
         io.group.led(io.batch, sent)
 
 
-def _run_all(io: RunAll, blocking: Blocking) -> list[FlushSyncResponse]:
+def _run_all(io: _io.RunAll, blocking: Blocking) -> list[FlushSyncResponse]:
     """Drive every machine at once, a thread each; the first failure stops the rest."""
     machines = io.machines
     if len(machines) == 1:

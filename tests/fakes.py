@@ -12,7 +12,41 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-from pymilvus_flushsync import FlushPolicy
+from pymilvus_flushsync import Backoff, FlushPolicy, FlushSyncResponse
+from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
+
+#: The tests' one policy: no jitter, no tick learning, short schedules.
+POLICY = FlushPolicy(
+    poll=Backoff(0.005, 2.0, 0.04),
+    retry=Backoff(0.1, 2.0, 1.0),
+    rpc_timeout=5.0,
+    retry_budget=30.0,
+    tick_period=None,
+    jitter=False,
+)
+
+
+def drive(
+    machine: FlushMachine,
+    answer: Callable[[SendRpc], Any],
+    sleep: Callable[[float], object] = lambda seconds: None,
+    *,
+    limit: int = 10_000,
+) -> FlushSyncResponse:
+    """Drive ``machine`` to its end as a driver does: ``sleep`` for every ``Sleep``
+    (e.g. a ``FakeClock``'s ``advance``), ``answer(action)`` for the reply to every RPC
+    (what it raises is the RPC's error). Raises what the machine raises, and
+    ``AssertionError`` if it has not ended after ``limit`` actions."""
+    for _ in range(limit):
+        action = machine.next_action()
+        if isinstance(action, Done):
+            return action.response
+        with machine.expect(action) as outcome:
+            if isinstance(action, Sleep):
+                sleep(action.seconds)
+            else:
+                outcome.reply = answer(action)
+    raise AssertionError(f"the machine did not end within {limit} actions")
 
 
 class FakeClock:

@@ -11,23 +11,22 @@ import pytest
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
+from pymilvus_flushsync import Backoff, FlushTimeoutError
 from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._history import FlushHistory
 from pymilvus_flushsync._schedule import Deadline
+from pymilvus_flushsync._state import Phase
 
 from ..fakes import (
+    POLICY,
     RATE_LIMITED,
     FakeClock,
     FakeRpcError,
+    drive,
     flush_reply,
     has_reply,
     state_reply,
     status,
-)
-
-POLICY = FlushPolicy(
-    poll=Backoff(0.005, 2.0, 0.04), retry=Backoff(0.1, 2.0, 1.0), rpc_timeout=5.0, jitter=False
 )
 
 
@@ -559,6 +558,9 @@ def test_interrupts_pass_through_expect() -> None:
     action = rpc(m)
     with pytest.raises(KeyboardInterrupt), m.expect(action):
         raise KeyboardInterrupt
+    assert m.phase is Phase.FAILED  # a half-done step is never resumed
+    with pytest.raises(MilvusException, match="interrupted"):
+        m.next_action()
 
 
 def unavailable_until_it_ends(
@@ -566,15 +568,12 @@ def unavailable_until_it_ends(
 ) -> MilvusException:
     """Fail every RPC with UNAVAILABLE after ``rpc_seconds``; what the call raised."""
 
+    def unavailable(action: SendRpc) -> Any:
+        clock.advance(min(rpc_seconds, action.timeout))
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+
     def fail_forever() -> None:
-        while True:
-            action = m.next_action()
-            if isinstance(action, Sleep):
-                clock.advance(action.seconds)
-                continue
-            assert isinstance(action, SendRpc)
-            clock.advance(min(rpc_seconds, action.timeout))
-            m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+        drive(m, unavailable, clock.advance)
 
     with pytest.raises(MilvusException) as info:
         fail_forever()

@@ -4,6 +4,7 @@ two halves over one ``MockStream``: same RPCs, same answer, same cancellations."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -48,8 +49,9 @@ def drive(
     return outcome, progress
 
 
-def waits_then_flushes(polls_before_flushed: int) -> Answer:
-    """Seals on Flush; every collection flips after that many polls in all."""
+def flipping(flips_at: Callable[[str], int]) -> Answer:
+    """Seals on Flush; a collection reports flushed from the ``flips_at(name)``-th poll
+    on (counting every poll the server answered)."""
     polls = 0
 
     def answer(method: str, request: Any) -> Any:
@@ -57,9 +59,14 @@ def waits_then_flushes(polls_before_flushed: int) -> Answer:
         if method == "Flush":
             return flush_reply({name: [i] for i, name in enumerate(request.collection_names)})
         polls += 1
-        return state_reply(polls > polls_before_flushed)
+        return state_reply(polls >= flips_at(request.collection_name))
 
     return answer
+
+
+def waits_then_flushes(polls_before_flushed: int) -> Answer:
+    """Seals on Flush; every collection flips after that many polls in all."""
+    return flipping(lambda name: polls_before_flushed + 1)
 
 
 def test_both_drivers_send_the_same_rpcs_and_return_the_same_answer() -> None:
@@ -82,16 +89,7 @@ def test_both_drivers_send_the_same_rpcs_and_return_the_same_answer() -> None:
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_a_progress_bar_reaches_its_total(flavor: str) -> None:
     """The README's tqdm example over a server whose collections flip at polls 1, 3, 5."""
-    polls = 0
-
-    def answer(method: str, request: Any) -> Any:
-        nonlocal polls
-        if method == "Flush":
-            return flush_reply({name: [i] for i, name in enumerate(request.collection_names)})
-        polls += 1
-        flips = {"a": 1, "b": 3, "c": 5}
-        return state_reply(polls >= flips[request.collection_name])
-
+    answer = flipping({"a": 1, "b": 3, "c": 5}.__getitem__)
     response, progress = drive(flavor, FakeServer(answer), ("a", "b", "c"))
     assert isinstance(response, FlushSyncResponse) and response.flushed
     bar = [sum(state.flushed for state in s.collections.values()) for s in progress]

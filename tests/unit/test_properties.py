@@ -4,6 +4,7 @@ whose every reply, error and delay hypothesis chooses."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -13,27 +14,16 @@ from hypothesis import strategies as st
 from pymilvus.exceptions import MilvusException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import Backoff, FlushPolicy, FlushTimeoutError
-from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync import FlushTimeoutError
+from pymilvus_flushsync._core import FlushMachine, SendRpc
 from pymilvus_flushsync._errors import classify_rpc_error, classify_status
 from pymilvus_flushsync._params import check_names, check_timeout
 
-from ..fakes import (
-    RATE_LIMITED,
-    FakeClock,
-    FakeRpcError,
-    flush_reply,
-    has_reply,
-    state_reply,
-    status,
-)
+from .. import fakes
+from ..fakes import POLICY, FakeClock, drive
 
-POLICY = FlushPolicy(
-    poll=Backoff(0.005, 1.5, 0.045),
-    retry=Backoff(0.1, 2.0, 2.0),
-    rpc_timeout=5.0,
-    retry_budget=30.0,
-)
+#: Retries wait a random part of their back-off (from a seeded ``random.Random``).
+JITTERED = replace(POLICY, jitter=True)
 RETRYABLE = ("rate_limited", "unavailable")
 OUTCOMES = st.sampled_from(["ok", "ok", "ok", "ok", "not_yet", *RETRYABLE, "garbage"])
 #: What grpc.aio hands back for a reply it could not decode.
@@ -53,7 +43,7 @@ class Simulation:
         self.timeout = timeout
         self.data = data
         self.machine = FlushMachine(
-            tuple(names), "", timeout, POLICY, clock=self.clock, rng=random.Random(0)
+            tuple(names), "", timeout, JITTERED, clock=self.clock, rng=random.Random(0)
         )
         self.flushed_by_server: set[str] = set()  # said "flushed" since its latest Flush
         self.polled: set[str] = set()
@@ -66,14 +56,14 @@ class Simulation:
         assert self.timeout is not None
         return self.started + self.timeout - self.clock.now
 
-    def step(self, action: SendRpc | Sleep) -> Any:
-        """Sleep, or the reply (list) to an RPC; raises the RPC's ``grpc.RpcError``."""
-        if isinstance(action, Sleep):
-            assert action.seconds >= 0
-            if self.timeout is not None:  # never sleeps past the deadline
-                assert action.seconds <= self.deadline_left() + 1e-9
-            self.clock.advance(action.seconds)
-            return None
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        if self.timeout is not None:  # never sleeps past the deadline
+            assert seconds <= self.deadline_left() + 1e-9
+        self.clock.advance(seconds)
+
+    def step(self, action: SendRpc) -> Any:
+        """The reply (list) to an RPC; raises the RPC's ``grpc.RpcError``."""
         assert action.timeout is not None and 0 < action.timeout <= POLICY.rpc_timeout
         if self.timeout is not None:  # no RPC may outlive the deadline
             assert action.timeout <= self.deadline_left() + 1e-9
@@ -86,7 +76,7 @@ class Simulation:
         elif outcome != "garbage":
             self.failing_since = None
         if outcome == "unavailable":
-            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+            raise fakes.FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
         if outcome == "garbage":
             self.final = 13
             return [UNDECODABLE for _ in action.requests]
@@ -98,22 +88,22 @@ class Simulation:
 
     def answer_flush(self, action: SendRpc, outcome: str) -> Any:
         if outcome == "rate_limited":
-            return RATE_LIMITED
+            return fakes.RATE_LIMITED
         names = list(action.request.collection_names)
         self.flushed_by_server -= set(names)
         if self.lite:  # skips missing collections, says nothing about the others
-            return flush_reply(None)
+            return fakes.flush_reply(None)
         if self.missing & set(names):  # a real server fails the whole Flush
             self.final = 100
-            return milvus_pb2.FlushResponse(status=status(100, "collection not found"))
-        return flush_reply({name: [1] for name in names})
+            return milvus_pb2.FlushResponse(status=fakes.status(100, "collection not found"))
+        return fakes.flush_reply({name: [1] for name in names})
 
     def answer_has(self, action: SendRpc) -> Any:
         assert self.lite, "HasCollection is only needed where the FlushResponse is empty"
         exists = action.request.collection_name not in self.missing
         if not exists:
             self.final = 100
-        return has_reply(exists)
+        return fakes.has_reply(exists)
 
     def answer_polls(self, action: SendRpc, outcome: str) -> Any:
         replies = []
@@ -125,26 +115,17 @@ class Simulation:
             flushed = outcome == "ok" and not self.data.draw(st.booleans())  # simplest: flushed
             if flushed:
                 self.flushed_by_server.add(request.collection_name)
-            replies.append(state_reply(flushed))
+            replies.append(fakes.state_reply(flushed))
         return replies
 
 
 def ending(sim: Simulation) -> tuple[Any, MilvusException | None]:
-    """How ``drive`` ended: ``(response, None)``, or ``(None, what it raised)``."""
+    """How the call ended: ``(response, None)``, or ``(None, what it raised)``; it
+    must end (``drive`` fails the test otherwise)."""
     try:
-        return drive(sim, limit=2_000), None
+        return drive(sim.machine, sim.step, sim.sleep, limit=2_000), None
     except MilvusException as error:
         return None, error
-
-
-def drive(sim: Simulation, limit: int = 400) -> Any:
-    for _ in range(limit):
-        action = sim.machine.next_action()
-        if isinstance(action, Done):
-            return action.response
-        with sim.machine.expect(action) as outcome:
-            outcome.reply = sim.step(action)
-    return None
 
 
 @settings(max_examples=200, deadline=None)
@@ -189,23 +170,18 @@ def test_every_pending_collection_is_polled_until_done(
             assert sim.failing_since is not None
             assert sim.clock.now - sim.failing_since == pytest.approx(POLICY.retry_budget)
         return
-    if response is not None:  # finished: each one was asked about, and said "flushed"
-        assert sim.polled == set(names)
-        assert set(names) <= sim.flushed_by_server
+    assert response is not None and response.flushed  # it ended: all said "flushed"
+    assert sim.polled == set(names)
+    assert set(names) <= sim.flushed_by_server
 
 
 @given(code=st.sampled_from(list(grpc.StatusCode)))
 def test_retry_classification_of_grpc_errors(code: grpc.StatusCode) -> None:
-    failure = classify_rpc_error(FakeRpcError(code, "x"), "Flush [a]")
+    failure = classify_rpc_error(fakes.FakeRpcError(code, "x"), "Flush [a]")
     assert isinstance(failure.error, MilvusException)
     assert failure.retryable == (
         code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     )
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        assert not failure.retryable  # denied: at once, never retried until the deadline
-
-
-RESTART_REASONS = ("service not ready", "service unavailable", "node not", "node offline")
 
 
 @given(
@@ -219,21 +195,43 @@ RESTART_REASONS = ("service not ready", "service unavailable", "node not", "node
         st.sampled_from(["service not ready", "node not match[x]", "invalid database name"]),
     ),
 )
-def test_retry_classification_of_server_statuses(code: int, legacy: int, reason: str) -> None:
-    failure = classify_status(status(code, reason, error_code=legacy), "Flush [a]")
+def test_a_server_status_is_success_or_a_failure_with_its_own_code(
+    code: int, legacy: int, reason: str
+) -> None:
+    failure = classify_status(fakes.status(code, reason, error_code=legacy), "Flush [a]")
     if code == 0 and legacy == 0:
         assert failure is None
         return
     assert failure is not None
-    assert failure.error.code == (code or legacy)
-    limited = code in (4, 8) or legacy == 49
-    said = any(text in reason for text in RESTART_REASONS)
-    # 1 is Milvus's "not ready" but Milvus Lite's "anything went wrong": the reason decides
-    restarting = code in (2, 901, 902, 904, 905) or (code in (1, 65535) and said)
-    assert failure.retryable == (limited or restarting)
-    assert failure.reflush == (restarting and not limited)
-    if code in (100, 1400, 1401) and legacy != 49:
-        assert not failure.retryable  # missing collection, denied: final at once
+    assert failure.error.code == (code or legacy) and isinstance(failure.error, MilvusException)
+    assert failure.retryable or not failure.reflush  # only a retry seals again
+    if failure.rate is not None:  # a rate limit says when to retry, and loses nothing
+        assert failure.retryable and not failure.reflush
+
+
+#: What each kind of server answer makes of a call (docs/guarantees.md, "Retries").
+STATUSES = [
+    # (code, legacy error_code, reason) -> (retried, Flush sent again)
+    ((8, 49, "rate limit exceeded[rate=0.1]"), (True, False)),  # the flush limit
+    ((0, 49, "rate limit exceeded"), (True, False)),  # Milvus 2.3: the legacy code only
+    ((4, 0, "request limit"), (True, False)),
+    ((2, 0, "service not ready"), (True, True)),  # restarting: it may have lost the Flush
+    ((1, 0, "service not ready"), (True, True)),  # Milvus Lite's code 1, with that reason
+    ((1, 0, "collection not found[collection=a]"), (False, False)),  # Lite: anything else
+    ((65535, 0, "node not match[x]"), (True, True)),
+    ((100, 0, "collection not found[collection=a]"), (False, False)),  # final at once
+    ((1400, 0, "permission denied"), (False, False)),
+    ((800, 0, "database not found[database=x]"), (False, False)),
+]
+
+
+@pytest.mark.parametrize(("answer", "expected"), STATUSES, ids=[s[0][2] for s in STATUSES])
+def test_what_each_server_answer_makes_of_a_call(
+    answer: tuple[int, int, str], expected: tuple[bool, bool]
+) -> None:
+    code, legacy, reason = answer
+    failure = classify_status(fakes.status(code, reason, error_code=legacy), "Flush [a]")
+    assert failure is not None and (failure.retryable, failure.reflush) == expected
 
 
 @settings(max_examples=50, deadline=None)
@@ -245,28 +243,19 @@ def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
     failure: str, rpc_seconds: float
 ) -> None:
     clock = FakeClock()
-    machine = FlushMachine(("a",), "", None, POLICY, clock=clock, rng=random.Random(1))
+    machine = FlushMachine(("a",), "", None, JITTERED, clock=clock, rng=random.Random(1))
 
-    def fail_forever() -> None:
-        for _ in range(10_000):
-            action = machine.next_action()
-            if isinstance(action, Sleep):
-                clock.advance(action.seconds)
-                continue
-            assert isinstance(action, SendRpc)
-            with machine.expect(action) as outcome:
-                assert action.timeout <= POLICY.rpc_timeout
-                clock.advance(min(rpc_seconds, action.timeout))
-                if failure == "unavailable":
-                    raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
-                outcome.reply = (
-                    RATE_LIMITED
-                    if failure == "rate_limited"
-                    else milvus_pb2.FlushResponse(status=status(1, "service not ready"))
-                )
+    def fail(action: SendRpc) -> Any:
+        assert action.timeout <= POLICY.rpc_timeout
+        clock.advance(min(rpc_seconds, action.timeout))
+        if failure == "unavailable":
+            raise fakes.FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+        if failure == "rate_limited":
+            return fakes.RATE_LIMITED
+        return milvus_pb2.FlushResponse(status=fakes.status(1, "service not ready"))
 
     with pytest.raises(MilvusException) as info:
-        fail_forever()
+        drive(machine, fail, clock.advance)
     assert not isinstance(info.value, FlushTimeoutError)
     assert info.value.code == {"unavailable": 14, "rate_limited": 8, "not_ready": 1}[failure]
     assert clock.now - 100.0 == pytest.approx(POLICY.retry_budget)  # the first send was at 100
@@ -292,25 +281,18 @@ def test_argument_validation_is_param_error_or_a_clean_value(value: Any) -> None
         assert names and all(isinstance(n, str) and n for n in names)
 
 
-def never_flushes(machine: FlushMachine, clock: FakeClock) -> None:
-    while True:
-        action = machine.next_action()
-        assert not isinstance(action, Done)
-        with machine.expect(action) as outcome:
-            if isinstance(action, Sleep):
-                clock.advance(action.seconds)
-            elif isinstance(action, SendRpc) and action.method == "Flush":
-                outcome.reply = flush_reply({"a": [1]})
-            elif isinstance(action, SendRpc):
-                clock.advance(0.001)
-                outcome.reply = [state_reply(False) for _ in action.requests]
-
-
 def test_a_server_that_never_flushes_ends_in_a_timeout_on_the_deadline() -> None:
     clock = FakeClock()
     machine = FlushMachine(("a",), "", 0.3, POLICY, clock=clock)
+
+    def never_flushed(action: SendRpc) -> Any:
+        if action.method == "Flush":
+            return fakes.flush_reply({"a": [1]})
+        clock.advance(0.001)
+        return [fakes.state_reply(False) for _ in action.requests]
+
     with pytest.raises(FlushTimeoutError):
-        never_flushes(machine, clock)
+        drive(machine, never_flushed, clock.advance)
     assert clock.now == pytest.approx(100.3)
 
 
@@ -321,15 +303,17 @@ def test_the_sweeps_of_a_flush_cost_at_most_one_poll_per_collection(flips: list[
     the polls beyond one per round are at most one per collection."""
     names = [f"c{i}" for i in range(len(flips))]
     machine = FlushMachine(tuple(names), "", None, POLICY, clock=FakeClock())
-    machine.next_action()
-    machine.on_reply(flush_reply({name: [i] for i, name in enumerate(names)}))
     rounds = beyond = 0
-    while not isinstance(action := machine.next_action(), Done):
-        if isinstance(action, Sleep):
-            continue
+
+    def flipping(action: SendRpc) -> Any:
+        nonlocal rounds, beyond
+        if action.method == "Flush":
+            return fakes.flush_reply({name: [i] for i, name in enumerate(names)})
         asked = [request.collection_name for request in action.requests]
         beyond += len(asked) - 1
-        machine.on_reply([state_reply(rounds >= flips[names.index(n)]) for n in asked])
         rounds += 1
+        return [fakes.state_reply(rounds - 1 >= flips[names.index(n)]) for n in asked]
+
+    response = drive(machine, flipping)
     assert beyond <= len(names)
-    assert action.response.polls == rounds + beyond
+    assert response.polls == rounds + beyond

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pymilvus_flushsync import Backoff, FlushPolicy
-from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._core import FlushMachine, SendRpc
 from pymilvus_flushsync._ticks import TickModel, for_endpoint
 
-from ..fakes import FakeClock, flush_reply, state_reply
+from ..fakes import FakeClock, drive, flush_reply, state_reply
 
 P = 0.2
 PHASE = 0.083  # flips happen at 0.083 + k * 0.2
@@ -127,19 +129,17 @@ def test_for_endpoint_shares_one_model_per_endpoint() -> None:
 
 def simulate(machine: FlushMachine, clock: FakeClock, done_at: float, rpc: float = 0.001) -> int:
     """Drive a machine against a fake server whose GetFlushState flips at done_at."""
-    action = machine.next_action()
-    assert isinstance(action, SendRpc)
-    assert action.method == "Flush"
-    clock.advance(rpc)
-    machine.on_reply(flush_reply({"a": [1]}))
-    while not isinstance(action := machine.next_action(), Done):
-        if isinstance(action, Sleep):
-            clock.advance(action.seconds)
-            continue
+
+    def answer(action: SendRpc) -> Any:
         asked_at = clock.now
         clock.advance(rpc)
-        machine.on_reply(state_reply(asked_at >= done_at))
-    return action.response.polls
+        return (
+            flush_reply({"a": [1]})
+            if action.method == "Flush"
+            else state_reply(asked_at >= done_at)
+        )
+
+    return drive(machine, answer, clock.advance).polls
 
 
 def test_learned_phase_cuts_polls_and_latency() -> None:
