@@ -4,8 +4,9 @@ This module imports nothing heavy itself, so that two things hold from the first
 moment of ``main``:
 
 * Ctrl-C at any moment is exit 130 and one line, even while pymilvus is imported
-  (about 0.8 s); once the command is over, a Ctrl-C ends the process quietly by
-  SIGINT (interpreter shutdown joins threads).
+  (about 0.8 s: it is held back until the import is over, ``_held_interrupts``);
+  once the command is over, a Ctrl-C ends the process quietly by SIGINT
+  (interpreter shutdown joins threads).
 * ``$MILVUS_URI`` may name a Milvus Lite file, as the command documents: pymilvus
   parses that variable when it is imported and rejects a Lite path ("Illegal uri"),
   so it is hidden from pymilvus while pymilvus loads; the command reads it itself.
@@ -16,7 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ._exits import Exit
 
@@ -26,14 +28,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         milvus_uri = os.environ.pop("MILVUS_URI", None)
         try:
-            from . import _cli  # imports pymilvus
+            with _held_interrupts() as held:
+                from . import _cli  # imports pymilvus
         finally:
             if milvus_uri is not None:
                 os.environ["MILVUS_URI"] = milvus_uri
+        if held:
+            raise KeyboardInterrupt
         return _cli.main(argv)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return Exit.INTERRUPTED
+
+
+@contextmanager
+def _held_interrupts() -> Iterator[list[int]]:
+    """Hold a Ctrl-C back while pymilvus loads, to act on it after: a library that
+    catches everything at import (protobuf has bare ``except:``) would swallow the
+    ``KeyboardInterrupt``, and the command would run on. Not where Ctrl-C is
+    ignored, nor off the main thread."""
+    held: list[int] = []
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield held
+        return
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run() -> int:

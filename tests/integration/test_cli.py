@@ -297,6 +297,38 @@ def test_ctrl_c_at_any_moment_is_130_and_one_line_or_death_by_sigint() -> None:
             assert outcome in [(130, "", "interrupted\n"), (-signal.SIGINT, "", "")], delay
 
 
+#: A child whose import of the command's module meets a Ctrl-C inside a bare
+#: ``except:``, as libraries pymilvus imports have (protobuf's descriptor pool).
+SWALLOWING_IMPORT = """
+import builtins, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import pymilvus_flushsync.__main__ as entry
+real_import = builtins.__import__
+def importing(name, globals=None, locals=None, fromlist=(), level=0):
+    if fromlist and "_cli" in fromlist:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        except:
+            pass
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = importing
+sys.exit(entry.main(["--version"]))
+"""
+
+
+def test_a_ctrl_c_while_pymilvus_loads_is_not_lost_to_a_bare_except() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWING_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=QUIET,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "interrupted\n")
+
+
 def test_ctrl_c_exits_130_with_one_line() -> None:
     with hostile("never_answers") as server:
         assert isinstance(server, FakeMilvus)
