@@ -162,10 +162,17 @@ class Results:
 class Clients:
     """Each client: a callable (names) -> (polls, cpu seconds)."""
 
-    def __init__(self, uri: str, node: subprocess.Popen[str] | None) -> None:
+    def __init__(self, uri: str, node: subprocess.Popen[str] | None, before: Any = None) -> None:
         self.ours = MilvusClient(uri)
         self.plain = PlainClient(uri)
         self.node = node
+        self.earlier: Any = None if before is None else before.MilvusClient(uri)
+
+    def before(self, names: list[str]) -> tuple[int, float]:
+        """``flush_sync`` of the package at ``--against`` (its own tick model)."""
+        cpu = time.thread_time()
+        response = self.earlier.flush_sync(names, timeout=120)
+        return response.polls, time.thread_time() - cpu
 
     def flush_sync(self, names: list[str]) -> tuple[int, float]:
         cpu = time.thread_time()
@@ -206,7 +213,27 @@ class Clients:
         }
         if self.node is not None:
             clients["node_sdk"] = self.node_sdk
+        if self.earlier is not None:
+            clients["before"] = self.before
         return clients
+
+
+def package_at(revision: str) -> Any:
+    """The package as it was at ``revision`` (git), importable beside this one as
+    ``pymilvus_flushsync_before``: a same-run A/B of two codes."""
+    into = Path(tempfile.mkdtemp(prefix="flushsync-before-"))
+    archive = subprocess.run(
+        ["git", "archive", revision, "pymilvus_flushsync"],
+        cwd=HERE.parent,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "pymilvus_flushsync").rename(into / "pymilvus_flushsync_before")
+    sys.path.insert(0, str(into))
+    import importlib
+
+    return importlib.import_module("pymilvus_flushsync_before")
 
 
 def start_node(address: str) -> subprocess.Popen[str] | None:
@@ -339,7 +366,7 @@ def summarise(
 ) -> dict[str, Any]:
     rows_out = []
     for mode in ("one", "eight", "nothing"):
-        for client in ("flush_sync", "poll_2ms", "pymilvus", "node_sdk"):
+        for client in ("flush_sync", "before", "poll_2ms", "pymilvus", "node_sdk"):
             trials = results.of(client, mode)
             if not trials:
                 continue
@@ -462,7 +489,11 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=7)
     parser.add_argument("--rows", type=int, default=2000, help="rows per collection per trial")
     parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
+    parser.add_argument(
+        "--against", metavar="REV", help="also run flush_sync as it was at this git revision"
+    )
     args = parser.parse_args()
+    before = None if args.against is None else package_at(args.against)
 
     print("starting Milvus 2.3.5 standalone ...", flush=True)
     server = Server({})  # the tests' server: a temporary data dir, always stopped
@@ -470,7 +501,7 @@ def main() -> int:
     try:
         address = f"127.0.0.1:{server.port}"
         node = None if args.no_node else start_node(address)
-        clients = Clients(f"http://{address}", node)
+        clients = Clients(f"http://{address}", node, before)
         bench = ServerBench(f"http://{address}", address, clients, args.rows)
         results = bench.run(args.trials, ["one", "eight", "nothing"])
     finally:

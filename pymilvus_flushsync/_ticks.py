@@ -29,10 +29,9 @@ and once more ``late`` after that. Nothing is polled in between. A flip later st
 (or just before the window) is caught at the next tick; two such misses in a row
 make the model forget and start over, so a server that is not periodic keeps the
 plain back-off schedule, while one outlier does not cost the next calls their
-schedule. (Replayed against a server whose flip phase wanders by 15 ms with 15%
-outliers, a fake-clock simulation: trusted at the start of 70% of calls instead
-of 49%, median overshoot 16 ms instead of 19 ms.) Correctness
-never depends on the model: ``flush_sync`` returns only on a "flushed" answer.
+schedule (what that gains, replayed: benchmarks/README.md, "Rules measured").
+Correctness never depends on the model: ``flush_sync`` returns only on a
+"flushed" answer.
 
 The model holds no I/O; it is shared by all calls to one endpoint in a process
 (``for_endpoint``) and guarded by a lock.
