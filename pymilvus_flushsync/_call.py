@@ -10,7 +10,7 @@ docs/guarantees.md's "flush_all_sync and FlushAll":
 
 * a broadcast (``db_name=None``, Milvus 2.6.8+ by ``GetVersion``, protos with 2.6.8's
   fields): ``ListDatabases``, one listing machine per database (``seal=False``:
-  what the response names), then one ``FlushAllMachine``;
+  what the response names), then one FlushAll machine (``flush_all_machine``);
 * otherwise: one machine per database (``every=True``: it lists its collections,
   flushes them and waits), after ``ListDatabases`` unless ``db_name`` names the one
   database. A FlushAll reply without per-channel messages falls back to this stage.

@@ -4,11 +4,11 @@ Theory
 ======
 A ``FlushMachine`` holds all state of one call: its ``Table`` and phase (what it
 sends and where each answer leads: ``_steps``, where the tables are drawn), its
-``Turn`` (whether it owes a sleep, is ready to send, or awaits a reply: both in
-``_state``, which checks every move), its
-``Retries`` and ``PollSchedule`` (``_schedule``) and its ``Progress``
-(``_progress``). A driver asks what to do next, does it, and reports back; it
-decides nothing and the machine starts no I/O::
+``Turn`` (whether it owes a sleep, is ready to send, or awaits a reply; phase and
+turn live in ``_state``, which checks every move), its ``Retries`` and
+``PollSchedule`` (``_schedule``) and its ``Progress`` (``_progress``). Whoever
+drives it asks what to do next, does it, and reports back; it decides nothing and
+the machine starts no I/O::
 
     while not isinstance(action := machine.next_action(), Done):   # may raise
         with machine.expect(action) as outcome:    # an RPC's exception -> on_error
@@ -18,11 +18,11 @@ decides nothing and the machine starts no I/O::
 
 The stub is read from the client for every RPC (``client._get_connection()``):
 pymilvus swaps it on reconnect, and once the client is closed that raises,
-which ends the call with that ``MilvusException``. The sync driver
-(``_sync.run``) and the asyncio driver (``_async.run``) are that loop, one with
-``await``; both cancel a round's other RPCs when one fails. An RPC whose
-``shared`` is set may go through the client's group (``_group``), which shares
-it among concurrent calls; each call's machine is unchanged.
+which ends the call with that ``MilvusException``. That loop is written once,
+``_protocol.call``, as steps the sync and asyncio drivers carry out (``_io``); a
+round's other RPCs are cancelled when one fails. An RPC whose ``shared`` is set
+may go through the client's group (``_group``), which shares it among concurrent
+calls; each call's machine is unchanged.
 
 Deadline. One absolute monotonic deadline, made once (``None`` -> infinity).
 Every RPC is sent with ``min(remaining, policy.rpc_timeout)``; every sleep is
