@@ -90,7 +90,10 @@ async def _outcome(io: _io.Io, tasks: Tasks) -> Any:
 
 
 async def _pause(io: _io.Pause, tasks: Tasks) -> None:
-    await (asyncio.sleep(0) if io.handoff else tasks.sleep(io.seconds))
+    if io.handoff:  # one turn of the loop runs every task released with this one
+        await asyncio.sleep(0)
+    else:
+        await tasks.sleep(io.seconds)
 
 
 async def _start(io: _io.Start, tasks: Tasks) -> Callable[[Any], Any]:

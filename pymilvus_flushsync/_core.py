@@ -165,8 +165,6 @@ class FlushMachine:
     def phase(self) -> Phase:
         return self.state.phase
 
-    # -- what next? ---------------------------------------------------------------
-
     def next_action(self) -> Action:
         """The next step for the driver; raises when the call has failed or timed out."""
         state = self.state
@@ -208,8 +206,6 @@ class FlushMachine:
             except BaseException as exc:
                 self.state.fail(interrupted(exc))
                 raise
-
-    # -- what happened ------------------------------------------------------------
 
     @contextmanager
     def expect(self, action: SendRpc | Sleep) -> Iterator[Outcome]:
@@ -280,8 +276,6 @@ class FlushMachine:
         if decision.reflush and self.state.can(Event.LOST):
             self.state.move(Event.LOST)
         self.state.owe(decision.delay)
-
-    # -- results ------------------------------------------------------------------
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (``None`` without one; 0 once passed)."""

@@ -47,7 +47,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Pause:
     """Wait ``seconds``; ``handoff``: only let the threads or tasks that were released
-    together run first (a thread sleeps ``_group.HANDOFF``, a task yields once)."""
+    together run first (a thread really sleeps ``seconds``, whatever sleep the driver
+    was given; a task yields once)."""
 
     seconds: float
     handoff: bool = False

@@ -19,7 +19,7 @@ from . import _io
 from ._call import AllDatabases
 from ._core import FlushMachine
 from ._errors import interrupted
-from ._group import HANDOFF, Unanswered
+from ._group import Unanswered
 from ._io import Finished, Raised, Steps, advance, carriers, raise_first_failure
 from ._protocol import call
 from ._protocol import flush_all as all_stages
@@ -76,8 +76,10 @@ def _outcome(io: _io.Io, blocking: Blocking) -> Any:
 
 
 def _pause(io: _io.Pause, blocking: Blocking) -> None:
-    # a thread that gives up the GIL for less than another's wake-up takes it back first
-    time.sleep(HANDOFF) if io.handoff else blocking.sleep(io.seconds)
+    if io.handoff:  # really: the threads released with this one must get to run
+        time.sleep(io.seconds)
+    else:
+        blocking.sleep(io.seconds)
 
 
 def _start(io: _io.Start, blocking: Blocking) -> Callable[[Any], Any]:
