@@ -28,14 +28,12 @@ class FlushSyncMixin:
 
     flush_sync_policy: FlushPolicy = FlushPolicy()
 
+    # fmt: off
     def flush_sync(
-        self,
-        collection_names: str | Sequence[str],
-        db_name: str | None = None,
-        timeout: float | None = None,
-        *,
-        on_progress: ProgressHook | None = None,
+        self, collection_names: str | Sequence[str], db_name: str | None = None,
+        timeout: float | None = None, *, on_progress: ProgressHook | None = None,
     ) -> FlushSyncResponse:
+        # fmt: on
         """Flush collections and wait until Milvus reports them persisted.
 
         One Flush RPC seals every collection's growing segments; then
@@ -94,14 +92,12 @@ class AsyncFlushSyncMixin:
 
     flush_sync_policy: FlushPolicy = FlushPolicy()
 
+    # fmt: off
     async def flush_sync(
-        self,
-        collection_names: str | Sequence[str],
-        db_name: str | None = None,
-        timeout: float | None = None,
-        *,
-        on_progress: ProgressHook | None = None,
+        self, collection_names: str | Sequence[str], db_name: str | None = None,
+        timeout: float | None = None, *, on_progress: ProgressHook | None = None,
     ) -> FlushSyncResponse:
+        # fmt: on
         """Flush collections and wait until Milvus reports them persisted.
 
         The asyncio twin of ``FlushSyncMixin.flush_sync``: same arguments, same
