@@ -14,7 +14,6 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from pymilvus_flushsync import (
     AsyncFlushSyncMixin,
-    FlushPolicy,
     FlushSyncMixin,
     FlushSyncResponse,
     _async,
@@ -23,9 +22,7 @@ from pymilvus_flushsync import (
 from pymilvus_flushsync._core import FlushMachine
 from pymilvus_flushsync._state import Phase
 
-from ..fakes import Answer, FakeRpcError, FakeServer, flush_reply, state_reply
-
-POLICY = FlushPolicy(tick_period=None, jitter=False)
+from ..fakes import POLICY, Answer, FakeRpcError, FakeServer, flush_reply, state_reply
 
 
 def drive(

@@ -14,14 +14,12 @@ import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushAllSyncResponse, FlushPolicy, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync import FlushAllSyncResponse, FlushTimeoutError, _async, _sync
 from pymilvus_flushsync._call import broadcasts
 from pymilvus_flushsync._compat import BROADCAST_FIELDS
 from pymilvus_flushsync._requests import broadcast_ticks
 
-from ..fakes import Cluster, FakeRpcError, FakeServer, base36
-
-POLICY = FlushPolicy(tick_period=None, jitter=False)
+from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36
 
 needs_fields = pytest.mark.skipif(
     not BROADCAST_FIELDS, reason="this pymilvus's protos lack Milvus 2.6.8's FlushAll fields"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 import pytest
@@ -19,10 +20,11 @@ from pymilvus_flushsync._group import LEAD_FOR, Group, for_client
 from pymilvus_flushsync._requests import flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 
+from .. import fakes
 from ..fakes import FakeServer, flush_reply, state_reply, status
 
 #: A wide gathering window: the tests must not depend on how fast threads start.
-POLICY = FlushPolicy(tick_period=None, jitter=False, gather=0.5)
+POLICY = replace(fakes.POLICY, gather=0.5)
 Outcome: TypeAlias = FlushSyncResponse | MilvusException
 
 
