@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from bench_flush import HERE, RESULTS, Clients, CountingStub, ServerBench, start_node
@@ -359,15 +360,13 @@ def race(
     """3 collections in 2 databases; per trial, 400 new rows each before every client's
     call, in turn: its time, whether every row was in a Flushed segment at its return,
     and when they all were."""
-    admin.create_database("bench_db2")
-    other = PlainClient(uri, db_name="bench_db2")
-    targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
-    for client, _, name in targets:
-        client.create_collection(name, dimension=DIM)
+    other, targets = _race_targets(uri, admin)
     checker = Backend("server", uri, MilvusClient(uri))
 
-    def rows_in(db: str, name: str) -> int:  # in Flushed segments
-        return checker.persisted_rows(name, db_name=db)[0]
+    def every_row(expected: int) -> bool:  # in Flushed segments
+        return all(
+            checker.persisted_rows(name, db_name=db)[0] >= expected for _, db, name in targets
+        )
 
     times: dict[str, list[float]] = {name: [] for name in clients}
     unpersisted: dict[str, int] = dict.fromkeys(clients, 0)
@@ -386,29 +385,46 @@ def race(
                 unpersisted[who] += 1
                 continue
             took = time.monotonic() - began
-            done = all(rows_in(db, name) >= inserted for _, db, name in targets)
+            done = every_row(inserted)
             unpersisted[who] += not done
             times[who].append(took)
-            while not all(rows_in(db, name) >= inserted for _, db, name in targets):
-                if time.monotonic() - began > 60:
-                    break
-                time.sleep(0.005)  # an early return: when the rows really were persisted
-            really = time.monotonic() - began
-            persisted_s[who].append(really)
+            persisted_s[who].append(really := _persisted_by(partial(every_row, inserted), began))
             print(
                 f"  {mode} {who:14} returned {took:6.3f} s, every row persisted at return: "
                 f"{done}, all persisted by {really:6.3f} s",
                 flush=True,
             )
     checker.client.close()
-    for client, _, name in targets:
-        client.drop_collection(name)
-    other.close()
-    admin.drop_database("bench_db2")
+    _drop_race(admin, other, targets)
     out: dict[str, Any] = {f"{mode}_{who}_s": median(t) for who, t in times.items()}
     out |= {f"{mode}_{who}_persisted_s": median(t) for who, t in persisted_s.items()}
     out |= {f"{mode}_{who}_unpersisted": n for who, n in unpersisted.items()}
     return out
+
+
+def _race_targets(uri: str, admin: PlainClient) -> tuple[PlainClient, list[Any]]:
+    """The race's 3 collections in 2 databases: (client, database, name) each."""
+    admin.create_database("bench_db2")
+    other = PlainClient(uri, db_name="bench_db2")
+    targets = [(admin, "", "all_a"), (admin, "", "all_b"), (other, "bench_db2", "all_c")]
+    for client, _, name in targets:
+        client.create_collection(name, dimension=DIM)
+    return other, targets
+
+
+def _persisted_by(every_row: Callable[[], bool], began: float) -> float:
+    """Seconds from ``began`` until every row was persisted (an early return's real
+    moment), 60 at most."""
+    while not every_row() and time.monotonic() - began <= 60:
+        time.sleep(0.005)
+    return time.monotonic() - began
+
+
+def _drop_race(admin: PlainClient, other: PlainClient, targets: list[Any]) -> None:
+    for client, _, name in targets:
+        client.drop_collection(name)
+    other.close()
+    admin.drop_database("bench_db2")
 
 
 def node_flush_all(node: subprocess.Popen[str]) -> None:

@@ -150,6 +150,44 @@ def test_deadline_shorter_than_the_flush(backend: Backend, flush: FlushFn) -> No
     assert flush(names, timeout=60).flushed  # and they still flush fine afterwards
 
 
+def _stalled_sync(proxy: StallingProxy, name: str, step: str, sleeps: list[float]) -> None:
+    """flush_sync through ``proxy``, which stalls from the Flush on, or from the first
+    poll back-off on (each sleep recorded)."""
+
+    def sleep(seconds: float) -> None:
+        proxy.stall()
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
+    client = MilvusClient(proxy.uri)  # connects before the stall
+    try:
+        if step == "flush":
+            proxy.stall()
+        machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
+        _sync.run(machine, client, sleep=sleep)
+    finally:
+        client.close()
+
+
+async def _stalled_async(proxy: StallingProxy, name: str, step: str, sleeps: list[float]) -> None:
+    """The asyncio twin of ``_stalled_sync``."""
+
+    async def sleep(seconds: float) -> None:
+        proxy.stall()
+        sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    client = AsyncMilvusClient(proxy.uri)
+    try:
+        await async_handler(client)  # connects before the stall
+        if step == "flush":
+            proxy.stall()
+        machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
+        await _async.run(machine, client, sleep=sleep)
+    finally:
+        await client.close()
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 @pytest.mark.parametrize("step", ["flush", "poll"])
@@ -161,43 +199,11 @@ def test_hung_server_times_out_on_the_deadline(
     name = server.collection(1000)
     proxy = StallingProxy(int(server.uri.rsplit(":", 1)[1]))
     sleeps: list[float] = []
-
-    def stall(seconds: float) -> None:
-        proxy.stall()
-        sleeps.append(seconds)
-
-    def sync_sleep(seconds: float) -> None:
-        stall(seconds)
-        time.sleep(seconds)
-
-    async def async_sleep(seconds: float) -> None:
-        stall(seconds)
-        await asyncio.sleep(seconds)
-
-    def call_sync() -> None:
-        client = MilvusClient(proxy.uri)  # connects before the stall
-        try:
-            if step == "flush":
-                proxy.stall()
-            machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
-            _sync.run(machine, client, sleep=sync_sleep)
-        finally:
-            client.close()
-
-    async def call_async() -> None:
-        client = AsyncMilvusClient(proxy.uri)
-        try:
-            await async_handler(client)  # connects before the stall
-            if step == "flush":
-                proxy.stall()
-            machine = prepare(client, [name], None, 1.0, client.flush_sync_policy)
-            await _async.run(machine, client, sleep=async_sleep)
-        finally:
-            await client.close()
-
     try:
         with pytest.raises(FlushTimeoutError) as info:
-            call_sync() if flavor == "sync" else asyncio.run(call_async())
+            _stalled_sync(proxy, name, step, sleeps) if flavor == "sync" else asyncio.run(
+                _stalled_async(proxy, name, step, sleeps)
+            )
     finally:
         proxy.close()
     # elapsed: from the start of the call to the raise
