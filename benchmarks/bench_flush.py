@@ -17,6 +17,7 @@ of ``TARGETS`` is missed. The method and the full tables: benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -231,8 +232,6 @@ def package_at(revision: str) -> Any:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     (into / "pymilvus_flushsync").rename(into / "pymilvus_flushsync_before")
     sys.path.insert(0, str(into))
-    import importlib
-
     return importlib.import_module("pymilvus_flushsync_before")
 
 

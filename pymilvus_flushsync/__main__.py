@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from ._exits import Exit
 
@@ -48,18 +48,16 @@ def _held_interrupts() -> Iterator[list[int]]:
     ``KeyboardInterrupt``, and the command would run on. Not where Ctrl-C is
     ignored, nor off the main thread."""
     held: list[int] = []
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield held
-        return
-    try:
-        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    except ValueError:  # not the main thread
-        yield held
-        return
+    holding = False
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        with suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+            holding = True
     try:
         yield held
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if holding:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run() -> int:

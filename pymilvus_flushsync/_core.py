@@ -155,7 +155,7 @@ class FlushMachine:
         self.state = self.table.state()
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock)
-        self.work = Work(db_name, progress, PollSchedule(policy.poll, ticks), clock, history)
+        self.work = Work(progress, PollSchedule(policy.poll, ticks), clock, history)
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
         self._in_flight: SendRpc | None = None
@@ -235,14 +235,15 @@ class FlushMachine:
         replies = list(reply) if isinstance(reply, (list, tuple)) else [reply]
         failure = _failure(step, action, replies, what)
         if failure is not None:
-            return self._retry(step, failure, what)
+            self._retry(step, failure, what)
+            return
         self._retries.succeeded()
         read = step.read(self.work, action.requests, replies)
         if isinstance(read, Fail):
             self.state.fail(read.error)
-            return None
-        self.state.move(read.event)
-        return self.state.owe(read.delay)
+        else:
+            self.state.move(read.event)
+            self.state.owe(read.delay)
 
     def on_error(self, exc: Exception) -> None:
         """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 __all__ = [
     "KINDS",
@@ -118,7 +118,7 @@ class RunAll:
 Io = Pause | Start | Wait | Joined | Landed | Lead | RunAll
 Steps = Generator[Io, Any, T]
 #: Every kind of ``Io``: a driver carries out each with its function ``_<kind>``.
-KINDS: tuple[type, ...] = (Pause, Start, Wait, Joined, Landed, Lead, RunAll)
+KINDS: tuple[type, ...] = get_args(Io)
 
 
 def carriers(namespace: dict[str, Any]) -> dict[type, Any]:

@@ -87,7 +87,6 @@ class Shared(enum.Enum):
 class Work:
     """What a call's steps read and write: all of a call but its phase and retries."""
 
-    db: str  # as the caller asked for it ("": the server's default)
     progress: Progress
     polls: PollSchedule
     clock: Callable[[], float]
@@ -95,6 +94,11 @@ class Work:
     sent_at: float = 0.0  # when the RPC being answered was sent
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
     broadcast: dict[str, int] = field(default_factory=dict)  # FLUSH_ALL: channel -> tick
+
+    @property
+    def db(self) -> str:
+        """The database as the caller asked for it (``""``: the server's default)."""
+        return self.progress.requested_db
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,6 @@ def imports() -> dict[str, set[str]]:
                     found.add(node.module)
                 else:
                     found.update(alias.name for alias in node.names if alias.name.startswith("_"))
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
-                continue  # the package's lazy names (``__init__``): not a cycle
         graph[path.stem] = found & {p.stem for p in MODULES}
     return graph
 
