@@ -195,8 +195,9 @@ class _Question(NamedTuple):
 
 class Questions:
     """What the calls on one (client, database) know of GetFlushState: the flights in
-    the air, the answers, and which question stands in for which. Every method takes
-    its lock; ``Group`` tells it when calls come and go."""
+    the air, the answers, and which question stands in for which; and how many calls
+    are in progress (``Group`` tells it when they come and go). Every method takes its
+    lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -207,12 +208,14 @@ class Questions:
         self._stand_ins: dict[bytes, _StandIn] = {}
         self._questions: dict[bytes, _Question] = {}  # answered batches' questions
 
-    def calls(self, change: int) -> None:
-        """``change`` calls came (+) or went (-); with none left, everything is forgotten."""
+    def calls(self, change: int = 0) -> int:
+        """``change`` calls came (+) or went (-): how many are in progress now. With none
+        left, everything is forgotten."""
         with self._lock:
             self._calls += change
             if not self._calls:
                 self._expire(None)
+            return self._calls
 
     def remembered(self) -> int:
         """How many answers, stand-ins and questions are held (all aged)."""
@@ -337,7 +340,6 @@ class Group:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.active = 0  # calls in progress
         self._forming: Batch | None = None
         self._in_flight: Batch | None = None  # the last batch sent, until it is answered
         self.questions = Questions()  # what they share of GetFlushState
@@ -345,13 +347,9 @@ class Group:
     # -- calls --------------------------------------------------------------------
 
     def enter(self) -> None:
-        with self._lock:
-            self.active += 1
         self.questions.calls(+1)
 
     def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
         self.questions.calls(-1)
 
     # -- Flush --------------------------------------------------------------------
@@ -372,8 +370,7 @@ class Group:
     def gather(self, seconds: float) -> float:
         """How long the leader waits for more members: ``seconds`` while other calls
         are in progress, else nothing (a lone call pays nothing)."""
-        with self._lock:
-            return seconds if self.active > 1 else 0.0
+        return seconds if self.questions.calls() > 1 else 0.0
 
     def close(self, batch: Batch) -> tuple[Any, float]:
         """No one joins ``batch`` any more: its Flush request and per-RPC timeout."""
