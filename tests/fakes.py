@@ -128,7 +128,7 @@ class FakeServer:
     def client(self) -> Any:
         """A client whose connection has a sync stub and a ``grpc.aio`` stub on this server."""
         handler = SimpleNamespace(_stub=SyncStub(self), _async_stub=AioStub(self))
-        return SimpleNamespace(_get_connection=lambda: handler, flush_sync_policy=FlushPolicy())
+        return SimpleNamespace(_get_connection=lambda: handler, flush_sync_policy=POLICY)
 
 
 class FakeCall:
