@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         FlushSyncResponse,
     )
     from ._schedule import Backoff, FlushPolicy
+    from ._ticket import FlushTicket, TicketCollection
 
 _LAZY = {
     "AsyncFlushSyncMixin": "._clients",
@@ -44,8 +45,10 @@ _LAZY = {
     "FlushStatus": "._response",
     "FlushSyncMixin": "._clients",
     "FlushSyncResponse": "._response",
+    "FlushTicket": "._ticket",
     "FlushTimeoutError": "._errors",
     "MilvusClient": "._clients",
+    "TicketCollection": "._ticket",
 }
 
 __all__ = [
@@ -58,8 +61,10 @@ __all__ = [
     "FlushStatus",
     "FlushSyncMixin",
     "FlushSyncResponse",
+    "FlushTicket",
     "FlushTimeoutError",
     "MilvusClient",
+    "TicketCollection",
     "patch",
     "unpatch",
     "wrap",

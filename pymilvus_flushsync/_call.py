@@ -28,19 +28,30 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
-from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
+from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint, write_timestamps
 from ._core import FlushMachine, SendRpc, flush_all_machine
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout
-from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
+from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
+from ._steps import SEAL, WAIT, Table
+from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel, for_endpoint
 
-__all__ = ["AllDatabases", "broadcasts", "connect_timeout", "not_connected", "prepare"]
+__all__ = [
+    "AllDatabases",
+    "broadcasts",
+    "connect_timeout",
+    "not_connected",
+    "prepare",
+    "prepare_seal",
+    "prepare_wait",
+    "ticket_of",
+]
 
 logger = logging.getLogger("pymilvus_flushsync")
 
@@ -56,22 +67,25 @@ def prepare(
     since: float | None = None,
     seal: bool = True,
     on_progress: ProgressHook | None = None,
+    table: Table | None = None,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
 
     ``every=True`` (the CLI's ``--all``) ignores ``collection_names`` and flushes
     every collection of the database, listed under the same deadline; with
-    ``seal=False`` it only lists them. ``on_progress``: the caller's hook.
+    ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
+    ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``).
     """
     check_hook(on_progress)
     names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
     check_lite(client)
+    db = current_db_name(client) if db is None else db
     return FlushMachine(
         names,
-        current_db_name(client) if db is None else db,
+        db,
         seconds,
         policy,
         ticks=_ticks(client, policy),
@@ -79,7 +93,50 @@ def prepare(
         history=history_for(endpoint(client)),
         seal=seal,
         on_progress=on_progress,
+        table=table,
+        write_ts=write_timestamps(client, names or (), db),
     )
+
+
+def prepare_seal(client: Any, collection_names: Any, db_name: Any, timeout: Any,
+                 policy: FlushPolicy) -> FlushMachine:  # fmt: skip
+    """``start_flush``'s machine: identify, seal, and end (``_steps.SEAL``)."""
+    return prepare(client, collection_names, db_name, timeout, policy, table=SEAL)
+
+
+def ticket_of(machine: FlushMachine) -> FlushTicket:
+    """What ``start_flush``'s machine sealed, as a ticket (``_ticket``)."""
+    work = machine.work
+    return FlushTicket(
+        work.progress.db_name,
+        tuple(
+            TicketCollection(name, *work.identity[name], state.segment_ids, state.flush_ts)
+            for name, state in work.progress.states.items()
+        ),
+    )
+
+
+def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
+                 on_progress: ProgressHook | None) -> FlushMachine:  # fmt: skip
+    """``wait_flushed``'s machine for ``ticket`` (``_steps.WAIT``): its identities are
+    checked before and after the polls; a Flush it must send again (the server lost
+    it) may be covered at the ticket's flush timestamps."""
+    if not isinstance(ticket, FlushTicket):
+        raise ParamError(message=f"ticket must be a FlushTicket, not {type(ticket).__name__}")
+    machine = prepare(
+        client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
+        table=WAIT,
+    )  # fmt: skip
+    work = machine.work
+    for one in ticket.collections:
+        work.progress.states[one.name] = CollectionFlushState(
+            one.name, segment_ids=one.segment_ids, flush_ts=one.flush_ts
+        )
+    work.expected = {
+        one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections
+    }
+    work.write_ts = {one.name: one.flush_ts for one in ticket.collections}
+    return machine
 
 
 def connect_timeout(machine: FlushMachine) -> float | None:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import pymilvus
 
 from . import _async, _sync
-from ._call import prepare
+from ._call import prepare, prepare_seal, prepare_wait, ticket_of
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
+from ._ticket import FlushTicket
 
 __all__ = ["AsyncFlushSyncMixin", "AsyncMilvusClient", "FlushSyncMixin", "MilvusClient"]
 
@@ -63,6 +64,49 @@ class FlushSyncMixin:
         policy = self.flush_sync_policy
         machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
         return _sync.run(machine, self)
+
+    # fmt: off
+    def start_flush(
+        self, collection_names: str | Sequence[str], db_name: str | None = None,
+        timeout: float | None = None,
+    ) -> FlushTicket:
+        # fmt: on
+        """Seal collections and return at once with a ticket that any client of the same
+        server, in any process or host, can wait on (``wait_flushed``).
+
+        The Flush is shared, retried and bounded as ``flush_sync``'s: group commit,
+        rate limits (a Flush refused because another client flushed within the
+        window is covered by that one when it persisted the caller's writes) and
+        restarts, all inside ``timeout``.
+
+        Returns:
+            A frozen ``FlushTicket``: per collection its identity on the server, the
+            sealed segment IDs and the flush timestamp, and the database.
+
+        Raises:
+            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``.
+        """
+        machine = prepare_seal(self, collection_names, db_name, timeout, self.flush_sync_policy)
+        _sync.run(machine, self)
+        return ticket_of(machine)
+
+    # fmt: off
+    def wait_flushed(
+        self, ticket: FlushTicket, timeout: float | None = None, *,
+        on_progress: ProgressHook | None = None,
+    ) -> FlushSyncResponse:
+        # fmt: on
+        """Wait under one deadline until ``ticket``'s data is persisted: the completion
+        rule, response, errors, progress hook and polls of ``flush_sync``.
+
+        Raises:
+            ParamError: not a ``FlushTicket``, or a bad ``timeout``.
+            MilvusException: code 100 when the ticket's collection is gone, was
+                recreated under its name, or the ticket is for another server.
+            FlushTimeoutError: the deadline passed first.
+        """
+        policy = self.flush_sync_policy
+        return _sync.run(prepare_wait(self, ticket, timeout, policy, on_progress), self)
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None
@@ -124,6 +168,27 @@ class AsyncFlushSyncMixin:
         policy = self.flush_sync_policy
         machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
         return await _async.run(machine, self)
+
+    # fmt: off
+    async def start_flush(
+        self, collection_names: str | Sequence[str], db_name: str | None = None,
+        timeout: float | None = None,
+    ) -> FlushTicket:
+        # fmt: on
+        """The asyncio twin of ``FlushSyncMixin.start_flush``."""
+        machine = prepare_seal(self, collection_names, db_name, timeout, self.flush_sync_policy)
+        await _async.run(machine, self)
+        return ticket_of(machine)
+
+    # fmt: off
+    async def wait_flushed(
+        self, ticket: FlushTicket, timeout: float | None = None, *,
+        on_progress: ProgressHook | None = None,
+    ) -> FlushSyncResponse:
+        # fmt: on
+        """The asyncio twin of ``FlushSyncMixin.wait_flushed``."""
+        policy = self.flush_sync_policy
+        return await _async.run(prepare_wait(self, ticket, timeout, policy, on_progress), self)
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

@@ -145,3 +145,20 @@ async def _async_connection(client: Any) -> Any:
     """``client._get_connection()``: a coroutine in pymilvus 2.6+, a plain call in 2.5."""
     handler = client._get_connection()
     return await handler if inspect.isawaitable(handler) else handler
+
+
+def write_timestamps(client: Any, names: tuple[str, ...], db_name: str) -> dict[str, int]:
+    """The last write timestamp this process saw per collection (pymilvus keeps it for
+    Session consistency, on every insert, upsert and delete), for those it has one.
+    pymilvus 2.6+ keys it by endpoint, database and name; 2.5 by name only."""
+    from pymilvus.client import ts_utils
+
+    get: Any = ts_utils.get_collection_ts
+    keyed = "endpoint" in inspect.signature(get).parameters
+    address = endpoint(client)
+    found = {}
+    for name in names:
+        ts = get(name, address, db_name) if keyed else get(name)
+        if ts:
+            found[name] = int(ts)
+    return found

@@ -59,8 +59,8 @@ from ._errors import (
 from ._history import FlushHistory
 from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
-from ._schedule import Deadline, Fail, FlushPolicy, PollSchedule, Retries
-from ._state import Event, Phase, Turn
+from ._schedule import Deadline, Decision, Fail, FlushPolicy, PollSchedule, Retries
+from ._state import CallState, Event, Phase, Turn
 from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Shared, Step, Table, Work
 from ._ticks import TickModel
 
@@ -146,6 +146,7 @@ class FlushMachine:
         seal: bool = True,
         table: Table | None = None,
         on_progress: ProgressHook | None = None,
+        write_ts: dict[str, int] | None = None,
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
         self._clock, self._timeout, self._hook = clock, timeout, on_progress
@@ -156,9 +157,11 @@ class FlushMachine:
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock)
         self.work = Work(progress, PollSchedule(policy.poll, ticks), clock, history)
+        self.work.persists, self.work.cover_every = self.table.persists, policy.window_poll
+        self.work.write_ts = dict(write_ts or {})
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
-        self._in_flight: SendRpc | None = None
+        self.in_flight: SendRpc | None = None
         self._stopped: MilvusException | None = None  # set by stop(), from any thread
 
     @property
@@ -175,7 +178,8 @@ class FlushMachine:
         if state.error is not None:
             raise state.error
         if state.phase is Phase.DONE:
-            response, hook, self._hook = self.work.progress.response(True), self._hook, None
+            persisted = self.table.persists
+            response, hook, self._hook = self.work.progress.response(persisted), self._hook, None
             if hook is not None:  # once, the final response: a bar reaches its total
                 hook(response)
             return Done(response)
@@ -193,10 +197,10 @@ class FlushMachine:
         requests = step.build(self.work)
         self.work.progress.polled += len(requests) if step.polls else 0
         timeout = min(left, self.policy.rpc_timeout)
-        self._in_flight = SendRpc(step.method, requests, timeout, self._metadata, step.shared)
+        self.in_flight = SendRpc(step.method, requests, timeout, self._metadata, step.shared)
         state.sent()
         self.work.sent_at = self._clock()
-        return self._in_flight
+        return self.in_flight
 
     def _report(self) -> None:
         """A snapshot to the caller's hook, before a sleep."""
@@ -237,7 +241,8 @@ class FlushMachine:
         if failure is not None:
             self._retry(step, failure, what)
             return
-        self._retries.succeeded()
+        if step.settles:
+            self._retries.succeeded()
         read = step.read(self.work, action.requests, replies)
         if isinstance(read, Fail):
             self.state.fail(read.error)
@@ -261,7 +266,7 @@ class FlushMachine:
 
     def _answered(self) -> tuple[SendRpc, Step]:
         self.state.answered()
-        action, self._in_flight = self._in_flight, None
+        action, self.in_flight = self.in_flight, None
         assert action is not None
         return action, self.table.steps[self.state.phase]
 
@@ -270,13 +275,9 @@ class FlushMachine:
         work, rate = self.work, failure.rate
         work.polls.interrupted()
         at = step.retry_at(work, rate) if step.retry_at and rate is not None else None
-        decision = self._retries.decide(failure, work.sent_at, self._clock(), what, at)
-        if isinstance(decision, Fail):
-            self.state.fail(decision.error)
-            return
-        if decision.reflush and self.state.can(Event.LOST):
-            self.state.move(Event.LOST)
-        self.state.owe(decision.delay)
+        now = self._clock()
+        decision = self._retries.decide(failure, work.sent_at, now, what, at)
+        _follow(self.state, step, work, failure, decision=decision, now=now)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (``None`` without one; 0 once passed)."""
@@ -291,6 +292,29 @@ class FlushMachine:
         """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
         listed = self.phase is not Phase.LIST
         return self.work.progress.timeout_error(self._timeout, listed, self._retries.last)
+
+
+def _follow(
+    state: CallState, step: Step, work: Work, failure: Failure, *, decision: Decision, now: float
+) -> None:
+    """Where a failed RPC's ``decision`` leads: FAILED; on the step's ``fallback``
+    (UNIMPLEMENTED); into the shared window (a rate-limited Flush, ``refused``); back
+    to sealing (the server may have lost the Flush: ``LOST``); or a retry after the
+    delay, in the same phase."""
+    if isinstance(decision, Fail):
+        if not (failure.unimplemented and step.fallback and state.can(step.fallback)):
+            state.fail(decision.error)
+            return
+        state.move(step.fallback)
+        state.owe(max(0.0, work.reflush_at - now))
+        return
+    if failure.rate is not None and step.refused is not None and state.can(Event.REFUSED):
+        state.move(step.refused(work, now + decision.delay))
+        state.owe(0.0)
+        return
+    if decision.reflush and state.can(Event.LOST):
+        state.move(Event.LOST)
+    state.owe(decision.delay)
 
 
 def _failure(step: Step, action: SendRpc, replies: list[Any], what: str) -> Failure | None:

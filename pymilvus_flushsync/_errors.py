@@ -53,6 +53,7 @@ __all__ = [
     "database_not_found",
     "interrupted",
     "status_of",
+    "ticket_mismatch",
     "undecodable",
 ]
 
@@ -133,6 +134,7 @@ class Failure:
     retryable: bool = False
     reflush: bool = False
     rate: float | None = None  # a rate limit's allowed requests per second, when it says
+    unimplemented: bool = False  # the server has no such RPC (gRPC UNIMPLEMENTED)
 
     def describe(self, what: str = "") -> str:
         """A one-line reason for logs: the first line, at most a few hundred characters;
@@ -180,7 +182,12 @@ def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:
     number = int(code.value[0])
     error_type = MilvusUnavailableException if code in _UNREACHABLE else MilvusException
     error = error_type(code=number, message=message)
-    return Failure(error, retryable=code in _RETRYABLE_GRPC, reflush=code in _UNREACHABLE)
+    return Failure(
+        error,
+        retryable=code in _RETRYABLE_GRPC,
+        reflush=code in _UNREACHABLE,
+        unimplemented=code is grpc.StatusCode.UNIMPLEMENTED,
+    )
 
 
 def classify_exception(exc: Exception, what: str) -> Failure:
@@ -220,6 +227,22 @@ def collection_not_found(name: str, db_name: str) -> MilvusException:
         code=COLLECTION_NOT_FOUND,
         message=f"collection not found[database={db_name}][collection={name}]",
         compatible_code=4,  # common.ErrorCode.CollectionNotExists
+    )
+
+
+def ticket_mismatch(
+    name: str, db_name: str, expected: tuple[int, int], found: tuple[int, int]
+) -> MilvusException:
+    """A ticket's collection is not the one the server has under that name: dropped
+    and recreated, or another server (``_ticket``)."""
+    return MilvusException(
+        code=COLLECTION_NOT_FOUND,
+        message=(
+            f"collection not found[database={db_name}][collection={name}]: the ticket's "
+            f"collection (id {expected[0]}, created {expected[1]}) is not the server's "
+            f"(id {found[0]}, created {found[1]}): dropped and recreated, or another server"
+        ),
+        compatible_code=4,
     )
 
 

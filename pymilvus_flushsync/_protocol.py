@@ -13,6 +13,7 @@ from typing import Any
 from ._call import AllDatabases
 from ._core import Done, FlushMachine, SendRpc, Sleep
 from ._group import Group, flush_shared, for_client, poll_shared
+from ._heartbeat import watching
 from ._io import Pause, RunAll, Steps, send
 from ._response import FlushAllSyncResponse, FlushSyncResponse
 from ._steps import Shared
@@ -27,13 +28,14 @@ def call(machine: FlushMachine, client: Any) -> Steps[FlushSyncResponse]:
     if group is not None:
         group.enter()
     try:
-        while not isinstance(action := machine.next_action(), Done):
-            with machine.expect(action) as outcome:
-                if isinstance(action, Sleep):
-                    yield Pause(action.seconds)
-                else:
-                    outcome.reply = yield from _send(group, action, machine)
-        return action.response
+        with watching(machine):
+            while not isinstance(action := machine.next_action(), Done):
+                with machine.expect(action) as outcome:
+                    if isinstance(action, Sleep):
+                        yield Pause(action.seconds)
+                    else:
+                        outcome.reply = yield from _send(group, action, machine)
+            return action.response
     finally:
         if group is not None:
             group.leave()

@@ -52,6 +52,9 @@ class CollectionFlushState:
         flushed: whether the server has reported this collection flushed.
         seconds: seconds from the start of the call until it was reported flushed,
             ``None`` while it is not.
+        covered: another client's Flush had sealed it (its Flush was rate-limited):
+            ``flush_ts`` is then the caller's write timestamp, and persisted up to it
+            (docs/guarantees.md, "Independent processes share the window").
     """
 
     name: str
@@ -61,6 +64,7 @@ class CollectionFlushState:
     seal_time: int = 0
     flushed: bool = False
     seconds: float | None = None
+    covered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -72,6 +76,7 @@ class CollectionFlushState:
             "seal_time": self.seal_time,
             "flushed": self.flushed,
             "seconds": self.seconds,
+            "covered": self.covered,
         }
 
 

@@ -129,6 +129,12 @@ class FlushPolicy:
         gather: with ``group_commit``, how long a Flush waits for more callers
             to join it, only while other calls on the client are in progress.
             Threads released together arrive within about 2.5 ms (measured).
+        window_poll: after a rate-limited Flush, seconds between the polls that
+            ask whether another client's Flush already persisted the caller's
+            writes (half the server's 200 ms time tick, on which it advances).
+        heartbeat: seconds between the INFO lines of a call that is still
+            waiting, a wait for an RPC's answer included (``_heartbeat``);
+            ``None``: none.
     """
 
     poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.5, 0.045))
@@ -139,6 +145,8 @@ class FlushPolicy:
     jitter: bool = True
     group_commit: bool = True
     gather: float = 0.005
+    window_poll: float = 0.1
+    heartbeat: float | None = 10.0
 
 
 @dataclass(frozen=True)

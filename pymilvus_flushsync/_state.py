@@ -26,6 +26,10 @@ class Phase(enum.Enum):
     FLUSH = "flush"  # Flush: seal the pending collections
     CHECK = "check"  # HasCollection: a name the Flush did not mention
     POLL = "poll"  # GetFlushState: a round of polls
+    DESCRIBE = "describe"  # DescribeCollection: the collections' identity
+    CONFIRM = "confirm"  # DescribeCollection again, once a ticket's polls said flushed
+    STAMP = "stamp"  # AllocTimestamp: a timestamp after every write the caller saw
+    COVER = "cover"  # GetFlushState at the caller's write timestamp: sealed by another?
     FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
     POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
     DONE = "done"
@@ -44,6 +48,13 @@ class Event(enum.Enum):
     NOT_YET = "not_yet"  # a round of polls left some pending
     FLUSHED = "flushed"  # everything is flushed
     NOT_BROADCAST = "not_broadcast"  # a FlushAll without per-channel messages
+    DESCRIBED = "described"  # every collection's identity is known (and matches)
+    REFUSED = "refused"  # the Flush was rate-limited: did another client's seal it?
+    UNSTAMPED = "unstamped"  # refused, and a write timestamp is unknown: ask for one
+    STAMPED = "stamped"  # the timestamp came
+    NO_STAMP = "no_stamp"  # the server has none: Flush again at the allowance
+    COVERED = "covered"  # every pending collection is persisted up to its timestamp
+    REFLUSH = "reflush"  # not all: the allowance has come, Flush again
     LOST = "lost"  # a retried failure after which the server may have lost the Flush
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
 

@@ -50,7 +50,7 @@ from typing import Any
 
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._errors import collection_not_found, undecodable
+from ._errors import collection_not_found, ticket_mismatch, undecodable
 from ._history import FlushHistory
 from ._progress import Progress
 from ._requests import (
@@ -60,6 +60,7 @@ from ._requests import (
     flush_request,
     flush_state_request,
 )
+from ._response import CollectionFlushState
 from ._schedule import Fail, PollSchedule
 from ._state import CallState, Event, Moves, Phase
 
@@ -68,6 +69,8 @@ __all__ = [
     "FLUSH",
     "FLUSH_ALL",
     "LISTING",
+    "SEAL",
+    "WAIT",
     "Next",
     "Shared",
     "Step",
@@ -92,6 +95,12 @@ class Work:
     clock: Callable[[], float]
     history: FlushHistory | None = None  # the endpoint's accepted Flushes
     sent_at: float = 0.0  # when the RPC being answered was sent
+    persists: bool = True  # the call waits until persisted (not start_flush's seal)
+    write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
+    reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
+    cover_every: float = 0.1  # COVER: seconds between its polls (FlushPolicy.window_poll)
+    identity: dict[str, tuple[int, int]] = field(default_factory=dict)  # DESCRIBE found
+    expected: dict[str, tuple[int, int]] | None = None  # a ticket's identities
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
     broadcast: dict[str, int] = field(default_factory=dict)  # FLUSH_ALL: channel -> tick
 
@@ -118,7 +127,12 @@ class Step:
     successful reply (``reply``'s type, status checked) moves the call on.
 
     ``polls``: its requests count as polls in the response; ``shared``: which group
-    commit shares; ``retry_at``: when a rate-limited refusal may pass (``_history``).
+    commit shares; ``retry_at``: when a rate-limited refusal may pass (``_history``);
+    ``refused``: the event a rate-limited refusal moves on, given when the refused RPC
+    may be sent again (the shared window); ``fallback``: the event an UNIMPLEMENTED
+    answer moves on, instead of failing the call; ``settles``:
+    its successful reply ends a run of failures (not the shared window's, which wait
+    on a refused Flush: its back-off goes on growing).
     """
 
     method: str
@@ -129,6 +143,9 @@ class Step:
     polls: bool = False
     shared: Shared | None = None
     retry_at: Callable[[Work, float], float | None] | None = None
+    refused: Callable[[Work, float], Event] | None = None
+    fallback: Event | None = None
+    settles: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ class Table:
     first: Phase
     steps: Mapping[Phase, Step]
     moves: Moves
+    persists: bool = True  # False: it ends once sealed (start_flush)
 
     def __post_init__(self) -> None:
         ends = {Phase.DONE, Phase.FAILED}
@@ -218,10 +236,66 @@ def _poll_all_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     return Next(Event.FLUSHED, delay)
 
 
+def _flush_refused(work: Work, reflush_at: float) -> Event:
+    work.reflush_at = reflush_at
+    unknown = any(name not in work.write_ts for name in work.progress.pending)
+    return Event.UNSTAMPED if unknown else Event.REFUSED
+
+
+def _describe_build(work: Work) -> Requests:
+    return tuple(
+        milvus_pb2.DescribeCollectionRequest(db_name=work.db, collection_name=name)
+        for name in work.progress.states
+    )
+
+
+def _describe_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    for request, reply in zip(requests, replies, strict=True):
+        name, found = request.collection_name, (reply.collectionID, reply.created_timestamp)
+        expected = work.expected and work.expected.get(name)
+        if expected and expected != found:
+            return Fail(ticket_mismatch(name, work.progress.db_name, expected, found))
+        work.identity[name] = found
+    delay = work.polls.restart(work.clock(), len(work.progress.pending))
+    return Next(Event.DESCRIBED, delay)
+
+
+def _stamp_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    for name in work.progress.pending:
+        work.write_ts.setdefault(name, int(replies[0].timestamp))
+    return Next(Event.STAMPED)
+
+
+def _cover_build(work: Work) -> Requests:
+    return tuple(
+        flush_state_request(work.db, CollectionFlushState(name, flush_ts=work.write_ts[name]))
+        for name in work.progress.pending
+    )
+
+
+def _cover_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    now, progress = work.clock(), work.progress
+    for request, reply in zip(requests, replies, strict=True):
+        if reply.flushed:
+            progress.covered(request.collection_name, request.flush_ts, now, work.persists)
+    if not progress.pending:
+        return Next(Event.COVERED)
+    if now + work.cover_every >= work.reflush_at:  # no poll before the allowance
+        return Next(Event.REFLUSH, max(0.0, work.reflush_at - now))
+    return Next(Event.NOT_YET, work.cover_every)
+
+
 def _per_collection(method: str) -> Callable[[Requests], str]:
     return lambda requests: f"{method} {collection_names(requests)}"
 
 
+_DESCRIBE = Step(
+    "DescribeCollection",
+    milvus_pb2.DescribeCollectionResponse,
+    _describe_build,
+    _describe_read,
+    _per_collection("DescribeCollection"),
+)
 STEPS: Mapping[Phase, Step] = {
     Phase.LIST: Step(
         "ShowCollections",
@@ -238,6 +312,7 @@ STEPS: Mapping[Phase, Step] = {
         lambda requests: f"Flush {list(requests[0].collection_names)}",
         shared=Shared.FLUSH,
         retry_at=_flush_retry_at,
+        refused=_flush_refused,
     ),
     Phase.CHECK: Step(
         "HasCollection",
@@ -256,6 +331,27 @@ STEPS: Mapping[Phase, Step] = {
         _per_collection("GetFlushState"),
         polls=True,
         shared=Shared.POLL,
+    ),
+    Phase.DESCRIBE: _DESCRIBE,
+    Phase.CONFIRM: _DESCRIBE,
+    Phase.STAMP: Step(
+        "AllocTimestamp",
+        milvus_pb2.AllocTimestampResponse,
+        lambda work: (milvus_pb2.AllocTimestampRequest(),),
+        _stamp_read,
+        lambda requests: "AllocTimestamp",
+        fallback=Event.NO_STAMP,
+        settles=False,
+    ),
+    Phase.COVER: Step(
+        "GetFlushState",
+        milvus_pb2.GetFlushStateResponse,
+        _cover_build,
+        _cover_read,
+        _per_collection("GetFlushState"),
+        polls=True,
+        shared=Shared.POLL,
+        settles=False,
     ),
     Phase.FLUSH_ALL: Step(
         "FlushAll",
@@ -276,17 +372,58 @@ STEPS: Mapping[Phase, Step] = {
 
 # -- the tables (module docstring) ----------------------------------------------------
 
-_SEAL_AND_WAIT: Moves = {
-    Phase.FLUSH: {Event.SEALED: Phase.POLL, Event.UNMENTIONED: Phase.CHECK},
-    Phase.CHECK: {Event.CHECKED: Phase.CHECK, Event.EXIST: Phase.POLL, Event.LOST: Phase.FLUSH},
-    Phase.POLL: {Event.NOT_YET: Phase.POLL, Event.FLUSHED: Phase.DONE, Event.LOST: Phase.FLUSH},
-}
+
+def _sealing(then: Phase, covered: Phase) -> dict[Phase, dict[Event, Phase]]:
+    """Flush, its checks, and the shared window: sealed -> ``then``; every pending
+    collection persisted by another client's Flush -> ``covered``."""
+    return {
+        Phase.FLUSH: {
+            Event.SEALED: then,
+            Event.UNMENTIONED: Phase.CHECK,
+            Event.REFUSED: Phase.COVER,
+            Event.UNSTAMPED: Phase.STAMP,
+        },
+        Phase.CHECK: {Event.CHECKED: Phase.CHECK, Event.EXIST: then, Event.LOST: Phase.FLUSH},
+        Phase.STAMP: {Event.STAMPED: Phase.COVER, Event.NO_STAMP: Phase.FLUSH},
+        Phase.COVER: {
+            Event.NOT_YET: Phase.COVER,
+            Event.COVERED: covered,
+            Event.REFLUSH: Phase.FLUSH,
+        },
+    }
+
+
+def _polling(flushed: Phase) -> dict[Phase, dict[Event, Phase]]:
+    return {
+        Phase.POLL: {Event.NOT_YET: Phase.POLL, Event.FLUSHED: flushed, Event.LOST: Phase.FLUSH}
+    }
+
+
+_SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL, Phase.DONE), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
 EVERY = Table(
     "flush_sync of every collection",
     Phase.LIST,
     STEPS,
     {Phase.LIST: {Event.LISTED: Phase.FLUSH, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT},
+)
+SEAL = Table(
+    "start_flush",
+    Phase.DESCRIBE,
+    STEPS,
+    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.FLUSH}, **_sealing(Phase.DONE, Phase.DONE)},
+    persists=False,
+)
+WAIT = Table(
+    "wait_flushed",
+    Phase.DESCRIBE,
+    STEPS,
+    {
+        Phase.DESCRIBE: {Event.DESCRIBED: Phase.POLL},
+        **_polling(Phase.CONFIRM),
+        **_sealing(Phase.POLL, Phase.CONFIRM),
+        Phase.CONFIRM: {Event.DESCRIBED: Phase.DONE},
+    },
 )
 LISTING = Table(
     "listing", Phase.LIST, STEPS, {Phase.LIST: {Event.LISTED: Phase.DONE, Event.EMPTY: Phase.DONE}}

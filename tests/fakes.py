@@ -98,6 +98,16 @@ def has_reply(exists: bool) -> milvus_pb2.BoolResponse:
     return milvus_pb2.BoolResponse(status=status(), value=exists)
 
 
+def stamp_reply(timestamp: int = 5000) -> milvus_pb2.AllocTimestampResponse:
+    return milvus_pb2.AllocTimestampResponse(status=status(), timestamp=timestamp)
+
+
+def describe_reply(collection_id: int = 11, created: int = 22) -> Any:
+    return milvus_pb2.DescribeCollectionResponse(
+        status=status(), collectionID=collection_id, created_timestamp=created
+    )
+
+
 RATE_LIMITED = milvus_pb2.FlushResponse(
     status=status(8, "rate limit exceeded[rate=0.1]", error_code=49)
 )

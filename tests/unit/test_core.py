@@ -25,6 +25,7 @@ from ..fakes import (
     drive,
     flush_reply,
     has_reply,
+    stamp_reply,
     state_reply,
     status,
 )
@@ -49,6 +50,24 @@ def rpc(m: FlushMachine) -> SendRpc:
     action = m.next_action()
     assert isinstance(action, SendRpc), action
     return action
+
+
+def uncovered(m: FlushMachine, clock: FakeClock) -> tuple[list[float], SendRpc]:
+    """After a refused Flush: answer AllocTimestamp, and "not yet" to every poll of the
+    shared window, sleeping on ``clock``, until the machine sends Flush again; the
+    seconds it slept (the refused Flush's back-off) and that Flush, sent."""
+    sleeps = []
+    while not isinstance(action := m.next_action(), SendRpc) or action.method != "Flush":
+        if isinstance(action, Sleep):
+            sleeps.append(action.seconds)
+            clock.advance(action.seconds)
+        elif action.method == "AllocTimestamp":
+            m.on_reply(stamp_reply())
+        else:
+            assert action.method == "GetFlushState", action
+            assert not action.request.segmentIDs and action.request.flush_ts == 5000
+            m.on_reply([state_reply(False) for _ in action.requests])
+    return sleeps, action
 
 
 def pending(m: FlushMachine) -> list[str]:
@@ -264,16 +283,51 @@ def test_no_deadline_caps_each_rpc_but_never_times_out() -> None:
 
 
 def test_rate_limited_flush_is_retried_with_backoff() -> None:
-    m, _ = machine()
+    m, clock = machine()
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    assert m.next_action() == Sleep(0.1)
-    assert rpc(m).method == "Flush"
+    sleeps, again = uncovered(m, clock)  # nobody else's Flush covers "a"
+    assert sum(sleeps) == pytest.approx(0.1)
     m.on_reply(RATE_LIMITED)
-    assert m.next_action() == Sleep(0.2)
-    assert rpc(m).method == "Flush"
+    sleeps, again = uncovered(m, clock)
+    assert sum(sleeps) == pytest.approx(0.2) and sleeps[0] == POLICY.window_poll
     m.on_reply(flush_reply({"a": [1]}))
     assert rpc(m).method == "GetFlushState"
+
+
+def test_a_refused_flush_covered_by_another_clients_flush_is_done() -> None:
+    clock = FakeClock()
+    slow = replace(POLICY, retry=Backoff(1.0, 2.0, 1.0))  # a Flush again only after 1 s
+    m = FlushMachine(("a", "b"), "", 10.0, slow, clock=clock)
+    m.work.write_ts = {"a": 5000}  # this process wrote "a" at 5000; "b": unknown
+    rpc(m)
+    m.on_reply(RATE_LIMITED)
+    stamp = rpc(m)
+    assert stamp.method == "AllocTimestamp"
+    m.on_reply(stamp_reply(6000))
+    cover = rpc(m)
+    asked = {r.collection_name: (r.flush_ts, list(r.segmentIDs)) for r in cover.requests}
+    assert asked == {"a": (5000, []), "b": (6000, [])}
+    m.on_reply([state_reply(True), state_reply(False)])
+    clock.advance(slept(m.next_action()))
+    cover = rpc(m)
+    assert [r.collection_name for r in cover.requests] == ["b"]
+    m.on_reply([state_reply(True)])
+    done = m.next_action()
+    assert isinstance(done, Done) and done.response.flushed
+    a, b = done.response.collections.values()
+    assert a.covered and b.covered and (a.flush_ts, b.flush_ts) == (5000, 6000)
+    assert done.response.polls == 3
+
+
+def test_a_server_without_alloc_timestamp_flushes_again_at_the_allowance() -> None:
+    m, clock = machine()
+    rpc(m)
+    m.on_reply(RATE_LIMITED)
+    assert rpc(m).method == "AllocTimestamp"
+    m.on_error(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "no"))
+    assert slept(m.next_action()) == pytest.approx(0.1)
+    assert rpc(m).method == "Flush"
 
 
 def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
@@ -285,27 +339,25 @@ def test_a_rate_limited_flush_is_retried_when_the_limit_lets_it_pass() -> None:
     second = FlushMachine(("a", "b"), "", None, POLICY, clock=clock, history=history)
     with second.expect(rpc(second)) as outcome:
         outcome.reply = RATE_LIMITED  # rate=0.1: "a" may pass 10 s after the first
-    wait = second.next_action()
-    assert isinstance(wait, Sleep) and wait.seconds == pytest.approx(100.0 + 10.0 + 0.1 - 101.0)
+    sleeps, _ = uncovered(second, clock)
+    assert sum(sleeps) == pytest.approx(100.0 + 10.0 + 0.1 - 101.0)
     # nothing known of the collections: the plain back-off (0.1 s to start)
     third = FlushMachine(("c",), "", None, POLICY, clock=clock, history=history)
     with third.expect(rpc(third)) as outcome:
         outcome.reply = RATE_LIMITED
-    assert third.next_action() == Sleep(0.1)
+    sleeps, _ = uncovered(third, clock)
+    assert sum(sleeps) == pytest.approx(0.1)
 
 
 def test_rate_limited_until_the_deadline_times_out_with_the_rate_limit_as_cause() -> None:
     m, clock = machine(timeout=0.25)
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    clock.advance(slept(m.next_action()))  # 0.1
-    rpc(m)
+    uncovered(m, clock)  # 0.1
     m.on_reply(RATE_LIMITED)
-    seconds = slept(m.next_action())
-    assert seconds == pytest.approx(0.15)  # 0.2 cut to what is left
-    clock.advance(seconds)
     with pytest.raises(FlushTimeoutError) as info:
-        m.next_action()
+        uncovered(m, clock)  # 0.2, cut to what is left
+    assert clock.now == pytest.approx(100.25)
     assert info.value.pending == ("a",)
     assert isinstance(info.value.__cause__, MilvusException)
     assert info.value.__cause__.code == 8
@@ -452,11 +504,10 @@ def test_unexpected_error_without_a_restart_reason_is_final(reason: str) -> None
 
 
 def test_successful_reply_resets_the_retry_backoff() -> None:
-    m, _ = machine()
+    m, clock = machine()
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    m.next_action()
-    rpc(m)
+    uncovered(m, clock)
     m.on_reply(flush_reply({"a": [1]}))
     rpc(m)
     m.on_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE))

@@ -68,12 +68,14 @@ class Simulation:
         if self.timeout is not None:  # no RPC may outlive the deadline
             assert action.timeout <= self.deadline_left() + 1e-9
         assert self.final is None, "an RPC was sent after a final answer"
+        if action.method == "AllocTimestamp" and self.lite:  # Lite has none
+            raise fakes.FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "AllocTimestamp")
         outcome = self.data.draw(OUTCOMES)
         sent = self.clock.now
         self.clock.advance(self.data.draw(st.floats(0, action.timeout)))
         if outcome in RETRYABLE and not (outcome == "rate_limited" and action.method != "Flush"):
             self.failing_since = sent if self.failing_since is None else self.failing_since
-        elif outcome != "garbage":
+        elif outcome != "garbage" and self.settles(action):
             self.failing_since = None
         if outcome == "unavailable":
             raise fakes.FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
@@ -84,7 +86,15 @@ class Simulation:
             return self.answer_flush(action, outcome)
         if action.method == "HasCollection":
             return self.answer_has(action)
+        if action.method == "AllocTimestamp":
+            return [fakes.stamp_reply()]
         return self.answer_polls(action, outcome)
+
+    @staticmethod
+    def settles(action: SendRpc) -> bool:
+        """Whether a success ends a run of failures: not the shared window's RPCs, which
+        wait on a refused Flush (its timestamp, and the polls at it)."""
+        return action.method != "AllocTimestamp" and getattr(action.request, "flush_ts", 0) != 5000
 
     def answer_flush(self, action: SendRpc, outcome: str) -> Any:
         if outcome == "rate_limited":
@@ -108,9 +118,12 @@ class Simulation:
     def answer_polls(self, action: SendRpc, outcome: str) -> Any:
         replies = []
         for request in action.requests:
+            if request.collection_name in self.missing and request.flush_ts == 5000:
+                self.final = 100  # the shared window asks a missing one: as a real server
+                return [fakes.state_reply(False, 100, "not found") for _ in action.requests]
             assert request.collection_name not in self.missing, "polled a missing collection"
-            if self.lite:
-                assert request.flush_ts == 0 and not request.segmentIDs
+            if self.lite:  # or the shared window's polls, at a write timestamp
+                assert request.flush_ts in (0, 5000) and not request.segmentIDs
             self.polled.add(request.collection_name)
             flushed = outcome == "ok" and not self.data.draw(st.booleans())  # simplest: flushed
             if flushed:
@@ -250,7 +263,11 @@ def test_without_a_deadline_endless_failures_end_after_the_retry_budget(
         clock.advance(min(rpc_seconds, action.timeout))
         if failure == "unavailable":
             raise fakes.FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
-        if failure == "rate_limited":
+        if failure == "rate_limited":  # and no other client's Flush covers "a"
+            if action.method == "AllocTimestamp":
+                return [fakes.stamp_reply()]
+            if action.method == "GetFlushState":
+                return [fakes.state_reply(False)]
             return fakes.RATE_LIMITED
         return milvus_pb2.FlushResponse(status=fakes.status(1, "service not ready"))
 
