@@ -157,7 +157,7 @@ class FlushMachine:
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock)
         self.work = Work(progress, PollSchedule(policy.poll, ticks), clock, history)
-        self.work.persists, self.work.cover_every = self.table.persists, policy.window_poll
+        self.work.cover_every = policy.window_poll
         self.work.write_ts = dict(write_ts or {})
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None

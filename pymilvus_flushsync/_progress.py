@@ -64,15 +64,12 @@ class Progress:
         self.states[name] = state if flush_ts is None else replace(state, flush_ts=flush_ts)
         self.pending.remove(name)
 
-    def covered(self, name: str, write_ts: int, now: float, flushed: bool) -> None:
-        """Another client's Flush persisted ``name`` up to ``write_ts`` (the shared
-        window): it is sealed, with no segments of this call's own, and ``flushed``."""
-        state = replace(self.states[name], segment_ids=(), flush_ts=write_ts, covered=True)
-        self.states[name] = state
-        if flushed:
-            self.flushed(name, now)
-        else:
-            self.pending.remove(name)
+    def covered(self, name: str, segment_ids: tuple[int, ...], write_ts: int) -> None:
+        """Another client's Flush sealed ``name`` up to ``write_ts`` (the shared window):
+        these segments of it are not yet flushed; they are waited on at that timestamp."""
+        self.states[name] = replace(
+            self.states[name], segment_ids=segment_ids, flush_ts=write_ts, covered=True
+        )
 
     @property
     def db_name(self) -> str:

@@ -30,6 +30,7 @@ class Phase(enum.Enum):
     CONFIRM = "confirm"  # DescribeCollection again, once a ticket's polls said flushed
     STAMP = "stamp"  # AllocTimestamp: a timestamp after every write the caller saw
     COVER = "cover"  # GetFlushState at the caller's write timestamp: sealed by another?
+    SEGMENTS = "segments"  # GetPersistentSegmentInfo: the segments another's Flush sealed
     FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
     POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
     DONE = "done"
@@ -53,7 +54,8 @@ class Event(enum.Enum):
     UNSTAMPED = "unstamped"  # refused, and a write timestamp is unknown: ask for one
     STAMPED = "stamped"  # the timestamp came
     NO_STAMP = "no_stamp"  # the server has none: Flush again at the allowance
-    COVERED = "covered"  # every pending collection is persisted up to its timestamp
+    COVERED = "covered"  # every pending collection's checkpoint passed its timestamp
+    FOUND = "found"  # the segments another client's Flush sealed are known
     REFLUSH = "reflush"  # not all: the allowance has come, Flush again
     LOST = "lost"  # a retried failure after which the server may have lost the Flush
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt

@@ -95,7 +95,6 @@ class Work:
     clock: Callable[[], float]
     history: FlushHistory | None = None  # the endpoint's accepted Flushes
     sent_at: float = 0.0  # when the RPC being answered was sent
-    persists: bool = True  # the call waits until persisted (not start_flush's seal)
     write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
     reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
     cover_every: float = 0.1  # COVER: seconds between its polls (FlushPolicy.window_poll)
@@ -274,15 +273,32 @@ def _cover_build(work: Work) -> Requests:
 
 
 def _cover_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
-    now, progress = work.clock(), work.progress
-    for request, reply in zip(requests, replies, strict=True):
-        if reply.flushed:
-            progress.covered(request.collection_name, request.flush_ts, now, work.persists)
-    if not progress.pending:
+    if all(reply.flushed for reply in replies):
         return Next(Event.COVERED)
+    now = work.clock()
     if now + work.cover_every >= work.reflush_at:  # no poll before the allowance
         return Next(Event.REFLUSH, max(0.0, work.reflush_at - now))
     return Next(Event.NOT_YET, work.cover_every)
+
+
+def _segments_build(work: Work) -> Requests:
+    return tuple(
+        milvus_pb2.GetPersistentSegmentInfoRequest(dbName=work.db, collectionName=name)
+        for name in work.progress.pending
+    )
+
+
+def _segments_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    for request, reply in zip(requests, replies, strict=True):
+        sealed = tuple(i.segmentID for i in reply.infos if i.state in _NOT_YET_FLUSHED)
+        name = request.collectionName
+        work.progress.covered(name, sealed, work.write_ts[name])
+    delay = work.polls.restart(work.clock(), len(work.progress.pending))
+    return Next(Event.FOUND, delay)
+
+
+#: Segments sealed but not yet flushed (``common.SegmentState``: Sealed, Flushing).
+_NOT_YET_FLUSHED = frozenset({3, 5})
 
 
 def _per_collection(method: str) -> Callable[[Requests], str]:
@@ -353,6 +369,14 @@ STEPS: Mapping[Phase, Step] = {
         shared=Shared.POLL,
         settles=False,
     ),
+    Phase.SEGMENTS: Step(
+        "GetPersistentSegmentInfo",
+        milvus_pb2.GetPersistentSegmentInfoResponse,
+        _segments_build,
+        _segments_read,
+        lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
+        settles=False,
+    ),
     Phase.FLUSH_ALL: Step(
         "FlushAll",
         milvus_pb2.FlushAllResponse,
@@ -373,9 +397,8 @@ STEPS: Mapping[Phase, Step] = {
 # -- the tables (module docstring) ----------------------------------------------------
 
 
-def _sealing(then: Phase, covered: Phase) -> dict[Phase, dict[Event, Phase]]:
-    """Flush, its checks, and the shared window: sealed -> ``then``; every pending
-    collection persisted by another client's Flush -> ``covered``."""
+def _sealing(then: Phase) -> dict[Phase, dict[Event, Phase]]:
+    """Flush, its checks, and the shared window, each ending in ``then``."""
     return {
         Phase.FLUSH: {
             Event.SEALED: then,
@@ -387,9 +410,10 @@ def _sealing(then: Phase, covered: Phase) -> dict[Phase, dict[Event, Phase]]:
         Phase.STAMP: {Event.STAMPED: Phase.COVER, Event.NO_STAMP: Phase.FLUSH},
         Phase.COVER: {
             Event.NOT_YET: Phase.COVER,
-            Event.COVERED: covered,
+            Event.COVERED: Phase.SEGMENTS,
             Event.REFLUSH: Phase.FLUSH,
         },
+        Phase.SEGMENTS: {Event.FOUND: then},
     }
 
 
@@ -399,7 +423,7 @@ def _polling(flushed: Phase) -> dict[Phase, dict[Event, Phase]]:
     }
 
 
-_SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL, Phase.DONE), **_polling(Phase.DONE)}
+_SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
 EVERY = Table(
     "flush_sync of every collection",
@@ -411,7 +435,7 @@ SEAL = Table(
     "start_flush",
     Phase.DESCRIBE,
     STEPS,
-    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.FLUSH}, **_sealing(Phase.DONE, Phase.DONE)},
+    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.FLUSH}, **_sealing(Phase.DONE)},
     persists=False,
 )
 WAIT = Table(
@@ -421,7 +445,7 @@ WAIT = Table(
     {
         Phase.DESCRIBE: {Event.DESCRIBED: Phase.POLL},
         **_polling(Phase.CONFIRM),
-        **_sealing(Phase.POLL, Phase.CONFIRM),
+        **_sealing(Phase.POLL),
         Phase.CONFIRM: {Event.DESCRIBED: Phase.DONE},
     },
 )

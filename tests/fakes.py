@@ -102,6 +102,14 @@ def stamp_reply(timestamp: int = 5000) -> milvus_pb2.AllocTimestampResponse:
     return milvus_pb2.AllocTimestampResponse(status=status(), timestamp=timestamp)
 
 
+def segments_reply(states: dict[int, int]) -> Any:
+    """GetPersistentSegmentInfo: segment ID -> ``common.SegmentState`` (3 Sealed, ...)."""
+    reply = milvus_pb2.GetPersistentSegmentInfoResponse(status=status())
+    for segment, state in states.items():
+        reply.infos.add(segmentID=segment, state=state, num_rows=10)
+    return reply
+
+
 def describe_reply(collection_id: int = 11, created: int = 22) -> Any:
     return milvus_pb2.DescribeCollectionResponse(
         status=status(), collectionID=collection_id, created_timestamp=created

@@ -25,6 +25,7 @@ from ..fakes import (
     drive,
     flush_reply,
     has_reply,
+    segments_reply,
     stamp_reply,
     state_reply,
     status,
@@ -286,10 +287,10 @@ def test_rate_limited_flush_is_retried_with_backoff() -> None:
     m, clock = machine()
     rpc(m)
     m.on_reply(RATE_LIMITED)
-    sleeps, again = uncovered(m, clock)  # nobody else's Flush covers "a"
+    sleeps, _ = uncovered(m, clock)  # nobody else's Flush covers "a"
     assert sum(sleeps) == pytest.approx(0.1)
     m.on_reply(RATE_LIMITED)
-    sleeps, again = uncovered(m, clock)
+    sleeps, _ = uncovered(m, clock)
     assert sum(sleeps) == pytest.approx(0.2) and sleeps[0] == POLICY.window_poll
     m.on_reply(flush_reply({"a": [1]}))
     assert rpc(m).method == "GetFlushState"
@@ -308,20 +309,29 @@ def test_a_refused_flush_covered_by_another_clients_flush_is_done() -> None:
     cover = rpc(m)
     asked = {r.collection_name: (r.flush_ts, list(r.segmentIDs)) for r in cover.requests}
     assert asked == {"a": (5000, []), "b": (6000, [])}
-    m.on_reply([state_reply(True), state_reply(False)])
+    m.on_reply([state_reply(True), state_reply(False)])  # "b": not yet
     clock.advance(slept(m.next_action()))
-    cover = rpc(m)
-    assert [r.collection_name for r in cover.requests] == ["b"]
+    assert len(rpc(m).requests) == 2  # both, until both are covered
+    m.on_reply([state_reply(True), state_reply(True)])
+    listing = rpc(m)  # the segments the other client's Flush sealed
+    assert listing.method == "GetPersistentSegmentInfo" and len(listing.requests) == 2
+    m.on_reply([segments_reply({1: 3, 2: 4}), segments_reply({3: 2, 4: 5})])
+    poll = rpc(m)  # waited on as flush_sync's own, at the write timestamps
+    assert (poll.request.collection_name, list(poll.request.segmentIDs)) == ("a", [1])
+    assert poll.request.flush_ts == 5000
+    m.on_reply(state_reply(True))
+    sweep = rpc(m)
+    assert [(list(r.segmentIDs), r.flush_ts) for r in sweep.requests] == [([4], 6000)]
     m.on_reply([state_reply(True)])
     done = m.next_action()
     assert isinstance(done, Done) and done.response.flushed
     a, b = done.response.collections.values()
     assert a.covered and b.covered and (a.flush_ts, b.flush_ts) == (5000, 6000)
-    assert done.response.polls == 3
+    assert done.response.polls == 6
 
 
 def test_a_server_without_alloc_timestamp_flushes_again_at_the_allowance() -> None:
-    m, clock = machine()
+    m, _ = machine()
     rpc(m)
     m.on_reply(RATE_LIMITED)
     assert rpc(m).method == "AllocTimestamp"

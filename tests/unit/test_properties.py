@@ -88,13 +88,20 @@ class Simulation:
             return self.answer_has(action)
         if action.method == "AllocTimestamp":
             return [fakes.stamp_reply()]
+        if action.method == "GetPersistentSegmentInfo":  # another's Flush sealed one
+            return [fakes.segments_reply({9: 3}) for _ in action.requests]
         return self.answer_polls(action, outcome)
 
     @staticmethod
     def settles(action: SendRpc) -> bool:
         """Whether a success ends a run of failures: not the shared window's RPCs, which
         wait on a refused Flush (its timestamp, and the polls at it)."""
-        return action.method != "AllocTimestamp" and getattr(action.request, "flush_ts", 0) != 5000
+        if action.method in ("AllocTimestamp", "GetPersistentSegmentInfo"):
+            return False
+        request = action.request
+        return not (
+            action.method == "GetFlushState" and request.flush_ts == 5000 and not request.segmentIDs
+        )
 
     def answer_flush(self, action: SendRpc, outcome: str) -> Any:
         if outcome == "rate_limited":
