@@ -150,15 +150,21 @@ async def _async_connection(client: Any) -> Any:
 def write_timestamps(client: Any, names: tuple[str, ...], db_name: str) -> dict[str, int]:
     """The last write timestamp this process saw per collection (pymilvus keeps it for
     Session consistency, on every insert, upsert and delete), for those it has one.
-    pymilvus 2.6+ keys it by endpoint, database and name; 2.5 by name only."""
+    pymilvus 2.6+ keys it by endpoint, database and name: the latest of any endpoint
+    is taken (one server may be reached by several addresses); 2.5 keys it by name."""
     from pymilvus.client import ts_utils
 
-    get: Any = ts_utils.get_collection_ts
-    keyed = "endpoint" in inspect.signature(get).parameters
-    address = endpoint(client)
-    found = {}
+    cache = getattr(getattr(ts_utils, "GlobalCache", None), "collection_ts", None)
+    entries = getattr(cache, "_cache", None)
+    found: dict[str, int] = {}
+    if entries is not None:
+        db = db_name or "default"
+        for (_, key_db, name), ts in list(entries.items()):
+            if name in names and key_db == db and ts:
+                found[name] = max(found.get(name, 0), int(ts))
+        return found
     for name in names:
-        ts = get(name, address, db_name) if keyed else get(name)
+        ts = ts_utils.get_collection_ts(name)
         if ts:
             found[name] = int(ts)
     return found

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import grpc
@@ -50,6 +51,8 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Forwards every call to ``target`` (host:port) but those ``intercept`` answers."""
 
     def __init__(self, target: str) -> None:
+        self.calls: Counter[str] = Counter()  # method -> calls that reached the server
+        self._counting = threading.Lock()
         self._channel = grpc.insecure_channel(target)
         self._server, self.port = grpc_server((self,), workers=32)
 
@@ -82,6 +85,8 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
             answered = self.intercept(method[len(_SERVICE) :], request, metadata)
             if answered is not None:
                 return answered
+            with self._counting:
+                self.calls[method[len(_SERVICE) :]] += 1
             remaining = context.time_remaining()
             try:
                 return bytes(forward(request, timeout=remaining, metadata=metadata))

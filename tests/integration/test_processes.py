@@ -1,0 +1,92 @@
+"""Independent processes share Milvus's Flush limit window (docs/guarantees.md,
+"Independent processes share the window"), on the real Milvus 2.3.5 with its global
+``flushRate.max`` 0.1/s, and behind ``tests/interposer.py``'s 2.4.5+ per-collection
+rule. Each worker is its own interpreter and client (``tests/processes.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pymilvus
+import pytest
+
+from pymilvus_flushsync import MilvusClient
+
+from ..helpers import Backend, Measure
+from ..interposer import Interposer, RateLimitingInterposer
+from ..processes import run
+from ..servers import Server, Servers
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.faults,  # a server config of its own: after the tests on the default one
+    pytest.mark.skipif(
+        pymilvus.__version__.startswith("2.5."),
+        reason="pymilvus 2.5's connect handshake fails through the interposer",
+    ),
+]
+
+#: Milvus 2.3.5's only Flush limit: one Flush per 10 s, server-wide.
+LIMITED = {"quotaAndLimits.flushRate.enabled": "true", "quotaAndLimits.flushRate.max": "0.1"}
+WINDOW = 10.0
+
+
+@pytest.fixture(params=["2.3 global", "2.4.5 per collection"])
+def limited(
+    request: pytest.FixtureRequest, milvus_servers: Servers
+) -> Iterator[tuple[Server, Interposer]]:
+    """A counting interposer in front of a server behind one of the two rules."""
+    if request.param == "2.3 global":
+        server: Server = milvus_servers.get(LIMITED)
+        interposer: Interposer = Interposer(f"127.0.0.1:{server.port}")
+    else:
+        server = milvus_servers.get()
+        interposer = RateLimitingInterposer(f"127.0.0.1:{server.port}")
+    try:
+        yield server, interposer
+    finally:
+        interposer.close()
+
+
+def _collection(limited: tuple[Server, Interposer]) -> tuple[str, float]:
+    """A fresh collection (made on the server directly), and the yardstick: one lone
+    worker's call (``processes.run`` with one process) on another; the window it
+    spent has passed when this returns."""
+    server, interposer = limited
+    backend = Backend("server", server.uri, MilvusClient(server.uri))
+    lone_name, name = backend.collection(), backend.collection()
+    backend.client.close()
+    (lone,) = run(server.uri, interposer.uri, lone_name, 1, together=True)
+    time.sleep(WINDOW + 0.5)  # not a synchronisation: the next window must be whole
+    return name, lone.seconds
+
+
+@pytest.mark.parametrize("processes", [6, 16])
+def test_processes_that_inserted_then_flushed_pay_no_window(
+    limited: tuple[Server, Interposer], processes: int, measure: Measure
+) -> None:
+    name, lone = _collection(limited)
+    interposer = limited[1]
+    before = dict(interposer.calls)
+    returned = run(limited[0].uri, interposer.uri, name, processes, together=True)
+    slowest = max(r.seconds for r in returned)
+    each = [(round(r.seconds, 2), r.covered) for r in returned]
+    measure(f"{processes} processes: lone, slowest (s)", (round(lone, 2), round(slowest, 2)))
+    measure(f"{processes} processes: each (s, covered)", each)
+    flushes = interposer.calls["Flush"] - before.get("Flush", 0)
+    measure(f"{processes} processes: Flush RPCs that reached the server", flushes)
+    assert slowest <= 1.5 * lone + 1.0
+    assert all(r.checkpoint_passed and r.unflushed_rows == 0 for r in returned)
+    assert sum(r.covered for r in returned) >= processes - 1  # one Flush sealed all
+
+
+def test_processes_inserting_as_they_flush_share_one_window(
+    limited: tuple[Server, Interposer], measure: Measure
+) -> None:
+    name, lone = _collection(limited)
+    returned = run(limited[0].uri, limited[1].uri, name, 6, together=False)
+    slowest = max(r.seconds for r in returned)
+    measure("6 processes, inserting as they flush: slowest (s)", round(slowest, 2))
+    assert slowest <= lone + 12.0
+    assert all(r.checkpoint_passed for r in returned)
