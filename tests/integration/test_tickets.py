@@ -76,9 +76,11 @@ def test_the_heartbeat_logs_a_wait_for_an_answer_that_never_comes(
         client = MilvusClient(server.uri)
         client.flush_sync_policy = replace(FlushPolicy(), heartbeat=0.3)
         started = time.monotonic()
-        with caplog.at_level(logging.INFO, logger="pymilvus_flushsync"):
-            with pytest.raises(FlushTimeoutError):
-                client.flush_sync("c0", timeout=1.5)
+        with (
+            caplog.at_level(logging.INFO, logger="pymilvus_flushsync"),
+            pytest.raises(FlushTimeoutError),
+        ):
+            client.flush_sync("c0", timeout=1.5)
         took = time.monotonic() - started
         client.close()
     beats = [m for m in caplog.messages if "still waiting" in m]

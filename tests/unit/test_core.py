@@ -59,6 +59,7 @@ def uncovered(m: FlushMachine, clock: FakeClock) -> tuple[list[float], SendRpc]:
     seconds it slept (the refused Flush's back-off) and that Flush, sent."""
     sleeps = []
     while not isinstance(action := m.next_action(), SendRpc) or action.method != "Flush":
+        assert not isinstance(action, Done), "ended before a Flush was sent again"
         if isinstance(action, Sleep):
             sleeps.append(action.seconds)
             clock.advance(action.seconds)
