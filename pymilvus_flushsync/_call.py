@@ -99,9 +99,9 @@ def prepare(
 
 
 def prepare_seal(client: Any, collection_names: Any, db_name: Any, timeout: Any,
-                 policy: FlushPolicy) -> FlushMachine:  # fmt: skip
+                 policy: FlushPolicy, *, since: float | None = None) -> FlushMachine:  # fmt: skip
     """``start_flush``'s machine: identify, seal, and end (``_steps.SEAL``)."""
-    return prepare(client, collection_names, db_name, timeout, policy, table=SEAL)
+    return prepare(client, collection_names, db_name, timeout, policy, table=SEAL, since=since)
 
 
 def ticket_of(machine: FlushMachine) -> FlushTicket:
@@ -117,7 +117,8 @@ def ticket_of(machine: FlushMachine) -> FlushTicket:
 
 
 def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
-                 on_progress: ProgressHook | None) -> FlushMachine:  # fmt: skip
+                 on_progress: ProgressHook | None,
+                 *, since: float | None = None) -> FlushMachine:  # fmt: skip
     """``wait_flushed``'s machine for ``ticket`` (``_steps.WAIT``): its identities are
     checked before and after the polls; a Flush it must send again (the server lost
     it) may be covered at the ticket's flush timestamps."""
@@ -125,7 +126,7 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
         raise ParamError(message=f"ticket must be a FlushTicket, not {type(ticket).__name__}")
     machine = prepare(
         client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
-        table=WAIT,
+        table=WAIT, since=since,
     )  # fmt: skip
     work = machine.work
     for one in ticket.collections:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from pymilvus.exceptions import MilvusException, ParamError
 
 from . import __version__
-from ._call import prepare
+from ._call import prepare, prepare_seal, prepare_wait, ticket_of
 from ._clients import MilvusClient
 from ._compat import GRPC_MAX_TIMEOUT, release_lite
 from ._core import FlushMachine
@@ -43,6 +43,7 @@ from ._response import (
     ProgressHook,
 )
 from ._sync import flush_all, run
+from ._ticket import FlushTicket
 
 #: Seconds the ``flush`` command waits by default (``--timeout none``: no deadline).
 DEFAULT_TIMEOUT = 600.0
@@ -146,16 +147,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     _connection_flags(flush)
     flush.add_argument("--db-name", default=None, help="database (default: the server's)")
+    _deadline_flags(flush)
     flush.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="seal only, and print the flush ticket's JSON (for `wait`) on stdout",
+    )
+    wait = commands.add_parser(
+        "wait", help="wait until a flush ticket's data is persisted", **formatting
+    )
+    wait.add_argument("ticket", metavar="FILE", help="the ticket's JSON: a file, or - for stdin")
+    _connection_flags(wait)
+    _deadline_flags(wait)
+    demo = commands.add_parser("demo", help="flush a fresh Milvus Lite database end to end")
+    demo.add_argument("--rows", type=_rows, default=3000, help="rows to insert (3000)")
+    return parser
+
+
+def _deadline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--timeout",
         type=_timeout,
         default=DEFAULT_TIMEOUT,
         help=f"seconds for the whole call, or none (default {DEFAULT_TIMEOUT:g})",
     )
-    flush.add_argument("--json", action="store_true", help="print the response as JSON")
-    demo = commands.add_parser("demo", help="flush a fresh Milvus Lite database end to end")
-    demo.add_argument("--rows", type=_rows, default=3000, help="rows to insert (3000)")
-    return parser
+    parser.add_argument("--json", action="store_true", help="print the response as JSON")
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +234,10 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args.rows)
+    if args.command == "wait":
+        return _wait(args, lite_errors)
+    if args.no_wait and not args.names:
+        parser.error("--no-wait seals named collections: name them (not --all or --server)")
     if [bool(args.names), args.all, args.server].count(True) != 1:
         parser.error("name one or more collections, or pass --all or --server (one of them)")
     if args.server and args.db_name is not None:
@@ -227,14 +247,27 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
         db_name = check_db_name(args.db_name)
     except ParamError as exc:
         parser.error(exc.message)
-    uri, token = _connection(args)
     job = _Job(names or (), db_name, args.server, started=time.monotonic())
+    with _connected(args, job, lite_errors) as client:
+        if args.server:
+            return _flush_server(client, job, timeout=args.timeout, as_json=args.json)
+        if args.no_wait:
+            return _seal(client, job, timeout=args.timeout)
+        return _flush(client, job, timeout=args.timeout, as_json=args.json)
+
+
+@contextmanager
+def _connected(
+    args: argparse.Namespace, job: _Job, lite_errors: list[BaseException]
+) -> Iterator[MilvusClient]:
+    """The client of ``--uri``/``--token``, connected under the deadline; closed after."""
+    uri, token = _connection(args)
     if uri.endswith(".db") and not Path(uri).exists():  # pymilvus's test for a Lite URI
         raise _failure(Exit.MILVUS, f"no Milvus Lite database at {_shown(uri)}", job)
     try:
         # the connection's own wait, under the deadline, in what gRPC can take
         connecting = None if args.timeout is None else min(args.timeout, GRPC_MAX_TIMEOUT)
-        client = MilvusClient(uri, token=token, db_name=db_name or "", timeout=connecting)
+        client = MilvusClient(uri, token=token, db_name=job.db_name or "", timeout=connecting)
     except ValueError as exc:  # the URI does not parse (e.g. a port that is not a number)
         raise _failure(
             Exit.USAGE, f"invalid --uri {_shown(uri)}: {_shown(str(exc))}", job
@@ -242,12 +275,39 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
     except Exception as exc:
         raise _not_connected(uri, exc, lite_errors, args.timeout, job) from None
     try:
-        if args.server:
-            return _flush_server(client, job, timeout=args.timeout, as_json=args.json)
-        return _flush(client, job, timeout=args.timeout, as_json=args.json)
+        yield client
     finally:
         client.close()
         release_lite(uri)
+
+
+def _wait(args: argparse.Namespace, lite_errors: list[BaseException]) -> int:
+    """``wait FILE|-``: the ticket, then ``flush``'s wait, deadline and exit codes."""
+    started = time.monotonic()
+    try:
+        text = sys.stdin.read() if args.ticket == "-" else Path(args.ticket).read_text()
+        ticket = FlushTicket.from_json(text)
+    except OSError as exc:
+        line = f"cannot read the ticket {_shown(args.ticket)}: {_shown(exc.strerror or str(exc))}"
+        raise _failure(Exit.USAGE, line, _Job()) from None
+    except ParamError as exc:
+        raise _failure(Exit.USAGE, f"error: {_shown(exc.message)}", _Job()) from None
+    job = _Job(ticket.names, ticket.db_name, started=started)
+    with _connected(args, job, lite_errors) as client:
+        hook = _progress_line(sys.stderr)
+        policy = client.flush_sync_policy
+        machine = prepare_wait(client, ticket, args.timeout, policy, hook, since=started)
+        return _finish(client, machine, job, as_json=args.json)
+
+
+def _seal(client: MilvusClient, job: _Job, *, timeout: float | None) -> int:
+    """``flush --no-wait``: seal, and print the ticket's JSON on stdout."""
+    machine = prepare_seal(
+        client, job.names, job.db_name, timeout, client.flush_sync_policy, since=job.started
+    )
+    _run(client, machine, job)
+    _out(ticket_of(machine).to_json())
+    return Exit.OK
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
@@ -295,8 +355,13 @@ def _flush(client: MilvusClient, job: _Job, *, timeout: float | None, as_json: b
         client, names, job.db_name, timeout, policy,
         every=names is None, since=job.started, on_progress=hook,
     )  # fmt: skip
+    return _finish(client, machine, job, as_json=as_json)
+
+
+def _run(client: MilvusClient, machine: FlushMachine, job: _Job) -> FlushSyncResponse:
+    """Drive ``machine``; its failure as a ``Failed`` (exit code, line, response)."""
     try:
-        response = run(machine, client)
+        return run(machine, client)
     except FlushTimeoutError as exc:
         raise Failed(Exit.TIMEOUT, f"timed out: {_shown(exc.message)}", exc.response) from None
     except MilvusException as exc:
@@ -305,6 +370,10 @@ def _flush(client: MilvusClient, job: _Job, *, timeout: float | None, as_json: b
             f"(code {exc.code})"
         )
         raise Failed(exit_code(exc), line, job.failed(status_of(exc), machine)) from None
+
+
+def _finish(client: MilvusClient, machine: FlushMachine, job: _Job, *, as_json: bool) -> int:
+    response = _run(client, machine, job)
     _clear(sys.stderr)
     if not response.collections:
         _err(f"no collections to flush in database {_shown(response.db_name)!r}")

@@ -1,0 +1,104 @@
+"""The CLI's tickets: ``flush --no-wait`` prints one, ``wait FILE|-`` waits on it, with
+``flush``'s deadline flags and exit codes; a ticket passed between two processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pymilvus_flushsync import FlushTicket
+
+from ..helpers import Backend
+from .test_cli import CLI, QUIET, run_cli
+
+
+def test_no_wait_prints_a_ticket_that_wait_waits_on(
+    backend: Backend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name = backend.collection(100)
+    code, out, _ = run_cli(capsys, "flush", "--no-wait", "--uri", backend.uri, name)
+    assert code == 0
+    ticket = FlushTicket.from_json(out)
+    assert ticket.names == (name,)
+    path = tmp_path / "ticket.json"
+    path.write_text(out)
+    code, out, _ = run_cli(capsys, "wait", str(path), "--uri", backend.uri, "--json")
+    assert code == 0 and json.loads(out)["collections"][name]["flushed"] is True
+
+
+def test_a_ticket_from_one_process_is_waited_on_in_another(lite: Backend) -> None:
+    name = lite.collection(10)
+    lite.client.close()
+    from pymilvus_flushsync._compat import release_lite
+
+    release_lite(lite.uri)  # the Lite file lock: each process below holds it in turn
+    flush = [*CLI, "flush", "--no-wait", "--uri", lite.uri, name]
+    sealed = subprocess.run(
+        flush, check=False, capture_output=True, text=True, env=QUIET, timeout=120
+    )
+    assert sealed.returncode == 0, sealed.stderr
+    wait = [*CLI, "wait", "-", "--uri", lite.uri, "--timeout", "60"]
+    waited = subprocess.run(
+        wait,
+        check=False,
+        input=sealed.stdout,
+        capture_output=True,
+        text=True,
+        env=QUIET,
+        timeout=120,
+    )
+    assert waited.returncode == 0, waited.stderr
+    assert "flushed: 1 collection(s)" in waited.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        '{"flush_ticket": 1}',
+        '{"flush_ticket": 9, "db_name": "d", "collections": []}',
+    ],
+)
+def test_a_malformed_ticket_exits_2_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "ticket.json"
+    path.write_text(text)
+    code, out, err = run_cli(capsys, "wait", str(path), "--uri", str(tmp_path / "none.db"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "malformed flush ticket" in err and "Traceback" not in err
+
+
+def test_a_missing_ticket_file_and_no_wait_without_names_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, "wait", str(tmp_path / "nowhere.json"))
+    assert code == 2 and "cannot read the ticket" in err
+    code, _, err = run_cli(capsys, "flush", "--no-wait", "--all")
+    assert code == 2 and "--no-wait" in err
+
+
+def test_wait_on_another_servers_ticket_exits_1(
+    lite: Backend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name = lite.collection(10)
+    foreign = {
+        "flush_ticket": 1,
+        "db_name": "default",
+        "collections": [
+            {"name": name, "collection_id": 7, "created_timestamp": 8, "segment_ids": [],
+             "flush_ts": 0}
+        ],
+    }  # fmt: skip
+    path = tmp_path / "ticket.json"
+    path.write_text(json.dumps(foreign))
+    lite.client.close()
+    from pymilvus_flushsync._compat import release_lite
+
+    release_lite(lite.uri)
+    code, _, err = run_cli(capsys, "wait", str(path), "--uri", lite.uri)
+    assert code == 1 and "another server" in err
