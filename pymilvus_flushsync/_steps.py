@@ -255,7 +255,9 @@ def _describe_read(work: Work, requests: Requests, replies: list[Any]) -> Next |
         if expected and expected != found:
             return Fail(ticket_mismatch(name, work.progress.db_name, expected, found))
         work.identity[name] = found
-    delay = work.polls.restart(work.clock(), len(work.progress.pending))
+    if work.expected is None:  # start_flush: the Flush follows at once
+        return Next(Event.DESCRIBED)
+    delay = work.polls.restart(work.clock(), len(work.progress.pending))  # a ticket's polls
     return Next(Event.DESCRIBED, delay)
 
 
