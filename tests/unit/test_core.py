@@ -16,12 +16,14 @@ from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._history import FlushHistory
 from pymilvus_flushsync._schedule import Deadline
 from pymilvus_flushsync._state import Phase
+from pymilvus_flushsync._steps import SEAL, WAIT
 
 from ..fakes import (
     POLICY,
     RATE_LIMITED,
     FakeClock,
     FakeRpcError,
+    describe_reply,
     drive,
     flush_reply,
     has_reply,
@@ -725,3 +727,35 @@ def test_the_deadline_can_start_before_the_machine() -> None:
     m = FlushMachine(("a",), "", 2.0, POLICY, clock=clock, since=clock.now - 1.5)
     assert rpc(m).timeout == pytest.approx(0.5)
     assert m.progress().elapsed == pytest.approx(1.5)
+
+
+def test_start_flush_identifies_then_seals_at_once_and_ends() -> None:
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", 10.0, POLICY, clock=clock, table=SEAL)
+    describe = rpc(m)
+    assert describe.method == "DescribeCollection"
+    m.on_reply([describe_reply(11, 22)])
+    flush = rpc(m)  # no sleep in between
+    assert flush.method == "Flush"
+    m.on_reply(flush_reply({"a": [1, 2]}, flush_ts=77))
+    done = m.next_action()
+    assert isinstance(done, Done) and not done.response.flushed
+    assert m.work.identity == {"a": (11, 22)}
+    state = m.work.progress.states["a"]
+    assert (state.segment_ids, state.flush_ts) == ((1, 2), 77)
+
+
+def test_a_tickets_wait_fails_on_another_collection_under_its_name() -> None:
+    m = FlushMachine(("a",), "", 10.0, POLICY, clock=FakeClock(), table=WAIT)
+    m.work.expected = {"a": (11, 22)}
+    rpc(m)
+    m.on_reply([describe_reply(11, 22)])
+    poll = rpc(m)
+    assert poll.method == "GetFlushState"
+    m.on_reply(state_reply(True))
+    confirm = rpc(m)  # the server counts unknown segments as flushed: ask again
+    assert confirm.method == "DescribeCollection"
+    m.on_reply([describe_reply(12, 23)])  # dropped and recreated meanwhile
+    with pytest.raises(MilvusException) as info:
+        m.next_action()
+    assert info.value.code == 100 and "recreated" in info.value.message
