@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
@@ -159,7 +160,9 @@ def write_timestamps(client: Any, names: tuple[str, ...], db_name: str) -> dict[
     found: dict[str, int] = {}
     if entries is not None:
         db = db_name or "default"
-        for (_, key_db, name), ts in list(entries.items()):
+        with getattr(cache, "_lock", contextlib.nullcontext()):  # writers hold it too
+            cached = list(entries.items())
+        for (_, key_db, name), ts in cached:
             if name in names and key_db == db and ts:
                 found[name] = max(found.get(name, 0), int(ts))
         return found
