@@ -94,7 +94,7 @@ def prepare(
         seal=seal,
         on_progress=on_progress,
         table=table,
-        write_ts=write_timestamps(client, names or (), db),
+        write_ts=write_timestamps(names or (), db),
     )
 
 

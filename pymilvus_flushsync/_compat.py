@@ -148,7 +148,7 @@ async def _async_connection(client: Any) -> Any:
     return await handler if inspect.isawaitable(handler) else handler
 
 
-def write_timestamps(client: Any, names: tuple[str, ...], db_name: str) -> dict[str, int]:
+def write_timestamps(names: tuple[str, ...], db_name: str) -> dict[str, int]:
     """The last write timestamp this process saw per collection (pymilvus keeps it for
     Session consistency, on every insert, upsert and delete), for those it has one.
     pymilvus 2.6+ keys it by endpoint, database and name: the latest of any endpoint

@@ -50,7 +50,7 @@ def _worker(  # noqa: PLR0917  # a Process target takes its arguments positional
     response = client.flush_sync(name, timeout=120)
     seconds = time.monotonic() - started
     stub = client._get_connection()._stub
-    written = write_timestamps(client, (name,), "").get(name, 0)
+    written = write_timestamps((name,), "").get(name, 0)
     state = stub.GetFlushState(
         milvus_pb2.GetFlushStateRequest(flush_ts=written, collection_name=name), timeout=10
     )
