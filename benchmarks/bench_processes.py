@@ -32,12 +32,10 @@ sys.path.insert(0, str(HERE.parent))  # the test helpers: workers, the server, r
 from pymilvus_flushsync import MilvusClient  # noqa: E402
 from tests.helpers import Backend  # noqa: E402
 from tests.interposer import Interposer, RateLimitingInterposer  # noqa: E402
-from tests.processes import run  # noqa: E402
+from tests.processes import LIMITED, WINDOW, run  # noqa: E402
 from tests.servers import Server  # noqa: E402
 
 RESULTS = HERE / "results"
-LIMITED = {"quotaAndLimits.flushRate.enabled": "true", "quotaAndLimits.flushRate.max": "0.1"}
-WINDOW = 10.0
 #: (name, measured key, bound): each measured value must be at most its bound.
 TARGETS: list[tuple[str, str, float]] = [
     ("6 processes, 2.3 rule: slowest <= 1.5 x 1 process + 1 s", "p6_2.3_excess", 0.0),

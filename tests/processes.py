@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 ROWS = 200  # per worker
+#: Milvus 2.3.5's only Flush limit: one Flush per ``WINDOW`` s, server-wide.
+LIMITED = {"quotaAndLimits.flushRate.enabled": "true", "quotaAndLimits.flushRate.max": "0.1"}
+WINDOW = 10.0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pymilvus_flushsync import MilvusClient
 
 from ..helpers import Backend, Measure
 from ..interposer import Interposer, RateLimitingInterposer
-from ..processes import run
+from ..processes import LIMITED, WINDOW, run
 from ..servers import Server, Servers
 
 pytestmark = [
@@ -26,10 +26,6 @@ pytestmark = [
         reason="pymilvus 2.5's connect handshake fails through the interposer",
     ),
 ]
-
-#: Milvus 2.3.5's only Flush limit: one Flush per 10 s, server-wide.
-LIMITED = {"quotaAndLimits.flushRate.enabled": "true", "quotaAndLimits.flushRate.max": "0.1"}
-WINDOW = 10.0
 
 
 @pytest.fixture(params=["2.3 global", "2.4.5 per collection"])
