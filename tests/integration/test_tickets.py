@@ -24,27 +24,42 @@ from ..helpers import Backend, rows
 from ..hostile import hostile
 
 
-def test_a_ticket_is_waited_on_by_another_client(lite: Backend) -> None:
-    name = lite.collection(100)
-    ticket = lite.client.start_flush(name, timeout=30)
+def test_a_ticket_is_waited_on_by_another_client(backend: Backend) -> None:
+    name = backend.collection(100)
+    ticket = backend.client.start_flush(name, timeout=30)
     assert ticket.names == (name,) and ticket.db_name == "default"
-    other = MilvusClient(lite.uri)  # the same server, another client
+    other = MilvusClient(backend.uri)  # the same server, another client
     response = other.wait_flushed(FlushTicket.from_json(ticket.to_json()), timeout=30)
     assert response.flushed and response.collections[name].flushed
     assert pickle.loads(pickle.dumps(ticket)) == ticket
     other.close()
+    assert backend.kind == "lite" or backend.persisted_rows(name) == (100, 0)
 
 
-def test_the_asyncio_twins(lite: Backend) -> None:
-    name = lite.collection(10)
+def test_the_asyncio_twins(backend: Backend) -> None:
+    name = backend.collection(10)
 
     async def main() -> None:
-        client = AsyncMilvusClient(lite.uri)
+        client = AsyncMilvusClient(backend.uri)
         ticket = await client.start_flush([name], timeout=30)
         assert (await client.wait_flushed(ticket, timeout=30)).flushed
         await client.close()
 
     asyncio.run(main())
+    assert backend.kind == "lite" or backend.persisted_rows(name) == (10, 0)
+
+
+@pytest.mark.server
+def test_a_ticket_for_a_collection_recreated_under_its_name_fails(server: Backend) -> None:
+    name = server.collection(10)
+    ticket = server.client.start_flush(name, timeout=30)
+    (sealed,) = ticket.collections
+    assert sealed.collection_id and sealed.created_timestamp and sealed.segment_ids
+    server.client.drop_collection(name)
+    server.client.create_collection(name, dimension=8)
+    with pytest.raises(MilvusException) as info:
+        server.client.wait_flushed(ticket, timeout=30)
+    assert info.value.code == 100 and "recreated" in info.value.message
 
 
 def test_a_ticket_for_a_dropped_collection_or_another_server_fails(lite: Backend) -> None:
