@@ -11,10 +11,14 @@ docs/guarantees.md's "flush_all_sync and FlushAll":
 * a broadcast (``db_name=None``, Milvus 2.6.8+ by ``GetVersion``, protos with 2.6.8's
   fields): ``ListDatabases``, one listing machine per database (``seal=False``:
   what the response names), then one FlushAll machine (``flush_all_machine``);
-* otherwise: one machine per database (``every=True``: it lists its collections,
-  flushes them and waits), after ``ListDatabases`` unless ``db_name`` names the one
-  database. A FlushAll reply without per-channel messages falls back to this stage.
-  A server without databases (``ListDatabases`` UNIMPLEMENTED: Milvus Lite 2.x) has
+* otherwise, over every database: ``ListDatabases``, one FlushAll machine (the
+  sweep: FlushAll is not rate-limited), then one machine per database
+  (``_steps.SWEPT``: it lists its collections and covers them at the FlushAll's
+  timestamp, with a Flush only for what the FlushAll did not seal). A FlushAll reply
+  without per-channel messages on 2.6.8+ leads to the same per-database stage.
+* ``db_name`` given, or FlushAll UNIMPLEMENTED (Milvus Lite): one machine per
+  database (``_steps.EVERY``: it lists its collections, flushes them and waits). A
+  server without databases (``ListDatabases`` UNIMPLEMENTED: Milvus Lite 2.x) has
   the client's own only.
 """
 
@@ -38,7 +42,7 @@ from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
-from ._steps import SEAL, WAIT, Table
+from ._steps import SEAL, SWEPT, WAIT, Table
 from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel, for_endpoint
 
@@ -68,6 +72,7 @@ def prepare(
     seal: bool = True,
     on_progress: ProgressHook | None = None,
     table: Table | None = None,
+    floor: int = 0,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
@@ -75,7 +80,8 @@ def prepare(
     ``every=True`` (the CLI's ``--all``) ignores ``collection_names`` and flushes
     every collection of the database, listed under the same deadline; with
     ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
-    ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``).
+    ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
+    FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``).
     """
     check_hook(on_progress)
     names = None if every else check_names(collection_names)
@@ -95,6 +101,7 @@ def prepare(
         on_progress=on_progress,
         table=table,
         write_ts=write_timestamps(names or (), db),
+        floor=floor,
     )
 
 
@@ -179,6 +186,7 @@ def broadcasts(version: str) -> bool:
 class _Stage(enum.Enum):
     LISTING = "listing"  # what each database holds, before a broadcast
     BROADCAST = "broadcast"  # one FlushAll and its polls
+    SWEEP = "sweep"  # one FlushAll, before SEALING covers what it sealed
     SEALING = "sealing"  # per database: listing, Flush and polls
     DONE = "done"
 
@@ -211,7 +219,7 @@ class AllDatabases:
         self._stage = _Stage.SEALING
         self._names: list[str] = []  # the databases
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
-        self._broadcast: FlushMachine | None = None
+        self._broadcast: FlushMachine | None = None  # its FlushAll (BROADCAST, SWEEP)
         self._responses: list[FlushSyncResponse] = []
 
     def asks(self) -> list[SendRpc]:
@@ -237,7 +245,11 @@ class AllDatabases:
             and broadcasts(version.version)
         )
         logger.debug("flush_all_sync: FlushAll is %sbroadcast", "not " if seal else "")
-        return self._per_database(seal)
+        if not seal:
+            return self._per_database(seal=False)
+        self._stage = _Stage.SWEEP
+        self._broadcast = self._flush_all(())
+        return [self._broadcast]
 
     def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
         """The next stage after one ended with ``responses`` (none: the call is done)."""
@@ -247,23 +259,18 @@ class AllDatabases:
             if not names:
                 self._stage = _Stage.DONE
                 return []
-            self._broadcast = flush_all_machine(
-                names,
-                check_timeout(self._timeout),
-                self._policy,
-                ticks=_ticks(self._client, self._policy),
-                since=self._started,
-            )
+            self._broadcast = self._flush_all(names)
             self._stage = _Stage.BROADCAST
             return [self._broadcast]
-        if (
-            self._stage is _Stage.BROADCAST
-            and self._broadcast
-            and not self._broadcast.work.broadcast
+        swept = self._broadcast
+        if self._stage is _Stage.SWEEP or (
+            self._stage is _Stage.BROADCAST and swept and not swept.work.broadcast
         ):
-            logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
+            assert swept is not None
+            if self._stage is _Stage.BROADCAST:
+                logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
             self._broadcast, self._listed = None, []
-            return self._per_database(seal=True)
+            return self._per_database(seal=True, floor=swept.work.floor)
         if self._stage is _Stage.SEALING:
             self._responses = responses
         self._stage = _Stage.DONE
@@ -291,14 +298,25 @@ class AllDatabases:
             broadcast=broadcast.work.broadcast if broadcast else {},
         )
 
-    def _per_database(self, seal: bool) -> list[FlushMachine]:
+    def _flush_all(self, names: tuple[str, ...]) -> FlushMachine:
+        """The one FlushAll (``names``: what a broadcast reports; none for a sweep)."""
+        return flush_all_machine(
+            names,
+            check_timeout(self._timeout),
+            self._policy,
+            ticks=_ticks(self._client, self._policy),
+            since=self._started,
+        )
+
+    def _per_database(self, *, seal: bool, floor: int = 0) -> list[FlushMachine]:
         """One machine per listed database: listing only (before a broadcast), or
-        listing, flushing and waiting."""
+        listing, flushing (covered at ``floor``, a FlushAll's timestamp) and waiting."""
         self._stage = _Stage.SEALING if seal else _Stage.LISTING
+        table = SWEPT if floor else None
         return [
             prepare(
                 self._client, None, db, self._timeout, self._policy, every=True,
-                since=self._started, seal=seal,
+                since=self._started, seal=seal, table=table, floor=floor,
             )
             for db in self._names
         ]  # fmt: skip

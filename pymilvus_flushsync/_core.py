@@ -127,6 +127,8 @@ class FlushMachine:
         clock, rng, ticks, history: the monotonic clock, the jitter's source, the
             endpoint's learned tick phase (``None``: off) and accepted Flush times.
         seal: ``False`` only lists; ``table``: the kind of call (``_steps``).
+        write_ts, floor: the caller's last write per collection, and a FlushAll's
+            timestamp (``_steps.SWEPT``), that a refused Flush is covered at.
         on_progress: called with a snapshot before every sleep and with the final
             response (``ProgressHook``); what it raises fails the call, unchanged.
     """
@@ -147,6 +149,7 @@ class FlushMachine:
         table: Table | None = None,
         on_progress: ProgressHook | None = None,
         write_ts: dict[str, int] | None = None,
+        floor: int = 0,
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
         self._clock, self._timeout, self._hook = clock, timeout, on_progress
@@ -157,7 +160,8 @@ class FlushMachine:
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock)
         self.work = Work(progress, PollSchedule(policy.poll, ticks), clock, history)
-        self.work.cover_every = policy.window_poll
+        self.work.cover_every, self.work.cover_grace = policy.window_poll, policy.flush_all_grace
+        self.work.floor = floor
         self.work.write_ts = dict(write_ts or {})
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None

@@ -132,6 +132,10 @@ class FlushPolicy:
         window_poll: after a rate-limited Flush, seconds between the polls that
             ask whether another client's Flush already persisted the caller's
             writes (half the server's 200 ms time tick, on which it advances).
+        flush_all_grace: ``flush_all_sync`` after one FlushAll (servers before
+            2.6.8): how long each collection's check that the FlushAll persisted
+            it may take before a Flush is sent for it, for what the FlushAll did
+            not seal (docs/guarantees.md, "flush_all_sync under a Flush limit").
         heartbeat: seconds between the INFO lines of a call that is still
             waiting, a wait for an RPC's answer included (``_heartbeat``);
             ``None``: none.
@@ -146,6 +150,7 @@ class FlushPolicy:
     group_commit: bool = True
     gather: float = 0.005
     window_poll: float = 0.1
+    flush_all_grace: float = 3.0
     heartbeat: float | None = 10.0
 
 

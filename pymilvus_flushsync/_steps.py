@@ -28,17 +28,21 @@ the sealing phase), else it stays. The tables, as they read::
                             POLL  -NOT_YET-> POLL         POLL  -FLUSHED-> DONE
                             CHECK, POLL -LOST-> FLUSH
     EVERY (names=None)      LIST -LISTED-> FLUSH          LIST -EMPTY-> DONE; then FLUSH's
+    SWEPT (after FlushAll)  LIST -LISTED-> COVER          LIST -EMPTY-> DONE; then FLUSH's
     LISTING (seal=False)    LIST -LISTED-> DONE           LIST -EMPTY-> DONE
-    FLUSH_ALL (2.6.8+)      FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
+    FLUSH_ALL               FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
                             POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
                             POLL_ALL -LOST-> FLUSH_ALL
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
-same deadline. ``FLUSH_ALL`` is Milvus 2.6.8+'s FlushAll broadcast, for
-``flush_all_sync`` (docs/guarantees.md, "flush_all_sync and FlushAll"): its
-reply's per-channel messages give the time ticks GetFlushAllState is asked
-about; a reply without them is NOT_BROADCAST, and the caller then flushes per
-database (``_call.AllDatabases``). A new barrier is a new step and a table.
+same deadline. ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync``
+(docs/guarantees.md, "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
+per-channel messages give the time ticks GetFlushAllState is asked about. A reply
+without them (older servers) is NOT_BROADCAST, as is an UNIMPLEMENTED FlushAll
+(Milvus Lite). The caller then takes each database's collections through SWEPT,
+covered at the reply's ``flush_all_ts`` (no Flush for what the FlushAll sealed), or
+through EVERY without that timestamp (``_call.AllDatabases``). A new barrier is a new
+step and a table.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ __all__ = [
     "FLUSH_ALL",
     "LISTING",
     "SEAL",
+    "SWEPT",
     "WAIT",
     "Next",
     "Shared",
@@ -98,6 +103,8 @@ class Work:
     write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
     reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
     cover_every: float = 0.1  # COVER: seconds between its polls (FlushPolicy.window_poll)
+    floor: int = 0  # SWEPT: a FlushAll's timestamp, covering every listed collection
+    cover_grace: float = 3.0  # SWEPT: COVER's time before a Flush (flush_all_grace)
     identity: dict[str, tuple[int, int]] = field(default_factory=dict)  # DESCRIBE found
     expected: dict[str, tuple[int, int]] | None = None  # a ticket's identities
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
@@ -174,6 +181,10 @@ class Table:
 
 def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     work.progress.listed(list(dict.fromkeys(replies[0].collection_names)))
+    if work.floor:  # SWEPT: what the FlushAll sealed is covered at its timestamp
+        for name in work.progress.pending:
+            work.write_ts[name] = max(work.write_ts.get(name, 0), work.floor)
+        work.reflush_at = work.clock() + work.cover_grace
     return Next(Event.LISTED if work.progress.pending else Event.EMPTY)
 
 
@@ -216,6 +227,7 @@ def _poll_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
 
 
 def _flush_all_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    work.floor = int(replies[0].flush_all_ts)
     try:
         work.broadcast = broadcast_ticks(replies[0])
     except ValueError as error:
@@ -385,6 +397,7 @@ STEPS: Mapping[Phase, Step] = {
         lambda work: (milvus_pb2.FlushAllRequest(),),
         _flush_all_read,
         lambda requests: "FlushAll",
+        fallback=Event.NOT_BROADCAST,  # Milvus Lite: flush_all_sync flushes per database
     ),
     Phase.POLL_ALL: Step(
         "GetFlushAllState",
@@ -450,6 +463,12 @@ WAIT = Table(
         **_sealing(Phase.POLL),
         Phase.CONFIRM: {Event.DESCRIBED: Phase.DONE},
     },
+)
+SWEPT = Table(
+    "flush_sync of every collection, after a FlushAll",
+    Phase.LIST,
+    STEPS,
+    {Phase.LIST: {Event.LISTED: Phase.COVER, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT},
 )
 LISTING = Table(
     "listing", Phase.LIST, STEPS, {Phase.LIST: {Event.LISTED: Phase.DONE, Event.EMPTY: Phase.DONE}}

@@ -23,6 +23,7 @@ POLICY = FlushPolicy(
     retry_budget=30.0,
     tick_period=None,
     jitter=False,
+    flush_all_grace=0.3,
 )
 
 
@@ -250,7 +251,10 @@ class Cluster:
     ``flush_all_ts`` is the greatest) whose GetFlushAllState wants those ticks
     (``flush_all_tss``; a channel missing is a parameter error, code 1100). It flips to
     flushed after ``polls_before_flushed`` polls. Older lines answer FlushAll with
-    ``flush_all_ts`` alone. Flush and GetFlushState seal and flip at once."""
+    ``flush_all_ts`` alone; Milvus Lite answers it UNIMPLEMENTED. Flush and GetFlushState
+    seal and flip at once, but for the collections in ``missed``: the FlushAll did not
+    seal them (2.3.5 was measured to miss one created just before it), so a check at a
+    timestamp fails until a Flush names them. Each collection has one sealed segment."""
 
     def __init__(
         self,
@@ -258,8 +262,11 @@ class Cluster:
         databases: dict[str, list[str]] | None = None,
         channels: tuple[str, ...] = ("dml_0", "dml_1"),
         polls_before_flushed: int = 2,
+        missed: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
+        self.missed = set(missed)
+        self.checked_at: set[int] = set()  # GetFlushState's flush_ts without segments
         self.databases = databases if databases is not None else {"default": ["a", "b"], "x": ["c"]}
         self.channels = channels
         self.polls_before_flushed = polls_before_flushed
@@ -284,13 +291,22 @@ class Cluster:
         return milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=names)
 
     def on_Flush(self, request: Any) -> Any:
+        self.missed -= set(request.collection_names)
         segments = {name: [1] for name in request.collection_names}
         return flush_reply(segments, db_name=request.db_name or "default")
 
     def on_GetFlushState(self, request: Any) -> Any:
-        return state_reply(True)
+        if not request.segmentIDs:
+            self.checked_at.add(request.flush_ts)
+        unsealed = not request.segmentIDs and request.collection_name in self.missed
+        return state_reply(not unsealed)
+
+    def on_GetPersistentSegmentInfo(self, request: Any) -> Any:
+        return segments_reply({1: 3})  # Sealed
 
     def on_FlushAll(self, request: Any) -> Any:
+        if self.version.startswith("milvus_lite"):
+            raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
         reply = milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=max(self.ticks.values()))
         if self.broadcasts():
             for channel, tick in self.ticks.items():

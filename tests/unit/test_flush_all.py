@@ -1,5 +1,7 @@
 """``flush_all_sync``'s stages over one fake server per line, through both drivers:
-Milvus 2.6.8+'s FlushAll broadcast, and one Flush per database everywhere else."""
+Milvus 2.6.8+'s FlushAll broadcast; on older lines one FlushAll whose timestamp
+covers each database's collections, with a Flush only for what it did not seal; one
+Flush per database where FlushAll is UNIMPLEMENTED (Milvus Lite)."""
 
 from __future__ import annotations
 
@@ -98,20 +100,50 @@ def test_a_broadcasting_server_gets_one_flush_all_and_polls_on_its_ticks(flavor:
 
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])
-@pytest.mark.parametrize("version", ["v2.6.7", "v2.3.5", "milvus_lite-3.2.2"])
-def test_older_lines_get_one_flush_per_database_and_no_flush_all(flavor: str, version: str) -> None:
-    server = FakeServer(Cluster(version=version))
+@pytest.mark.parametrize("version", ["v2.6.7", "v2.5.19", "v2.3.5"])
+def test_older_lines_get_one_flush_all_that_covers_every_collection(
+    flavor: str, version: str
+) -> None:
+    cluster = Cluster(version=version)
+    server = FakeServer(cluster)
     response = flush_all(flavor, server)
     assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
     sent = methods(server)
-    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (0, 0, 2)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 0)
+    assert sorted(response.databases["default"].collections) == ["a", "b"]
+    states = [state for one in response.databases.values() for state in one.collections.values()]
+    flush_all_ts = max(cluster.ticks.values())
+    assert all(s.flushed and s.covered and s.flush_ts == flush_all_ts for s in states)
+    assert cluster.checked_at == {flush_all_ts}  # covered at the FlushAll's timestamp
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_collection_the_flush_all_missed_gets_a_flush_of_its_own(flavor: str) -> None:
+    server = FakeServer(Cluster(version="v2.3.5", missed=frozenset({"c"})))
+    started = time.monotonic()
+    response = flush_all(flavor, server, timeout=10.0)
+    took = time.monotonic() - started
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert [names for m, names in server.sent if m == "Flush"] == [("c",)]  # after its grace
+    assert POLICY.flush_all_grace <= took < POLICY.flush_all_grace + 2.0
+    assert not response.databases["x"].collections["c"].covered
+    assert response.databases["default"].collections["a"].covered
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_where_flush_all_is_unimplemented_each_database_gets_a_flush(flavor: str) -> None:
+    server = FakeServer(Cluster(version="milvus_lite-3.2.2"))
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
+    sent = methods(server)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 2)
     assert sorted(response.databases["default"].collections) == ["a", "b"]
 
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_a_server_without_databases_flushes_the_clients_own(flavor: str) -> None:
     """Milvus Lite 2.x answers ListDatabases UNIMPLEMENTED: it has one database."""
-    cluster = Cluster(version="2.4.10", databases={"default": ["a"]})
+    cluster = Cluster(version="milvus_lite-2.4.10", databases={"default": ["a"]})
 
     def unimplemented(request: Any) -> Any:
         raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
@@ -128,7 +160,7 @@ def test_a_server_without_databases_flushes_the_clients_own(flavor: str) -> None
 
 @needs_fields
 @pytest.mark.parametrize("flavor", ["sync", "async"])
-def test_a_flush_all_reply_without_channel_messages_falls_back_per_database(
+def test_a_flush_all_reply_without_channel_messages_is_covered_per_database(
     flavor: str,
 ) -> None:
     cluster = Cluster()
@@ -137,7 +169,7 @@ def test_a_flush_all_reply_without_channel_messages_falls_back_per_database(
     response = flush_all(flavor, server)
     assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
     sent = methods(server)
-    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 2)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 0)
     assert all(one.flushed for one in response.databases.values())
     assert sorted(response.databases["x"].collections) == ["c"]
 

@@ -1,0 +1,103 @@
+"""``flush_all_sync`` under a Flush limit: the real Milvus 2.3.5 with its global
+``flushRate.max`` 0.1/s (``tests/processes.LIMITED``) behind a counting interposer,
+and the 2.4.5+ per-collection rule (``tests/interposer.RateLimitingInterposer``). One
+FlushAll (not rate-limited) covers every database's collections at its timestamp
+(docs/guarantees.md, "flush_all_sync under a Flush limit")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pymilvus
+import pytest
+
+from pymilvus_flushsync import MilvusClient
+
+from ..helpers import TOLERANCE, Backend, Measure, rows
+from ..interposer import Interposer, RateLimitingInterposer
+from ..processes import LIMITED, WINDOW
+from ..servers import Servers
+from .test_flush_all import flavored
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.faults,  # a server config of its own: after the tests on the default one
+    pytest.mark.skipif(
+        pymilvus.__version__.startswith("2.5."),
+        reason="pymilvus 2.5's connect handshake fails through the interposer",
+    ),
+]
+
+
+@pytest.fixture(params=["2.3 global"])
+def limited(
+    request: pytest.FixtureRequest, milvus_servers: Servers
+) -> Iterator[tuple[Backend, Interposer]]:
+    server = milvus_servers.get(LIMITED if request.param == "2.3 global" else None)
+    backend = Backend("server", server.uri, MilvusClient(server.uri))
+    kind = Interposer if request.param == "2.3 global" else RateLimitingInterposer
+    interposer = kind(f"127.0.0.1:{server.port}")
+    try:
+        yield backend, interposer
+    finally:
+        interposer.close()
+        backend.drop_created()
+        backend.client.close()
+
+
+def _persisted(backend: Backend, made: list[tuple[str, str, int]]) -> bool:
+    return all(backend.persisted_rows(name, db_name=db) == (n, 0) for db, name, n in made)
+
+
+def test_a_collection_made_just_before_costs_at_most_one_window(
+    limited: tuple[Backend, Interposer], measure: Measure
+) -> None:
+    backend, interposer = limited
+    db = backend.database()
+    made = [("", backend.collection(500), 500), (db, backend.collection(500, db_name=db), 500)]
+    client = MilvusClient(interposer.uri)
+    started = time.monotonic()
+    client.flush_all_sync(timeout=60)
+    lone = time.monotonic() - started
+    made.append((db, backend.collection(300, db_name=db), 300))  # just before the call
+    for db_name, name, n in made[:2]:
+        writer = MilvusClient(backend.uri, db_name=db_name) if db_name else backend.client
+        writer.insert(name, rows(n, 100))
+    made = [(d, name, n + 100 if i < 2 else n) for i, (d, name, n) in enumerate(made)]
+    started = time.monotonic()
+    response = client.flush_all_sync(timeout=60)
+    took = time.monotonic() - started
+    client.close()
+    measure("lone, with a collection made just before (s)", (round(lone, 2), round(took, 2)))
+    measure("Flush RPCs that reached the server", interposer.calls["Flush"])
+    assert response.flushed and _persisted(backend, made)
+    assert took <= lone + WINDOW + TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("limited", "flavor"),
+    [("2.3 global", "sync"), ("2.3 global", "async"), ("2.4.5 per collection", "sync")],
+    indirect=["limited"],
+)  # in this order: one server restart
+def test_two_databases_pay_no_window_and_beat_pymilvus(
+    limited: tuple[Backend, Interposer], flavor: str, measure: Measure
+) -> None:
+    backend, interposer = limited
+    db = backend.database()
+    made = [("", backend.collection(800), 800), (db, backend.collection(600, db_name=db), 600)]
+    started = time.monotonic()
+    response = flavored(flavor, interposer.uri)(timeout=60)
+    ours = time.monotonic() - started
+    assert response.flushed and _persisted(backend, made)
+    assert (interposer.calls["FlushAll"], interposer.calls["Flush"]) == (1, 0)
+    for db_name, name, _ in made:
+        assert response.databases[db_name or "default"].collections[name].covered
+    for db_name, name, n in made:  # the same again, for pymilvus's flush_all
+        client = MilvusClient(backend.uri, db_name=db_name) if db_name else backend.client
+        client.insert(name, rows(n, n))
+    started = time.monotonic()
+    pymilvus.MilvusClient(interposer.uri).flush_all(timeout=60)
+    theirs = time.monotonic() - started
+    measure(f"{flavor}: flush_all_sync, pymilvus flush_all (s)", (round(ours, 2), round(theirs, 2)))
+    assert ours < 5.0 and ours < theirs
