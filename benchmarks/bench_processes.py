@@ -7,7 +7,9 @@ one real Milvus 2.3.5 started here.
   client, 200 rows, inserted before a shared barrier, then ``flush_sync`` at once)
   behind the 2.3 global ``flushRate.max`` 0.1 and behind ``tests/interposer.py``'s
   2.4.5+ per-collection rule: the slowest return, the Flush RPCs that reached the
-  server (through a counting interposer), GetFlushState per second in total.
+  server (through a counting interposer; under the 2.3 rule the server refuses the
+  extra ones itself, under 2.4.5's the interposer does, counted apart), GetFlushState
+  per second in total.
 * ``ticket``: ``flush_sync`` against ``start_flush`` + ``wait_flushed`` on fresh
   collections of 2000 rows, alternating, on the default server: the ratio of medians
   (target <= 1.05).
@@ -51,7 +53,7 @@ def _processes(server: Server, rule: str, trials: int) -> dict[str, Any]:
     GetFlushState per second that reached the server."""
     measured: dict[str, Any] = {}
     for count in (1, 6, 16):
-        slowest, flushes, polls_per_s = [], [], []
+        slowest, flushes, refused, polls_per_s = [], [], [], []
         for _ in range(trials):
             interposer: Interposer = (
                 RateLimitingInterposer(f"127.0.0.1:{server.port}")
@@ -66,11 +68,14 @@ def _processes(server: Server, rule: str, trials: int) -> dict[str, Any]:
             took = max(r.seconds for r in returned)
             slowest.append(took)
             flushes.append(interposer.calls["Flush"])
+            # 2.4.5's rule refuses in the interposer: those never reach the server
+            refused.append(len(getattr(interposer, "rejected", ())))
             polls_per_s.append(interposer.calls["GetFlushState"] / took)
             interposer.close()
         measured[f"p{count}"] = {
             "slowest_s": round(statistics.median(slowest), 3),
             "flush_rpcs": statistics.median(flushes),
+            "flush_rpcs_refused_in_interposer": statistics.median(refused),
             "get_flush_state_per_s": round(statistics.median(polls_per_s), 1),
         }
     lone = measured["p1"]["slowest_s"]

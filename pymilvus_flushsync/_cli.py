@@ -42,6 +42,7 @@ from ._response import (
     FlushSyncResponse,
     ProgressHook,
 )
+from ._schedule import FlushPolicy
 from ._sync import flush_all, run
 from ._ticket import FlushTicket
 
@@ -69,7 +70,8 @@ exit codes:
 
 deadline: flush waits at most {DEFAULT_TIMEOUT:g} s unless --timeout says otherwise
   (--timeout none: no deadline). Connecting, listing (--all, --server), the Flush, every
-  poll and every retry share it. Each retry is reported on stderr.
+  poll and every retry share it. Each retry is reported on stderr, and so is a wait
+  still going after each --heartbeat seconds.
 
 connection: --uri, else $MILVUS_URI, else {DEFAULT_URI} (Milvus Lite);
   --token, else $MILVUS_TOKEN (keeps the token out of `ps`), else none. A URI's
@@ -172,6 +174,14 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
         help=f"seconds for the whole call, or none (default {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    parser.add_argument(
+        "--heartbeat",
+        type=_timeout,
+        metavar="SECONDS",
+        default=FlushPolicy().heartbeat,
+        help="seconds between the 'still waiting' lines on stderr, or none "
+        "(default: FlushPolicy.heartbeat, %(default)g)",
+    )
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +284,7 @@ def _connected(
         ) from None
     except Exception as exc:
         raise _not_connected(uri, exc, lite_errors, args.timeout, job) from None
+    client.flush_sync_policy = replace(client.flush_sync_policy, heartbeat=args.heartbeat)
     try:
         yield client
     finally:

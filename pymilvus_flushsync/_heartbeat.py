@@ -71,19 +71,17 @@ class _Watcher:
             with self._cond:
                 now = time.monotonic()
                 beating = [(k, m, p) for k, (m, p, at) in self._due.items() if at <= now]
+                if not beating:  # wait, in the same hold of the lock as the reading
+                    nearest = min((at for _, _, at in self._due.values()), default=None)
+                    self._cond.wait(None if nearest is None else nearest - now)
+                    continue
                 for key, machine, period in beating:
                     self._due[key] = (machine, period, now + period)
-                nearest = min((at for _, _, at in self._due.values()), default=None)
             for _, machine, _ in beating:
                 try:
                     logger.info("%s", line(machine))
                 except Exception:  # a call that ended meanwhile; never the thread's end
                     logger.debug("heartbeat skipped", exc_info=True)
-            with self._cond:
-                if nearest is None and not self._due:
-                    self._cond.wait()
-                else:
-                    self._cond.wait(None if nearest is None else max(0.0, nearest - now))
 
     def forked(self) -> None:
         self.__init__()  # type: ignore[misc]  # the parent's thread is not the child's

@@ -12,7 +12,8 @@ import pytest
 from pymilvus_flushsync import FlushTicket
 
 from ..helpers import Backend
-from .test_cli import CLI, QUIET, run_cli
+from ..hostile import hostile
+from .test_cli import CLI, QUIET, run_cli, run_process
 
 
 def test_no_wait_prints_a_ticket_that_wait_waits_on(
@@ -102,3 +103,22 @@ def test_wait_on_another_servers_ticket_exits_1(
     release_lite(lite.uri)
     code, _, err = run_cli(capsys, "wait", str(path), "--uri", lite.uri)
     assert code == 1 and "another server" in err
+
+
+def test_the_heartbeat_shows_on_stderr_that_is_no_terminal() -> None:
+    """A server that accepts and never answers: one 'still waiting' line per
+    ``--heartbeat`` on stderr (a pipe here), then the deadline's exit 3."""
+    with hostile("never_answers") as server:
+        flush = ["flush", "--uri", server.uri, "--timeout", "2", "--heartbeat", "0.5", "c0"]
+        done = run_process(*flush)
+    beats = [line for line in done.stderr.splitlines() if "still waiting" in line]
+    assert done.returncode == 3, done.stderr
+    assert 2 <= len(beats) <= 4 and "awaiting Flush ['c0']" in beats[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_no_heartbeat_without_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with hostile("never_answers") as server:
+        flush = ["flush", "--uri", server.uri, "--timeout", "1", "--heartbeat", "none", "c0"]
+        code, _, err = run_cli(capsys, *flush)
+    assert code == 3 and "still waiting" not in err

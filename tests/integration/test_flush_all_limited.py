@@ -50,6 +50,34 @@ def _persisted(backend: Backend, made: list[tuple[str, str, int]]) -> bool:
     return all(backend.persisted_rows(name, db_name=db) == (n, 0) for db, name, n in made)
 
 
+@pytest.mark.parametrize(
+    ("limited", "flavor"),
+    [("2.4.5 per collection", "sync"), ("2.3 global", "sync"), ("2.3 global", "async")],
+    indirect=["limited"],
+)  # in this order, and before test_processes.py's: the fewest server restarts
+def test_two_databases_pay_no_window_and_beat_pymilvus(
+    limited: tuple[Backend, Interposer], flavor: str, measure: Measure
+) -> None:
+    backend, interposer = limited
+    db = backend.database()
+    made = [("", backend.collection(800), 800), (db, backend.collection(600, db_name=db), 600)]
+    started = time.monotonic()
+    response = flavored(flavor, interposer.uri)(timeout=60)
+    ours = time.monotonic() - started
+    assert response.flushed and _persisted(backend, made)
+    assert (interposer.calls["FlushAll"], interposer.calls["Flush"]) == (1, 0)
+    for db_name, name, _ in made:
+        assert response.databases[db_name or "default"].collections[name].covered
+    for db_name, name, n in made:  # the same again, for pymilvus's flush_all
+        client = MilvusClient(backend.uri, db_name=db_name) if db_name else backend.client
+        client.insert(name, rows(n, n))
+    started = time.monotonic()
+    pymilvus.MilvusClient(interposer.uri).flush_all(timeout=60)
+    theirs = time.monotonic() - started
+    measure(f"{flavor}: flush_all_sync, pymilvus flush_all (s)", (round(ours, 2), round(theirs, 2)))
+    assert ours < 5.0 and ours < theirs
+
+
 def test_a_collection_made_just_before_costs_at_most_one_window(
     limited: tuple[Backend, Interposer], measure: Measure
 ) -> None:
@@ -73,31 +101,3 @@ def test_a_collection_made_just_before_costs_at_most_one_window(
     measure("Flush RPCs that reached the server", interposer.calls["Flush"])
     assert response.flushed and _persisted(backend, made)
     assert took <= lone + WINDOW + TOLERANCE
-
-
-@pytest.mark.parametrize(
-    ("limited", "flavor"),
-    [("2.3 global", "sync"), ("2.3 global", "async"), ("2.4.5 per collection", "sync")],
-    indirect=["limited"],
-)  # in this order: one server restart
-def test_two_databases_pay_no_window_and_beat_pymilvus(
-    limited: tuple[Backend, Interposer], flavor: str, measure: Measure
-) -> None:
-    backend, interposer = limited
-    db = backend.database()
-    made = [("", backend.collection(800), 800), (db, backend.collection(600, db_name=db), 600)]
-    started = time.monotonic()
-    response = flavored(flavor, interposer.uri)(timeout=60)
-    ours = time.monotonic() - started
-    assert response.flushed and _persisted(backend, made)
-    assert (interposer.calls["FlushAll"], interposer.calls["Flush"]) == (1, 0)
-    for db_name, name, _ in made:
-        assert response.databases[db_name or "default"].collections[name].covered
-    for db_name, name, n in made:  # the same again, for pymilvus's flush_all
-        client = MilvusClient(backend.uri, db_name=db_name) if db_name else backend.client
-        client.insert(name, rows(n, n))
-    started = time.monotonic()
-    pymilvus.MilvusClient(interposer.uri).flush_all(timeout=60)
-    theirs = time.monotonic() - started
-    measure(f"{flavor}: flush_all_sync, pymilvus flush_all (s)", (round(ours, 2), round(theirs, 2)))
-    assert ours < 5.0 and ours < theirs
