@@ -25,7 +25,7 @@ from ..helpers import Backend
 from ..interposer import Interposer
 from ..servers import Server
 
-pytestmark = [pytest.mark.server, pytest.mark.engines]
+pytestmark = [pytest.mark.server, pytest.mark.once]
 
 WORKERS = 2  # the machine's cores
 ROOT = Path(__file__).parents[2]

@@ -25,6 +25,7 @@ from ..servers import Server
 
 pytestmark = [
     pytest.mark.server,
+    pytest.mark.once,  # ten-second windows; the same protocol on every pymilvus line
     pytest.mark.skipif(
         pymilvus.__version__.startswith("2.5."),
         reason="pymilvus 2.5's connect handshake fails through the interposer "
