@@ -22,10 +22,10 @@ from pymilvus_flushsync import FlushTicket
 
 from .. import engines
 from ..helpers import Backend
-from ..interposer import Interposer
+from ..interposer import THROUGH_AN_INTERPOSER, Interposer
 from ..servers import Server
 
-pytestmark = [pytest.mark.server, pytest.mark.once]
+pytestmark = [pytest.mark.server, pytest.mark.once, THROUGH_AN_INTERPOSER]
 
 WORKERS = 2  # the machine's cores
 ROOT = Path(__file__).parents[2]

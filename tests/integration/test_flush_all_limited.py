@@ -15,7 +15,7 @@ import pytest
 from pymilvus_flushsync import MilvusClient
 
 from ..helpers import TOLERANCE, Backend, Measure, rows
-from ..interposer import Interposer, RateLimitingInterposer
+from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
 from ..processes import LIMITED, WINDOW
 from ..servers import Servers
 from .test_flush_all import flavored
@@ -23,10 +23,7 @@ from .test_flush_all import flavored
 pytestmark = [
     pytest.mark.server,
     pytest.mark.faults,  # a server config of its own: after the tests on the default one
-    pytest.mark.skipif(
-        pymilvus.__version__.startswith("2.5."),
-        reason="pymilvus 2.5's connect handshake fails through the interposer",
-    ),
+    THROUGH_AN_INTERPOSER,
 ]
 
 

@@ -8,23 +8,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import pymilvus
 import pytest
 
 from pymilvus_flushsync import MilvusClient
 
 from ..helpers import Backend, Measure
-from ..interposer import Interposer, RateLimitingInterposer
+from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
 from ..processes import LIMITED, WINDOW, run
 from ..servers import Server, Servers
 
 pytestmark = [
     pytest.mark.server,
     pytest.mark.faults,  # a server config of its own: after the tests on the default one
-    pytest.mark.skipif(
-        pymilvus.__version__.startswith("2.5."),
-        reason="pymilvus 2.5's connect handshake fails through the interposer",
-    ),
+    THROUGH_AN_INTERPOSER,
 ]
 
 

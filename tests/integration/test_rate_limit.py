@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import pymilvus
 import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
@@ -20,17 +19,13 @@ from pymilvus.grpc_gen import milvus_pb2
 from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient
 
 from ..helpers import Backend, Measure, rows
-from ..interposer import RateLimitingInterposer, rate_limited_reason
+from ..interposer import THROUGH_AN_INTERPOSER, RateLimitingInterposer, rate_limited_reason
 from ..servers import Server
 
 pytestmark = [
     pytest.mark.server,
     pytest.mark.once,  # ten-second windows; the same protocol on every pymilvus line
-    pytest.mark.skipif(
-        pymilvus.__version__.startswith("2.5."),
-        reason="pymilvus 2.5's connect handshake fails through the interposer "
-        "(DEADLINE_EXCEEDED at once); not investigated yet. Runs under 2.6 and 3.0.",
-    ),
+    THROUGH_AN_INTERPOSER,
 ]
 
 
