@@ -302,11 +302,11 @@ def _follow(
     state: CallState, step: Step, work: Work, failure: Failure, *, decision: Decision, now: float
 ) -> None:
     """Where a failed RPC's ``decision`` leads: FAILED; on the step's ``fallback``
-    (UNIMPLEMENTED); into the shared window (a rate-limited Flush, ``refused``); back
-    to sealing (the server may have lost the Flush: ``LOST``); or a retry after the
-    delay, in the same phase."""
+    (UNIMPLEMENTED or PERMISSION_DENIED); into the shared window (a rate-limited
+    Flush, ``refused``); back to sealing (the server may have lost the Flush:
+    ``LOST``); or a retry after the delay, in the same phase."""
     if isinstance(decision, Fail):
-        if not (failure.unimplemented and step.fallback and state.can(step.fallback)):
+        if not (failure.declined and step.fallback and state.can(step.fallback)):
             state.fail(decision.error)
             return
         state.move(step.fallback)

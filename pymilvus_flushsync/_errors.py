@@ -134,7 +134,9 @@ class Failure:
     retryable: bool = False
     reflush: bool = False
     rate: float | None = None  # a rate limit's allowed requests per second, when it says
-    unimplemented: bool = False  # the server has no such RPC (gRPC UNIMPLEMENTED)
+    #: the server will not serve this RPC to this caller (gRPC UNIMPLEMENTED, or
+    #: PERMISSION_DENIED: e.g. FlushAll needs a privilege a Flush does not)
+    declined: bool = False
 
     def describe(self, what: str = "") -> str:
         """A one-line reason for logs: the first line, at most a few hundred characters;
@@ -172,6 +174,9 @@ def classify_status(status: Any, what: str) -> Failure | None:
     return Failure(error, retryable=transient, reflush=transient)
 
 
+_DECLINED = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED})
+
+
 def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:
     """Turn a ``grpc.RpcError`` (sync or ``grpc.aio``) into a classified ``Failure``."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
@@ -186,7 +191,7 @@ def classify_rpc_error(exc: grpc.RpcError, what: str) -> Failure:
         error,
         retryable=code in _RETRYABLE_GRPC,
         reflush=code in _UNREACHABLE,
-        unimplemented=code is grpc.StatusCode.UNIMPLEMENTED,
+        declined=code in _DECLINED,
     )
 
 

@@ -38,11 +38,11 @@ the sealing phase), else it stays. The tables, as they read::
 same deadline. ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync``
 (docs/guarantees.md, "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply
-without them (older servers) is NOT_BROADCAST, as is an UNIMPLEMENTED FlushAll
-(Milvus Lite). The caller then takes each database's collections through SWEPT,
-covered at the reply's ``flush_all_ts`` (no Flush for what the FlushAll sealed), or
-through EVERY without that timestamp (``_call.AllDatabases``). A new barrier is a new
-step and a table.
+without them (older servers) is NOT_BROADCAST, as is a FlushAll that is UNIMPLEMENTED
+(Milvus Lite) or beyond the caller's privileges (PERMISSION_DENIED). The caller then
+takes each database's collections through SWEPT, covered at the reply's
+``flush_all_ts`` (no Flush for what the FlushAll sealed), or through EVERY without
+that timestamp (``_call.AllDatabases``). A new barrier is a new step and a table.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Step:
     commit shares; ``retry_at``: when a rate-limited refusal may pass (``_history``);
     ``refused``: the event a rate-limited refusal moves on, given when the refused RPC
     may be sent again (the shared window); ``fallback``: the event an UNIMPLEMENTED
-    answer moves on, instead of failing the call; ``settles``:
+    or PERMISSION_DENIED answer moves on, instead of failing the call; ``settles``:
     its successful reply ends a run of failures (not the shared window's, which wait
     on a refused Flush: its back-off goes on growing).
     """

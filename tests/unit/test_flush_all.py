@@ -131,8 +131,17 @@ def test_a_collection_the_flush_all_missed_gets_a_flush_of_its_own(flavor: str) 
 
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])
-def test_where_flush_all_is_unimplemented_each_database_gets_a_flush(flavor: str) -> None:
-    server = FakeServer(Cluster(version="milvus_lite-3.2.2"))
+@pytest.mark.parametrize("refusal", ["unimplemented", "permission denied"])
+def test_where_flush_all_is_refused_each_database_gets_a_flush(flavor: str, refusal: str) -> None:
+    """Milvus Lite has no FlushAll; a user may lack FlushAll's privilege but not Flush's."""
+    cluster = Cluster(version="milvus_lite-3.2.2" if refusal == "unimplemented" else "v2.3.5")
+    if refusal == "permission denied":
+
+        def denied(request: Any) -> Any:
+            raise FakeRpcError(grpc.StatusCode.PERMISSION_DENIED)
+
+        cluster.on_FlushAll = denied  # type: ignore[method-assign]
+    server = FakeServer(cluster)
     response = flush_all(flavor, server)
     assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
     sent = methods(server)
