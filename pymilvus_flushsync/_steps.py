@@ -65,7 +65,7 @@ from ._requests import (
     flush_state_request,
 )
 from ._response import CollectionFlushState
-from ._schedule import Fail, PollSchedule
+from ._schedule import Fail, FlushPolicy, PollSchedule
 from ._state import CallState, Event, Moves, Phase
 
 __all__ = [
@@ -91,6 +91,10 @@ class Shared(enum.Enum):
     POLL = "poll"
 
 
+#: The defaults of ``Work``'s copies of the policy (the machine sets the call's own).
+_POLICY = FlushPolicy()
+
+
 @dataclass(eq=False)
 class Work:
     """What a call's steps read and write: all of a call but its phase and retries."""
@@ -102,9 +106,9 @@ class Work:
     sent_at: float = 0.0  # when the RPC being answered was sent
     write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
     reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
-    cover_every: float = 0.1  # COVER: seconds between its polls (FlushPolicy.window_poll)
+    cover_every: float = _POLICY.window_poll  # COVER: seconds between its polls
     floor: int = 0  # SWEPT: a FlushAll's timestamp, covering every listed collection
-    cover_grace: float = 3.0  # SWEPT: COVER's time before a Flush (flush_all_grace)
+    cover_grace: float = _POLICY.flush_all_grace  # SWEPT: COVER's time before a Flush
     identity: dict[str, tuple[int, int]] = field(default_factory=dict)  # DESCRIBE found
     expected: dict[str, tuple[int, int]] | None = None  # a ticket's identities
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
