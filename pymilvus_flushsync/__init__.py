@@ -26,6 +26,7 @@ from ._patch import patch, unpatch, wrap
 if TYPE_CHECKING:
     from ._clients import AsyncFlushSyncMixin, AsyncMilvusClient, FlushSyncMixin, MilvusClient
     from ._errors import FlushTimeoutError
+    from ._params import Until
     from ._response import (
         CollectionFlushState,
         FlushAllSyncResponse,
@@ -49,6 +50,7 @@ _LAZY = {
     "FlushTimeoutError": "._errors",
     "MilvusClient": "._clients",
     "TicketCollection": "._ticket",
+    "Until": "._params",
 }
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "FlushTimeoutError",
     "MilvusClient",
     "TicketCollection",
+    "Until",
     "patch",
     "unpatch",
     "wrap",

@@ -39,7 +39,7 @@ from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint, wr
 from ._core import FlushMachine, SendRpc, flush_all_machine
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._history import history_for
-from ._params import check_db_name, check_hook, check_names, check_timeout
+from ._params import check_db_name, check_hook, check_names, check_timeout, check_until
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
 from ._steps import SEAL, SWEPT, WAIT, Table
@@ -73,6 +73,7 @@ def prepare(
     on_progress: ProgressHook | None = None,
     table: Table | None = None,
     floor: int = 0,
+    until: Any = "persisted",
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
@@ -81,9 +82,11 @@ def prepare(
     every collection of the database, listed under the same deadline; with
     ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
     ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
-    FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``).
+    FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
+    ``until``: the last stage to wait for (``_params.UNTIL``).
     """
     check_hook(on_progress)
+    stage = check_until(until)
     names = None if every else check_names(collection_names)
     seconds = check_timeout(timeout)
     db = check_db_name(db_name)
@@ -102,6 +105,7 @@ def prepare(
         table=table,
         write_ts=write_timestamps(names or (), db),
         floor=floor,
+        until=stage,
     )
 
 
@@ -124,8 +128,8 @@ def ticket_of(machine: FlushMachine) -> FlushTicket:
 
 
 def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
-                 on_progress: ProgressHook | None,
-                 *, since: float | None = None) -> FlushMachine:  # fmt: skip
+                 on_progress: ProgressHook | None, *, since: float | None = None,
+                 until: Any = "persisted") -> FlushMachine:  # fmt: skip
     """``wait_flushed``'s machine for ``ticket`` (``_steps.WAIT``): its identities are
     checked before and after the polls; a Flush it must send again (the server lost
     it) may be covered at the ticket's flush timestamps."""
@@ -133,7 +137,7 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
         raise ParamError(message=f"ticket must be a FlushTicket, not {type(ticket).__name__}")
     machine = prepare(
         client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
-        table=WAIT, since=since,
+        table=WAIT, since=since, until=until,
     )  # fmt: skip
     work = machine.work
     for one in ticket.collections:

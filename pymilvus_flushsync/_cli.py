@@ -34,7 +34,7 @@ from ._compat import GRPC_MAX_TIMEOUT, release_lite
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError, status_of
 from ._exits import Exit
-from ._params import check_db_name, check_names, check_timeout
+from ._params import UNTIL, check_db_name, check_names, check_timeout
 from ._response import (
     CollectionFlushState,
     FlushAllSyncResponse,
@@ -175,6 +175,12 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
     parser.add_argument(
+        "--until",
+        choices=UNTIL,
+        default=UNTIL[0],
+        help="wait until the rows are persisted (default), indexed, or loaded and served",
+    )
+    parser.add_argument(
         "--heartbeat",
         type=_timeout,
         metavar="SECONDS",
@@ -246,6 +252,10 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
         return _demo(args.rows)
     if args.command == "wait":
         return _wait(args, lite_errors)
+    if args.no_wait and args.until != UNTIL[0]:
+        parser.error("--no-wait seals only: --until applies to flush and wait")
+    if args.server and args.until != UNTIL[0]:
+        parser.error("--until applies to named collections and --all, not --server")
     if args.no_wait and not args.names:
         parser.error("--no-wait seals named collections: name them (not --all or --server)")
     if [bool(args.names), args.all, args.server].count(True) != 1:
@@ -263,7 +273,7 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
             return _flush_server(client, job, timeout=args.timeout, as_json=args.json)
         if args.no_wait:
             return _seal(client, job, timeout=args.timeout)
-        return _flush(client, job, timeout=args.timeout, as_json=args.json)
+        return _flush(client, job, timeout=args.timeout, as_json=args.json, until=args.until)
 
 
 @contextmanager
@@ -307,7 +317,9 @@ def _wait(args: argparse.Namespace, lite_errors: list[BaseException]) -> int:
     with _connected(args, job, lite_errors) as client:
         hook = _progress_line(sys.stderr)
         policy = client.flush_sync_policy
-        machine = prepare_wait(client, ticket, args.timeout, policy, hook, since=started)
+        machine = prepare_wait(
+            client, ticket, args.timeout, policy, hook, since=started, until=args.until
+        )
         return _finish(client, machine, job, as_json=args.json)
 
 
@@ -358,13 +370,15 @@ def _not_connected(
     return _failure(Exit.MILVUS, line, job)
 
 
-def _flush(client: MilvusClient, job: _Job, *, timeout: float | None, as_json: bool) -> int:
+def _flush(
+    client: MilvusClient, job: _Job, *, timeout: float | None, as_json: bool, until: str
+) -> int:
     policy = client.flush_sync_policy
     names = job.names or None
     hook = _progress_line(sys.stderr)
     machine = prepare(
         client, names, job.db_name, timeout, policy,
-        every=names is None, since=job.started, on_progress=hook,
+        every=names is None, since=job.started, on_progress=hook, until=until,
     )  # fmt: skip
     return _finish(client, machine, job, as_json=as_json)
 
@@ -419,9 +433,11 @@ def _progress_line(stream: TextIO) -> ProgressHook | None:
         return None
 
     def draw(progress: FlushSyncResponse) -> None:
-        done = sum(state.flushed for state in progress.collections.values())
+        stage, states = progress.stage, progress.collections.values()
+        done = sum(_reached(state, stage) for state in states)
+        word = "flushed" if stage == "persisted" else stage
         stream.write(
-            f"\rwaiting: {done}/{len(progress.collections)} flushed, "
+            f"\rwaiting: {done}/{len(states)} {word}, "
             f"{progress.elapsed:.1f} s, {progress.polls} polls"
         )
         stream.flush()
@@ -526,7 +542,7 @@ def _lines(response: FlushSyncResponse) -> list[str]:
     lines = [
         f"{verb}: {len(response.collections)} collection(s) in database "
         f"{_shown(response.db_name)!r} in {response.elapsed:.3f} s "
-        f"({response.polls} GetFlushState polls)"
+        f"({response.polls} {_polled(response)} polls)"
     ]
     for state in response.collections.values():
         when = f"{state.seconds:.3f} s" if state.seconds is not None else "pending"
@@ -537,8 +553,38 @@ def _lines(response: FlushSyncResponse) -> list[str]:
             if state.flushed and not state.flush_ts and not state.segment_ids
             else f"{len(state.segment_ids)} segment(s) sealed"
         )
-        lines.append(f"  {_shown(state.name)}: {when}, {sealed}")
+        lines.append(f"  {_shown(state.name)}: {when}, {sealed}{_stages(state)}")
     return lines
+
+
+def _reached(state: CollectionFlushState, stage: str) -> bool:
+    """Has the collection reached ``stage`` (``FlushSyncResponse.stage``)?"""
+    if stage == "indexed":
+        return state.indexed_seconds is not None
+    if stage == "loaded":
+        return state.loaded_seconds is not None
+    return state.flushed
+
+
+def _polled(response: FlushSyncResponse) -> str:
+    """What ``polls`` counted: GetFlushState, and the later stages' polls (--until)."""
+    states = response.collections.values()
+    if any(state.loaded_seconds is not None for state in states):
+        return "GetFlushState/DescribeIndex/GetQuerySegmentInfo"
+    if any(state.indexes is not None for state in states):
+        return "GetFlushState/DescribeIndex"
+    return "GetFlushState"
+
+
+def _stages(state: CollectionFlushState) -> str:
+    """The later stages a collection reached (``--until``), for its line."""
+    parts = []
+    if state.indexed_seconds is not None:
+        built = "no index" if state.indexes == 0 else f"{state.indexes} index(es) built"
+        parts.append(f"indexed at {state.indexed_seconds:.3f} s ({built})")
+    if state.loaded_seconds is not None:
+        parts.append(f"served at {state.loaded_seconds:.3f} s")
+    return "".join(f", {part}" for part in parts)
 
 
 class _RetryLines(logging.Handler):

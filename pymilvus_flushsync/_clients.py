@@ -15,6 +15,7 @@ import pymilvus
 
 from . import _async, _sync
 from ._call import prepare, prepare_seal, prepare_wait, ticket_of
+from ._params import Until
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
 from ._ticket import FlushTicket
@@ -33,6 +34,7 @@ class FlushSyncMixin:
     def flush_sync(
         self, collection_names: str | Sequence[str], db_name: str | None = None,
         timeout: float | None = None, *, on_progress: ProgressHook | None = None,
+        until: Until = "persisted",
     ) -> FlushSyncResponse:
         # fmt: on
         """Flush collections and wait until Milvus reports them persisted.
@@ -50,6 +52,10 @@ class FlushSyncMixin:
             on_progress: called with a ``FlushSyncResponse`` snapshot
                 (``flushed=False``) before every wait, and with the final response
                 on success, e.g. to draw a progress bar (``ProgressHook``).
+            until: ``"persisted"`` (the default), ``"indexed"`` (every index of each
+                collection covers its rows) or ``"loaded"`` (indexed, and the query
+                nodes serve its segments with their index), under the one deadline
+                (docs/guarantees.md, "Beyond persisted").
 
         Returns:
             A frozen ``FlushSyncResponse`` with ``flushed=True``.
@@ -62,7 +68,9 @@ class FlushSyncMixin:
                 collection), with the server's code and reason.
         """
         policy = self.flush_sync_policy
-        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
+        machine = prepare(
+            self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
+        )
         return _sync.run(machine, self)
 
     # fmt: off
@@ -93,11 +101,12 @@ class FlushSyncMixin:
     # fmt: off
     def wait_flushed(
         self, ticket: FlushTicket, timeout: float | None = None, *,
-        on_progress: ProgressHook | None = None,
+        on_progress: ProgressHook | None = None, until: Until = "persisted",
     ) -> FlushSyncResponse:
         # fmt: on
-        """Wait under one deadline until ``ticket``'s data is persisted: the completion
-        rule, response, errors, progress hook and polls of ``flush_sync``.
+        """Wait under one deadline until ``ticket``'s data is persisted (or ``until``
+        a later stage): the completion rule, response, errors, progress hook and polls
+        of ``flush_sync``.
 
         Raises:
             ParamError: not a ``FlushTicket``, or a bad ``timeout``.
@@ -106,7 +115,8 @@ class FlushSyncMixin:
             FlushTimeoutError: the deadline passed first.
         """
         policy = self.flush_sync_policy
-        return _sync.run(prepare_wait(self, ticket, timeout, policy, on_progress), self)
+        machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
+        return _sync.run(machine, self)
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None
@@ -140,6 +150,7 @@ class AsyncFlushSyncMixin:
     async def flush_sync(
         self, collection_names: str | Sequence[str], db_name: str | None = None,
         timeout: float | None = None, *, on_progress: ProgressHook | None = None,
+        until: Until = "persisted",
     ) -> FlushSyncResponse:
         # fmt: on
         """Flush collections and wait until Milvus reports them persisted.
@@ -166,7 +177,9 @@ class AsyncFlushSyncMixin:
             MilvusException: the server refused, with its code and reason.
         """
         policy = self.flush_sync_policy
-        machine = prepare(self, collection_names, db_name, timeout, policy, on_progress=on_progress)
+        machine = prepare(
+            self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
+        )
         return await _async.run(machine, self)
 
     # fmt: off
@@ -183,12 +196,13 @@ class AsyncFlushSyncMixin:
     # fmt: off
     async def wait_flushed(
         self, ticket: FlushTicket, timeout: float | None = None, *,
-        on_progress: ProgressHook | None = None,
+        on_progress: ProgressHook | None = None, until: Until = "persisted",
     ) -> FlushSyncResponse:
         # fmt: on
         """The asyncio twin of ``FlushSyncMixin.wait_flushed``."""
         policy = self.flush_sync_policy
-        return await _async.run(prepare_wait(self, ticket, timeout, policy, on_progress), self)
+        machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
+        return await _async.run(machine, self)
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

@@ -46,6 +46,7 @@ from typing import Any
 
 import grpc
 from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import common_pb2
 
 from ._errors import (
     Failure,
@@ -59,9 +60,9 @@ from ._errors import (
 from ._history import FlushHistory
 from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
-from ._schedule import Deadline, Decision, Fail, FlushPolicy, PollSchedule, Retries
+from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries
 from ._state import CallState, Event, Phase, Turn
-from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Shared, Step, Table, Work
+from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Shared, Step, Table, Work, staged
 from ._ticks import TickModel
 
 __all__ = [
@@ -128,7 +129,8 @@ class FlushMachine:
             endpoint's learned tick phase (``None``: off) and accepted Flush times.
         seal: ``False`` only lists; ``table``: the kind of call (``_steps``).
         write_ts, floor: the caller's last write per collection, and a FlushAll's
-            timestamp (``_steps.SWEPT``), that a refused Flush is covered at.
+            timestamp (``_steps.SWEPT``), that a refused Flush is covered at;
+            ``until``: the last stage to wait for (``_steps.staged``).
         on_progress: called with a snapshot before every sleep and with the final
             response (``ProgressHook``); what it raises fails the call, unchanged.
     """
@@ -150,19 +152,17 @@ class FlushMachine:
         on_progress: ProgressHook | None = None,
         write_ts: dict[str, int] | None = None,
         floor: int = 0,
+        until: str = "persisted",
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
         self._clock, self._timeout, self._hook = clock, timeout, on_progress
         start = clock() if since is None else since
         self._deadline = Deadline.after(timeout, start)
-        self.table = table or (FLUSH if names is not None else EVERY if seal else LISTING)
+        self.table = staged(table or _table_of(names, seal), until, refresh=policy.refresh_load)
         self.state = self.table.state()
         self.every = names is None  # every collection of the database
-        progress = Progress(names or (), db_name, start, clock)
-        self.work = Work(progress, PollSchedule(policy.poll, ticks), clock, history)
-        self.work.cover_every, self.work.cover_grace = policy.window_poll, policy.flush_all_grace
-        self.work.floor = floor
-        self.work.write_ts = dict(write_ts or {})
+        progress = Progress(names or (), db_name, start, clock, until)
+        self.work = Work.of(progress, policy, ticks, clock, history, write_ts or {}, floor)
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
         self.in_flight: SendRpc | None = None
@@ -298,6 +298,11 @@ class FlushMachine:
         return self.work.progress.timeout_error(self._timeout, listed, self._retries.last)
 
 
+def _table_of(names: tuple[str, ...] | None, seal: bool) -> Table:
+    """The table of a call that names none: names given, every collection, a listing."""
+    return FLUSH if names is not None else EVERY if seal else LISTING
+
+
 def _follow(
     state: CallState, step: Step, work: Work, failure: Failure, *, decision: Decision, now: float
 ) -> None:
@@ -306,9 +311,12 @@ def _follow(
     Flush, ``refused``); back to sealing (the server may have lost the Flush:
     ``LOST``); or a retry after the delay, in the same phase."""
     if isinstance(decision, Fail):
-        if not (failure.declined and step.fallback and state.can(step.fallback)):
+        declined = failure.declined or step.optional
+        if not (declined and step.fallback and state.can(step.fallback)):
             state.fail(decision.error)
             return
+        if step.on_fallback is not None:
+            step.on_fallback(work)
         state.move(step.fallback)
         state.owe(max(0.0, work.reflush_at - now))
         return
@@ -327,7 +335,10 @@ def _failure(step: Step, action: SendRpc, replies: list[Any], what: str) -> Fail
     if len(replies) != len(action.requests) or not all(isinstance(r, step.reply) for r in replies):
         return undecodable(what)
     for one in replies:
-        failure = classify_status(one.status, what)
+        status = one if isinstance(one, common_pb2.Status) else one.status
+        if status.code in step.answers:
+            continue
+        failure = classify_status(status, what)
         if failure is not None:
             return failure
     return None

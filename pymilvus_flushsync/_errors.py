@@ -50,7 +50,9 @@ __all__ = [
     "classify_exception",
     "classify_rpc_error",
     "classify_status",
+    "collection_not_loaded",
     "database_not_found",
+    "index_failed",
     "interrupted",
     "status_of",
     "ticket_mismatch",
@@ -232,6 +234,30 @@ def collection_not_found(name: str, db_name: str) -> MilvusException:
         code=COLLECTION_NOT_FOUND,
         message=f"collection not found[database={db_name}][collection={name}]",
         compatible_code=4,  # common.ErrorCode.CollectionNotExists
+    )
+
+
+#: Milvus's code for a collection that is not loaded (``merr.ErrCollectionNotLoaded``).
+COLLECTION_NOT_LOADED = 101
+#: Milvus's code for a collection without an index (``merr.ErrIndexNotFound``): for
+#: DescribeIndex, an answer (nothing to build), not a failure.
+INDEX_NOT_FOUND = 700
+
+
+def collection_not_loaded(name: str, db_name: str) -> MilvusException:
+    """``until="loaded"`` on a collection that is not loaded (or was released)."""
+    return MilvusException(
+        code=COLLECTION_NOT_LOADED,
+        message=f"collection not loaded[database={db_name}][collection={name}]",
+    )
+
+
+def index_failed(name: str, index: str, reason: str) -> MilvusException:
+    """An index of ``name`` failed to build: ``until="indexed"`` cannot be reached."""
+    return MilvusException(
+        code=int(ErrorCode.UNEXPECTED_ERROR),
+        message=f"index build failed[collection={name}][index={index}]: {reason}",
+        compatible_code=21,  # common.ErrorCode.BuildIndexError
     )
 
 

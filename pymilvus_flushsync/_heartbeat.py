@@ -32,7 +32,7 @@ def line(machine: Any) -> str:
     """One line on where a ``FlushMachine``'s call stands (read from any thread)."""
     state, work = machine.state, machine.work
     progress, action, now = work.progress, machine.in_flight, work.clock()
-    pending = ", ".join(progress.pending) or "none"
+    pending = ", ".join(progress.behind) or "none"
     if state.turn is Turn.AWAIT and action is not None:
         what = machine.table.steps[state.phase].describe(action.requests)
         doing = f"awaiting {what} for {now - work.sent_at:.1f} s"
@@ -40,7 +40,8 @@ def line(machine: Any) -> str:
         doing = "sleeping before the next RPC" if state.turn is Turn.SLEEP else "sending"
     return (
         f"{machine.table.name}: still waiting after {now - progress.start:.1f} s; stage "
-        f"{state.phase.value} ({doing}); pending: {pending}; polls: {progress.polled}"
+        f"{state.phase.value} ({doing}); {progress.stage} pending: {pending}; "
+        f"polls: {progress.polled}"
     )
 
 

@@ -5,11 +5,25 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pymilvus.exceptions import ParamError
 
-__all__ = ["check_db_name", "check_hook", "check_names", "check_timeout"]
+__all__ = [
+    "UNTIL",
+    "Until",
+    "check_db_name",
+    "check_hook",
+    "check_names",
+    "check_timeout",
+    "check_until",
+]
+
+#: What a call waits for: each stage includes the ones before it
+#: (docs/guarantees.md, "Beyond persisted").
+Until = Literal["persisted", "indexed", "loaded"]
+#: The stages, in order.
+UNTIL: tuple[Until, ...] = get_args(Until)
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:
@@ -66,3 +80,11 @@ def check_hook(on_progress: Any) -> None:
     """``on_progress`` is ``None`` or callable."""
     if on_progress is not None and not callable(on_progress):
         raise ParamError(message=f"on_progress must be callable or None, got {on_progress!r}")
+
+
+def check_until(until: Any) -> Until:
+    """One of ``UNTIL``."""
+    for stage in UNTIL:
+        if until == stage and isinstance(until, str):
+            return stage
+    raise ParamError(message=f"until must be one of {', '.join(UNTIL)}, got {until!r}")

@@ -1,9 +1,10 @@
 """What one call knows of its collections, and the responses it reports from that.
 
 ``Progress`` is the call's record: each collection's state (what Flush sealed,
-when it was reported flushed), which are still pending, how many polls were
-sent, and the database as the server named it. The machine's steps write it;
-every response, snapshot and ``FlushTimeoutError`` of the call is read from it.
+when it was reported flushed, indexed and served), which are still pending at
+each stage the call waits for (``_params.UNTIL``), how many polls were sent, and
+the database as the server named it. The machine's steps write it; every
+response, snapshot and ``FlushTimeoutError`` of the call is read from it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._errors import Failure, FlushTimeoutError
+from ._params import UNTIL
 from ._requests import DEFAULT_DB, sealed_state
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 
@@ -27,24 +29,57 @@ class Progress:
         db_name: the database as the caller asked for it (``""``: the default).
         start: the clock reading ``elapsed`` and each ``seconds`` count from.
         clock: the call's monotonic clock.
+        until: the last stage the call waits for (``_params.UNTIL``).
     """
 
     def __init__(
-        self, names: tuple[str, ...], db_name: str, start: float, clock: Callable[[], float]
+        self,
+        names: tuple[str, ...],
+        db_name: str,
+        start: float,
+        clock: Callable[[], float],
+        until: str = UNTIL[0],
     ) -> None:
         self.requested_db = db_name
         self.start = start
         self._clock = clock
         self.polled = 0
         self._reply_db = ""
+        self.stages = UNTIL[: UNTIL.index(until) + 1]
         self.states: dict[str, CollectionFlushState] = {}
-        self.pending: list[str] = []
+        self.pending: list[str] = []  # not yet persisted
+        self.waiting: dict[str, list[str]] = {}  # a later stage -> not yet reached
         self.listed(names)
 
     def listed(self, names: tuple[str, ...] | list[str]) -> None:
         """The call's collections are ``names`` (in order), none flushed yet."""
         self.states = {name: CollectionFlushState(name) for name in names}
         self.pending = list(names)
+        self.waiting = {stage: list(names) for stage in self.stages[1:]}
+
+    @property
+    def stage(self) -> str:
+        """The first stage some collection has not reached (the last, once done)."""
+        if self.pending:
+            return self.stages[0]
+        return next((s for s in self.stages[1:] if self.waiting[s]), self.stages[-1])
+
+    @property
+    def behind(self) -> list[str]:
+        """The collections that have not reached ``stage``."""
+        stage = self.stage
+        return self.pending if stage == self.stages[0] else self.waiting[stage]
+
+    def indexed(self, name: str, now: float, indexes: int) -> None:
+        """Every one of ``name``'s ``indexes`` covers its rows (none: nothing to build)."""
+        seconds = now - self.start
+        self.states[name] = replace(self.states[name], indexes=indexes, indexed_seconds=seconds)
+        self.waiting["indexed"].remove(name)
+
+    def served(self, name: str, now: float) -> None:
+        """The query nodes serve ``name``'s Flushed segments, with their index."""
+        self.states[name] = replace(self.states[name], loaded_seconds=now - self.start)
+        self.waiting["loaded"].remove(name)
 
     def sealed(self, reply: Any) -> list[str]:
         """A FlushResponse sealed the pending collections it names; the others, which
@@ -85,6 +120,7 @@ class Progress:
             elapsed=self._clock() - self.start,
             polls=self.polled,
             status=status or FlushStatus(),
+            stage=self.stage,
         )
 
     def timeout_error(
@@ -92,14 +128,16 @@ class Progress:
     ) -> FlushTimeoutError:
         """The ``FlushTimeoutError`` of the call as it stands (the deadline passed), its
         cause the ``last`` failure."""
+        stage, behind = self.stage, self.behind
+        done = "flushed" if stage == self.stages[0] else stage
         message = f"flush_sync did not finish within its {timeout:g} s deadline; " + (
-            f"not yet flushed: {', '.join(self.pending)}"
+            f"not yet {done}: {', '.join(behind)}"
             if listed
             else "the collections were not yet listed"
         )
         if last is not None:
             message += f"; last error: {last.describe()}"
         response = self.response(flushed=False, status=FlushStatus.timed_out(message))
-        error = FlushTimeoutError(message, response, tuple(self.pending))
+        error = FlushTimeoutError(message, response, tuple(behind))
         error.__cause__ = last.error if last else None
         return error

@@ -55,6 +55,11 @@ class CollectionFlushState:
         covered: another client's Flush had sealed it (its Flush was rate-limited):
             ``flush_ts`` is then the caller's write timestamp, and persisted up to it
             (docs/guarantees.md, "Independent processes share the window").
+        indexes: how many indexes the collection has (``until="indexed"`` or
+            ``"loaded"``; 0: none, nothing to build), ``None`` when not asked.
+        indexed_seconds, loaded_seconds: seconds from the start of the call until
+            every index covered its rows, and until the query nodes served its
+            segments with their index; ``None`` while not reached (or not asked).
     """
 
     name: str
@@ -65,6 +70,9 @@ class CollectionFlushState:
     flushed: bool = False
     seconds: float | None = None
     covered: bool = False
+    indexes: int | None = None
+    indexed_seconds: float | None = None
+    loaded_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -77,6 +85,9 @@ class CollectionFlushState:
             "flushed": self.flushed,
             "seconds": self.seconds,
             "covered": self.covered,
+            "indexes": self.indexes,
+            "indexed_seconds": self.indexed_seconds,
+            "loaded_seconds": self.loaded_seconds,
         }
 
 
@@ -97,7 +108,11 @@ class FlushSyncResponse:
         collections: collection name -> ``CollectionFlushState``, in the order asked.
         db_name: the database the call flushed in.
         elapsed: seconds the whole call took.
-        polls: how many GetFlushState RPCs were sent.
+        polls: how many poll RPCs were sent: GetFlushState, and the later stages'
+            DescribeIndex and GetQuerySegmentInfo (``until``), not their checks.
+        stage: in a progress snapshot, the stage the call waits for now (the first
+            some collection has not reached: ``"persisted"``, ``"indexed"``,
+            ``"loaded"``); in the response, the last it waited for (``until``).
     """
 
     flushed: bool
@@ -106,6 +121,7 @@ class FlushSyncResponse:
     elapsed: float
     polls: int
     status: FlushStatus = field(default_factory=FlushStatus)
+    stage: str = "persisted"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collections", _frozen_mapping(self.collections))
@@ -119,6 +135,7 @@ class FlushSyncResponse:
             self.elapsed,
             self.polls,
             self.status,
+            self.stage,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +146,7 @@ class FlushSyncResponse:
             "db_name": self.db_name,
             "elapsed": self.elapsed,
             "polls": self.polls,
+            "stage": self.stage,
             "collections": {name: state.to_dict() for name, state in self.collections.items()},
         }
 

@@ -136,6 +136,22 @@ class FlushPolicy:
             2.6.8): how long each collection's check that the FlushAll persisted
             it may take before a Flush is sent for it, for what the FlushAll did
             not seal (docs/guarantees.md, "flush_all_sync under a Flush limit").
+        stage_poll: ``until="indexed"``/``"loaded"``: delays between the polls of
+            those stages (DescribeIndex; GetQuerySegmentInfo), from each stage's
+            start: 5 ms growing by 10% a poll to 50 ms, so that with "loaded"'s
+            checks (``stage_recheck``) a collection's RPCs stay under the persisted
+            stage's rate (docs/guarantees.md, "Beyond persisted").
+        stage_recheck: ``until="loaded"``: seconds between the checks that the
+            collection is still loaded and which segments are Flushed, between
+            its GetQuerySegmentInfo polls.
+        refresh_load: ``until="loaded"``: once indexed, ask the query coordinator
+            to load the new segments at once (``LoadCollection(refresh=True)``, as
+            pymilvus's ``refresh_load``), not at its next periodic target update;
+            ``False``: only poll.
+        index_min_rows: ``until="loaded"``: the server's
+            ``indexCoord.segment.minSegmentNumRowsToEnableIndex`` (1024 on every
+            line): a Flushed segment with fewer rows is served without an index,
+            so only its presence is waited for.
         heartbeat: seconds between the INFO lines of a call that is still
             waiting, a wait for an RPC's answer included (``_heartbeat``);
             ``None``: none.
@@ -151,6 +167,10 @@ class FlushPolicy:
     gather: float = 0.005
     window_poll: float = 0.1
     flush_all_grace: float = 3.0
+    stage_poll: Backoff = field(default_factory=lambda: Backoff(0.005, 1.1, 0.05))
+    stage_recheck: float = 1.0
+    refresh_load: bool = True
+    index_min_rows: int = 1024
     heartbeat: float | None = 10.0
 
 

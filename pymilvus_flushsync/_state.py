@@ -33,6 +33,12 @@ class Phase(enum.Enum):
     SEGMENTS = "segments"  # GetPersistentSegmentInfo: the segments another's Flush sealed
     FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
     POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
+    LOAD_CHECK = "load_check"  # GetLoadState before the Flush (until="loaded")
+    INDEX = "index"  # DescribeIndex: has every index covered the persisted rows?
+    REFRESH = "refresh"  # LoadCollection(refresh=True): take the new segments now
+    STILL_LOADED = "still_loaded"  # GetLoadState: not released meanwhile
+    SEGMENTS_NOW = "segments_now"  # GetPersistentSegmentInfo: the Flushed segments now
+    SERVING = "serving"  # GetQuerySegmentInfo: do the query nodes serve them, indexed?
     DONE = "done"
     FAILED = "failed"
 
@@ -58,6 +64,11 @@ class Event(enum.Enum):
     FOUND = "found"  # the segments another client's Flush sealed are known
     REFLUSH = "reflush"  # not all: the allowance has come, Flush again
     LOST = "lost"  # a retried failure after which the server may have lost the Flush
+    LOADABLE = "loadable"  # every collection is loaded (or loading)
+    INDEXED = "indexed"  # every index of every collection covers its rows
+    REFRESHED = "refreshed"  # the query coordinator was asked to load the new segments
+    SERVED = "served"  # the query nodes serve every Flushed segment, indexed
+    RECHECK = "recheck"  # not yet, and time to check the load state and segments again
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
 
 

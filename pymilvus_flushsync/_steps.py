@@ -52,9 +52,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymilvus.grpc_gen import milvus_pb2
+from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-from ._errors import collection_not_found, ticket_mismatch, undecodable
+from ._errors import (
+    INDEX_NOT_FOUND,
+    collection_not_found,
+    collection_not_loaded,
+    index_failed,
+    ticket_mismatch,
+    undecodable,
+)
 from ._history import FlushHistory
 from ._progress import Progress
 from ._requests import (
@@ -65,8 +72,9 @@ from ._requests import (
     flush_state_request,
 )
 from ._response import CollectionFlushState
-from ._schedule import Fail, FlushPolicy, PollSchedule
+from ._schedule import Backoff, Fail, FlushPolicy, PollSchedule
 from ._state import CallState, Event, Moves, Phase
+from ._ticks import TickModel
 
 __all__ = [
     "EVERY",
@@ -81,6 +89,7 @@ __all__ = [
     "Step",
     "Table",
     "Work",
+    "staged",
 ]
 
 
@@ -113,6 +122,38 @@ class Work:
     expected: dict[str, tuple[int, int]] | None = None  # a ticket's identities
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
     broadcast: dict[str, int] = field(default_factory=dict)  # FLUSH_ALL: channel -> tick
+    stage_poll: Backoff = _POLICY.stage_poll  # INDEX, SERVING: their polls' back-off
+    stage_round: int = 0  # INDEX, SERVING: rounds of the stage so far (its back-off)
+    flushed_now: dict[str, Flushed] = field(default_factory=dict)  # SEGMENTS_NOW
+    index_min_rows: int = _POLICY.index_min_rows  # SERVING: smaller ones have no index
+    stage_recheck: float = _POLICY.stage_recheck  # SERVING: seconds between rechecks
+    recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
+
+    @classmethod
+    def of(  # noqa: PLR0917  # the machine's own arguments, passed on
+        cls,
+        progress: Progress,
+        policy: FlushPolicy,
+        ticks: TickModel | None,
+        clock: Callable[[], float],
+        history: FlushHistory | None,
+        write_ts: dict[str, int],
+        floor: int,
+    ) -> Work:
+        """A call's work, with its policy's schedules (``FlushMachine``)."""
+        return cls(
+            progress,
+            PollSchedule(policy.poll, ticks),
+            clock,
+            history,
+            write_ts=dict(write_ts),
+            cover_every=policy.window_poll,
+            cover_grace=policy.flush_all_grace,
+            floor=floor,
+            stage_poll=policy.stage_poll,
+            stage_recheck=policy.stage_recheck,
+            index_min_rows=policy.index_min_rows,
+        )
 
     @property
     def db(self) -> str:
@@ -142,7 +183,9 @@ class Step:
     may be sent again (the shared window); ``fallback``: the event an UNIMPLEMENTED
     or PERMISSION_DENIED answer moves on, instead of failing the call; ``settles``:
     its successful reply ends a run of failures (not the shared window's, which wait
-    on a refused Flush: its back-off goes on growing).
+    on a refused Flush: its back-off goes on growing); ``answers``: status codes that
+    are answers for ``read``, not failures (DescribeIndex's "index not found");
+    ``on_fallback``: what the ``fallback`` records first.
     """
 
     method: str
@@ -156,6 +199,9 @@ class Step:
     refused: Callable[[Work, float], Event] | None = None
     fallback: Event | None = None
     settles: bool = True
+    answers: frozenset[int] = frozenset()
+    on_fallback: Callable[[Work], None] | None = None
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,11 +345,20 @@ def _cover_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     return Next(Event.NOT_YET, work.cover_every)
 
 
-def _segments_build(work: Work) -> Requests:
-    return tuple(
-        milvus_pb2.GetPersistentSegmentInfoRequest(dbName=work.db, collectionName=name)
-        for name in work.progress.pending
-    )
+def _each(
+    names: Callable[[Work], list[str]], request: Callable[[str, str], Any]
+) -> Callable[[Work], Requests]:
+    """A step's ``build``: one ``request(db, name)`` per collection of ``names``."""
+    return lambda work: tuple(request(work.db, name) for name in names(work))
+
+
+def _waiting(stage: str) -> Callable[[Work], list[str]]:
+    """The collections that have not reached ``stage`` (``Progress.waiting``)."""
+    return lambda work: work.progress.waiting[stage]
+
+
+def _segment_infos(db: str, name: str) -> Any:
+    return milvus_pb2.GetPersistentSegmentInfoRequest(dbName=db, collectionName=name)
 
 
 def _segments_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
@@ -319,6 +374,97 @@ def _segments_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
 _NOT_YET_FLUSHED = frozenset({3, 5})
 
 
+def _load_state_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    """Loaded or loading, each (``common.LoadState``: 2 Loading, 3 Loaded)."""
+    for request, reply in zip(requests, replies, strict=True):
+        if reply.state not in _LOADED_OR_LOADING:
+            return Fail(collection_not_loaded(request.collection_name, work.progress.db_name))
+    return Next(Event.LOADABLE)
+
+
+_LOADED_OR_LOADING = frozenset({2, 3})
+
+
+def _stage_delay(work: Work) -> float:
+    """The delay after a round of a stage's polls that left some behind."""
+    delay = work.stage_poll.delay(work.stage_round)
+    work.stage_round += 1
+    return delay
+
+
+def _index_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    """Indexed: no index of the collection has rows pending (docs/guarantees.md,
+    "Beyond persisted"); no index: nothing to build. A failed build fails the call."""
+    now = work.clock()
+    for request, reply in zip(requests, replies, strict=True):
+        name = request.collection_name
+        if reply.status.code == INDEX_NOT_FOUND:
+            work.progress.indexed(name, now, 0)
+            continue
+        indexes = list(reply.index_descriptions)
+        failed = next((i for i in indexes if i.state == _INDEX_FAILED), None)
+        if failed is not None:
+            return Fail(index_failed(name, failed.index_name, failed.index_state_fail_reason))
+        if all(i.pending_index_rows == 0 and i.indexed_rows >= i.total_rows for i in indexes):
+            work.progress.indexed(name, now, len(indexes))
+    if work.progress.waiting["indexed"]:
+        return Next(Event.NOT_YET, _stage_delay(work))
+    work.stage_round = 0  # the next stage's back-off starts again
+    return Next(Event.INDEXED)
+
+
+_INDEX_FAILED = 4  # common.IndexState.Failed
+
+
+def _segments_now_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    for request, reply in zip(requests, replies, strict=True):
+        flushed = [i for i in reply.infos if i.state == _FLUSHED and i.num_rows > 0]
+        work.flushed_now[request.collectionName] = Flushed(
+            frozenset(i.segmentID for i in flushed),
+            frozenset(i.segmentID for i in flushed if i.num_rows >= work.index_min_rows),
+        )
+    work.recheck_at = work.clock() + work.stage_recheck
+    return Next(Event.FOUND)
+
+
+_FLUSHED = 4  # common.SegmentState.Flushed
+
+
+@dataclass(frozen=True)
+class Flushed:
+    """A collection's Flushed segments with rows (SEGMENTS_NOW), and those of them
+    with ``Work.index_min_rows`` or more, which the query nodes serve indexed."""
+
+    rows: frozenset[int] = frozenset()
+    built: frozenset[int] = frozenset()
+
+
+def _serving_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    """Served: every segment Flushed now (a compaction's too: what it replaced is no
+    longer Flushed) is on a query node, with an index name where the collection has
+    an index and the segment is large enough to be built (``Flushed.built``)."""
+    now = work.clock()
+    for request, reply in zip(requests, replies, strict=True):
+        name = request.collectionName
+        flushed = work.flushed_now.get(name, Flushed())
+        served = {i.segmentID for i in reply.infos}
+        with_index = {i.segmentID for i in reply.infos if i.index_name}
+        built = flushed.built if work.progress.states[name].indexes else frozenset()
+        if flushed.rows <= served and built <= with_index:
+            work.progress.served(name, now)
+    if not work.progress.waiting["loaded"]:
+        return Next(Event.SERVED)
+    delay = _stage_delay(work)
+    return Next(Event.RECHECK if now + delay >= work.recheck_at else Event.NOT_YET, delay)
+
+
+def _served_as_loaded(work: Work) -> None:
+    """No segment listing (Milvus Lite): served once GetLoadState said Loaded."""
+    now = work.clock()
+    for name in list(work.progress.waiting["loaded"]):
+        work.progress.served(name, now)
+
+
 def _per_collection(method: str) -> Callable[[Requests], str]:
     return lambda requests: f"{method} {collection_names(requests)}"
 
@@ -329,6 +475,16 @@ _DESCRIBE = Step(
     _describe_build,
     _describe_read,
     _per_collection("DescribeCollection"),
+)
+_LOAD_STATE = Step(
+    "GetLoadState",
+    milvus_pb2.GetLoadStateResponse,
+    _each(
+        _waiting("loaded"),
+        lambda db, name: milvus_pb2.GetLoadStateRequest(db_name=db, collection_name=name),
+    ),
+    _load_state_read,
+    _per_collection("GetLoadState"),
 )
 STEPS: Mapping[Phase, Step] = {
     Phase.LIST: Step(
@@ -390,10 +546,60 @@ STEPS: Mapping[Phase, Step] = {
     Phase.SEGMENTS: Step(
         "GetPersistentSegmentInfo",
         milvus_pb2.GetPersistentSegmentInfoResponse,
-        _segments_build,
+        _each(lambda work: work.progress.pending, _segment_infos),
         _segments_read,
         lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
         settles=False,
+    ),
+    Phase.LOAD_CHECK: _LOAD_STATE,
+    Phase.STILL_LOADED: _LOAD_STATE,
+    Phase.INDEX: Step(
+        "DescribeIndex",
+        milvus_pb2.DescribeIndexResponse,
+        _each(
+            _waiting("indexed"),
+            lambda db, name: milvus_pb2.DescribeIndexRequest(db_name=db, collection_name=name),
+        ),
+        _index_read,
+        _per_collection("DescribeIndex"),
+        polls=True,
+        answers=frozenset({INDEX_NOT_FOUND}),
+    ),
+    Phase.REFRESH: Step(
+        "LoadCollection",
+        common_pb2.Status,
+        _each(
+            _waiting("loaded"),
+            lambda db, name: milvus_pb2.LoadCollectionRequest(
+                db_name=db, collection_name=name, refresh=True
+            ),
+        ),
+        lambda work, requests, replies: Next(Event.REFRESHED),
+        _per_collection("LoadCollection(refresh)"),
+        fallback=Event.REFRESHED,  # refused (not fully loaded yet, no privilege): poll
+        optional=True,
+    ),
+    Phase.SEGMENTS_NOW: Step(
+        "GetPersistentSegmentInfo",
+        milvus_pb2.GetPersistentSegmentInfoResponse,
+        _each(_waiting("loaded"), _segment_infos),
+        _segments_now_read,
+        lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
+        fallback=Event.SERVED,  # Milvus Lite: loaded is what GetLoadState says
+        on_fallback=_served_as_loaded,
+    ),
+    Phase.SERVING: Step(
+        "GetQuerySegmentInfo",
+        milvus_pb2.GetQuerySegmentInfoResponse,
+        _each(
+            _waiting("loaded"),
+            lambda db, name: milvus_pb2.GetQuerySegmentInfoRequest(dbName=db, collectionName=name),
+        ),
+        _serving_read,
+        lambda requests: f"GetQuerySegmentInfo {[r.collectionName for r in requests]}",
+        polls=True,
+        fallback=Event.SERVED,
+        on_fallback=_served_as_loaded,
     ),
     Phase.FLUSH_ALL: Step(
         "FlushAll",
@@ -490,3 +696,48 @@ FLUSH_ALL = Table(
         },
     },
 )
+
+
+def staged(table: Table, until: str, *, refresh: bool = True) -> Table:
+    """``table`` waiting ``until`` a later stage than persisted (``_params.UNTIL``):
+    what moved to DONE once persisted (POLL, a ticket's CONFIRM) moves on to INDEX;
+    for ``"loaded"``, GetLoadState first (after LIST), the query coordinator asked to
+    load the new segments at once (``refresh``, as pymilvus's ``refresh_load``), and
+    the serving polls last::
+
+        INDEX -NOT_YET-> INDEX          INDEX -INDEXED-> DONE (indexed) / REFRESH
+        LOAD_CHECK -LOADABLE-> (the table's first phase, or what LIST led to)
+        REFRESH -REFRESHED-> STILL_LOADED (without ``refresh``: INDEXED leads there)
+        STILL_LOADED -LOADABLE-> SEGMENTS_NOW -FOUND-> SERVING -SERVED-> DONE
+        SERVING -NOT_YET-> SERVING; every stage_recheck: SERVING -RECHECK-> STILL_LOADED
+        (GetLoadState: released meanwhile fails; the Flushed segments again)
+    """
+    if until == "persisted" or not table.persists:
+        return table
+    moves = {phase: dict(row) for phase, row in table.moves.items()}
+    for phase in (Phase.POLL, Phase.CONFIRM):
+        for event, to in moves.get(phase, {}).items():
+            if to is Phase.DONE:
+                moves[phase][event] = Phase.INDEX
+    loaded = until == "loaded"
+    after_index = Phase.DONE
+    if loaded:
+        after_index = Phase.REFRESH if refresh else Phase.STILL_LOADED
+        moves[Phase.REFRESH] = {Event.REFRESHED: Phase.STILL_LOADED}
+    moves[Phase.INDEX] = {Event.NOT_YET: Phase.INDEX, Event.INDEXED: after_index}
+    first = table.first
+    if loaded:
+        if first is Phase.LIST:
+            moves[Phase.LOAD_CHECK] = {Event.LOADABLE: moves[Phase.LIST][Event.LISTED]}
+            moves[Phase.LIST][Event.LISTED] = Phase.LOAD_CHECK
+        else:
+            moves[Phase.LOAD_CHECK] = {Event.LOADABLE: first}
+            first = Phase.LOAD_CHECK
+        moves[Phase.STILL_LOADED] = {Event.LOADABLE: Phase.SEGMENTS_NOW}
+        moves[Phase.SEGMENTS_NOW] = {Event.FOUND: Phase.SERVING, Event.SERVED: Phase.DONE}
+        moves[Phase.SERVING] = {
+            Event.NOT_YET: Phase.SERVING,
+            Event.RECHECK: Phase.STILL_LOADED,
+            Event.SERVED: Phase.DONE,
+        }
+    return Table(f"{table.name} until {until}", first, table.steps, moves, table.persists)
