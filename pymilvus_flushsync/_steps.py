@@ -43,6 +43,11 @@ without them (older servers) is NOT_BROADCAST, as is a FlushAll that is UNIMPLEM
 takes each database's collections through SWEPT, covered at the reply's
 ``flush_all_ts`` (no Flush for what the FlushAll sealed), or through EVERY without
 that timestamp (``_call.AllDatabases``). A new barrier is a new step and a table.
+
+``staged`` extends a table past persisted (``until="indexed"`` or ``"loaded"``):
+DescribeIndex's counts (INDEX), then one refresh and the query nodes' segments
+(REFRESH, STILL_LOADED, SEGMENTS_NOW, SERVING), under the same deadline and retries
+(docs/guarantees.md, "Beyond persisted").
 """
 
 from __future__ import annotations
