@@ -89,6 +89,7 @@ def test_indexed_returns_with_every_row_indexed(backend: Backend, flavor: str) -
     assert _index_counts(backend, name) == _indexed_counts(backend, ROWS)
 
 
+@pytest.mark.once  # the same rule on every pymilvus line: CI runs it once
 def test_a_ticket_is_waited_on_until_indexed(
     backend: Backend, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
