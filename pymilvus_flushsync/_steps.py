@@ -77,7 +77,7 @@ from ._requests import (
     flush_state_request,
 )
 from ._response import CollectionFlushState
-from ._schedule import Backoff, Fail, FlushPolicy, PollSchedule
+from ._schedule import Fail, FlushPolicy, PollSchedule
 from ._state import CallState, Event, Moves, Phase
 from ._ticks import TickModel
 
@@ -105,10 +105,6 @@ class Shared(enum.Enum):
     POLL = "poll"
 
 
-#: The defaults of ``Work``'s copies of the policy (the machine sets the call's own).
-_POLICY = FlushPolicy()
-
-
 @dataclass(eq=False)
 class Work:
     """What a call's steps read and write: all of a call but its phase and retries."""
@@ -116,22 +112,18 @@ class Work:
     progress: Progress
     polls: PollSchedule
     clock: Callable[[], float]
+    policy: FlushPolicy = field(default_factory=FlushPolicy)  # the call's own
     history: FlushHistory | None = None  # the endpoint's accepted Flushes
     sent_at: float = 0.0  # when the RPC being answered was sent
     write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
     reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
-    cover_every: float = _POLICY.window_poll  # COVER: seconds between its polls
     floor: int = 0  # SWEPT: a FlushAll's timestamp, covering every listed collection
-    cover_grace: float = _POLICY.flush_all_grace  # SWEPT: COVER's time before a Flush
     identity: dict[str, tuple[int, int]] = field(default_factory=dict)  # DESCRIBE found
     expected: dict[str, tuple[int, int]] | None = None  # a ticket's identities
     unchecked: list[str] = field(default_factory=list)  # CHECK: names still to check
     broadcast: dict[str, int] = field(default_factory=dict)  # FLUSH_ALL: channel -> tick
-    stage_poll: Backoff = _POLICY.stage_poll  # INDEX, SERVING: their polls' back-off
     stage_round: int = 0  # INDEX, SERVING: rounds of the stage so far (its back-off)
     flushed_now: dict[str, Flushed] = field(default_factory=dict)  # SEGMENTS_NOW
-    index_min_rows: int = _POLICY.index_min_rows  # SERVING: smaller ones have no index
-    stage_recheck: float = _POLICY.stage_recheck  # SERVING: seconds between rechecks
     recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
 
     @classmethod
@@ -146,19 +138,8 @@ class Work:
         floor: int,
     ) -> Work:
         """A call's work, with its policy's schedules (``FlushMachine``)."""
-        return cls(
-            progress,
-            PollSchedule(policy.poll, ticks),
-            clock,
-            history,
-            write_ts=dict(write_ts),
-            cover_every=policy.window_poll,
-            cover_grace=policy.flush_all_grace,
-            floor=floor,
-            stage_poll=policy.stage_poll,
-            stage_recheck=policy.stage_recheck,
-            index_min_rows=policy.index_min_rows,
-        )
+        polls = PollSchedule(policy.poll, ticks)
+        return cls(progress, polls, clock, policy, history, write_ts=dict(write_ts), floor=floor)
 
     @property
     def db(self) -> str:
@@ -239,7 +220,7 @@ def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     if work.floor:  # SWEPT: what the FlushAll sealed is covered at its timestamp
         for name in work.progress.pending:
             work.write_ts[name] = max(work.write_ts.get(name, 0), work.floor)
-        work.reflush_at = work.clock() + work.cover_grace
+        work.reflush_at = work.clock() + work.policy.flush_all_grace
     return Next(Event.LISTED if work.progress.pending else Event.EMPTY)
 
 
@@ -345,9 +326,9 @@ def _cover_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     if all(reply.flushed for reply in replies):
         return Next(Event.COVERED)
     now = work.clock()
-    if now + work.cover_every >= work.reflush_at:  # no poll before the allowance
+    if now + work.policy.window_poll >= work.reflush_at:  # no poll before the allowance
         return Next(Event.REFLUSH, max(0.0, work.reflush_at - now))
-    return Next(Event.NOT_YET, work.cover_every)
+    return Next(Event.NOT_YET, work.policy.window_poll)
 
 
 def _each(
@@ -392,7 +373,7 @@ _LOADED_OR_LOADING = frozenset({2, 3})
 
 def _stage_delay(work: Work) -> float:
     """The delay after a round of a stage's polls that left some behind."""
-    delay = work.stage_poll.delay(work.stage_round)
+    delay = work.policy.stage_poll.delay(work.stage_round)
     work.stage_round += 1
     return delay
 
@@ -426,9 +407,9 @@ def _segments_now_read(work: Work, requests: Requests, replies: list[Any]) -> Ne
         flushed = [i for i in reply.infos if i.state == _FLUSHED and i.num_rows > 0]
         work.flushed_now[request.collectionName] = Flushed(
             frozenset(i.segmentID for i in flushed),
-            frozenset(i.segmentID for i in flushed if i.num_rows >= work.index_min_rows),
+            frozenset(i.segmentID for i in flushed if i.num_rows >= work.policy.index_min_rows),
         )
-    work.recheck_at = work.clock() + work.stage_recheck
+    work.recheck_at = work.clock() + work.policy.stage_recheck
     return Next(Event.FOUND)
 
 
@@ -438,7 +419,7 @@ _FLUSHED = 4  # common.SegmentState.Flushed
 @dataclass(frozen=True)
 class Flushed:
     """A collection's Flushed segments with rows (SEGMENTS_NOW), and those of them
-    with ``Work.index_min_rows`` or more, which the query nodes serve indexed."""
+    with ``FlushPolicy.index_min_rows`` or more, which the query nodes serve indexed."""
 
     rows: frozenset[int] = frozenset()
     built: frozenset[int] = frozenset()
@@ -724,14 +705,12 @@ def staged(table: Table, until: str, *, refresh: bool = True) -> Table:
         for event, to in moves.get(phase, {}).items():
             if to is Phase.DONE:
                 moves[phase][event] = Phase.INDEX
-    loaded = until == "loaded"
-    after_index = Phase.DONE
-    if loaded:
-        after_index = Phase.REFRESH if refresh else Phase.STILL_LOADED
-        moves[Phase.REFRESH] = {Event.REFRESHED: Phase.STILL_LOADED}
-    moves[Phase.INDEX] = {Event.NOT_YET: Phase.INDEX, Event.INDEXED: after_index}
+    moves[Phase.INDEX] = {Event.NOT_YET: Phase.INDEX, Event.INDEXED: Phase.DONE}
     first = table.first
-    if loaded:
+    if until == "loaded":
+        after_index = Phase.REFRESH if refresh else Phase.STILL_LOADED
+        moves[Phase.INDEX][Event.INDEXED] = after_index
+        moves[Phase.REFRESH] = {Event.REFRESHED: Phase.STILL_LOADED}
         if first is Phase.LIST:
             moves[Phase.LOAD_CHECK] = {Event.LOADABLE: moves[Phase.LIST][Event.LISTED]}
             moves[Phase.LIST][Event.LISTED] = Phase.LOAD_CHECK
