@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
-from pymilvus_flushsync import Backoff, FlushPolicy, FlushSyncResponse
+from pymilvus_flushsync import Backoff, FlushPolicy, FlushSyncResponse, _async, _sync
 from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 
 #: The tests' one policy: no jitter, no tick learning, short schedules.
@@ -25,6 +25,14 @@ POLICY = FlushPolicy(
     jitter=False,
     flush_all_grace=0.3,
 )
+
+
+def through(flavor: str, machine: FlushMachine, client: Any) -> FlushSyncResponse:
+    """Run ``machine`` to its end on ``client`` through the sync or the asyncio driver
+    (``flavor``), with real sleeps."""
+    if flavor == "sync":
+        return _sync.run(machine, client)
+    return asyncio.run(_async.run(machine, client))
 
 
 def drive(

@@ -4,7 +4,6 @@ an index, a released one, one dropped mid-wait, and the deadline inside a stage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -19,7 +18,6 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import (
-    AsyncMilvusClient,
     FlushPolicy,
     FlushSyncResponse,
     FlushTimeoutError,
@@ -27,7 +25,7 @@ from pymilvus_flushsync import (
     Until,
 )
 
-from ..helpers import DIM, Backend, rows, serving, unique
+from ..helpers import DIM, Backend, async_flush, rows, serving, unique
 from ..servers import Servers
 from .test_cli import run_cli
 
@@ -35,17 +33,9 @@ ROWS = 3000
 
 
 def _until(flavor: str, backend: Backend, name: str, until: Until, timeout: float) -> Any:
-    if flavor == "sync":
-        return backend.client.flush_sync(name, timeout=timeout, until=until)
-
-    async def call() -> FlushSyncResponse:
-        client = AsyncMilvusClient(backend.uri)
-        try:
-            return await client.flush_sync(name, timeout=timeout, until=until)
-        finally:
-            await client.close()
-
-    return asyncio.run(call())
+    """``flush_sync`` of the sync client, or of a fresh asyncio one (``async_flush``)."""
+    flush = backend.client.flush_sync if flavor == "sync" else async_flush(backend.uri)
+    return flush(name, timeout=timeout, until=until)
 
 
 #: Milvus Lite 2.x answers DescribeIndex with every count 0 (Lite 3 reports them).

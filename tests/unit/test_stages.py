@@ -3,7 +3,6 @@ through both drivers: the stages after persisted, under the call's one deadline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import time
@@ -15,10 +14,18 @@ import pytest
 from pymilvus.exceptions import MilvusException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushSyncResponse, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync import FlushSyncResponse, FlushTimeoutError
 from pymilvus_flushsync._call import prepare
 
-from ..fakes import POLICY, FakeRpcError, FakeServer, flush_reply, state_reply, status
+from ..fakes import (
+    POLICY,
+    FakeRpcError,
+    FakeServer,
+    flush_reply,
+    state_reply,
+    status,
+    through,
+)
 
 FINISHED, IN_PROGRESS, FAILED = 3, 2, 4  # common.IndexState
 FLUSHED, DROPPED = 4, 6  # common.SegmentState
@@ -108,9 +115,7 @@ def flush(  # noqa: PLR0917  # a test helper's knobs
     client = server.client()
     try:
         machine = prepare(client, "a", None, timeout, policy, until=until, on_progress=on_progress)
-        if flavor == "sync":
-            return _sync.run(machine, client)
-        return asyncio.run(_async.run(machine, client))
+        return through(flavor, machine, client)
     except MilvusException as error:
         return error
 

@@ -10,17 +10,24 @@ catches what the state hides.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushSyncResponse, FlushTicket, TicketCollection, _async, _sync
+from pymilvus_flushsync import FlushSyncResponse, FlushTicket, TicketCollection
 from pymilvus_flushsync._call import prepare_seal, prepare_wait, ticket_of
 
-from ..fakes import POLICY, FakeServer, describe_reply, flush_reply, state_reply, status
+from ..fakes import (
+    POLICY,
+    FakeServer,
+    describe_reply,
+    flush_reply,
+    state_reply,
+    status,
+    through,
+)
 
 
 class Streaming:
@@ -65,22 +72,16 @@ class Streaming:
         return state_reply(unknown or self.polls > self.polls_before_flushed)
 
 
-def _run(flavor: str, machine: Any, client: Any) -> FlushSyncResponse:
-    if flavor == "sync":
-        return _sync.run(machine, client)
-    return asyncio.run(_async.run(machine, client))
-
-
 def _seal(flavor: str, server: FakeServer) -> FlushTicket:
     client = server.client()
     machine = prepare_seal(client, "a", None, 10.0, POLICY)
-    _run(flavor, machine, client)
+    through(flavor, machine, client)
     return ticket_of(machine)
 
 
 def _wait(flavor: str, server: FakeServer, ticket: FlushTicket) -> FlushSyncResponse:
     client = server.client()
-    return _run(flavor, prepare_wait(client, ticket, 10.0, POLICY, None), client)
+    return through(flavor, prepare_wait(client, ticket, 10.0, POLICY, None), client)
 
 
 @pytest.fixture(params=["sync", "async"])
