@@ -35,7 +35,7 @@ import grpc
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint, write_timestamps
+from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
 from ._core import FlushMachine, SendRpc, flush_all_machine
 from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
 from ._history import history_for
@@ -73,6 +73,7 @@ def prepare(
     on_progress: ProgressHook | None = None,
     table: Table | None = None,
     floor: int = 0,
+    cover_ts: dict[str, int] | None = None,
     until: Any = "persisted",
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
@@ -83,6 +84,7 @@ def prepare(
     ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
     ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
     FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
+    ``cover_ts``: a ticket's flush timestamps, which cover its collections;
     ``until``: the last stage to wait for (``_params.UNTIL``).
     """
     check_hook(on_progress)
@@ -103,7 +105,7 @@ def prepare(
         seal=seal,
         on_progress=on_progress,
         table=table,
-        write_ts=write_timestamps(names or (), db),
+        cover_ts=cover_ts,
         floor=floor,
         until=stage,
     )
@@ -138,6 +140,7 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
     machine = prepare(
         client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
         table=WAIT, since=since, until=until,
+        cover_ts={one.name: one.flush_ts for one in ticket.collections},
     )  # fmt: skip
     work = machine.work
     for one in ticket.collections:
@@ -147,7 +150,6 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
     work.expected = {
         one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections
     }
-    work.write_ts = {one.name: one.flush_ts for one in ticket.collections}
     return machine
 
 

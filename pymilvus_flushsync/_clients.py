@@ -84,7 +84,8 @@ class FlushSyncMixin:
 
         The Flush is shared, retried and bounded as ``flush_sync``'s: group commit,
         rate limits (a Flush refused because another client flushed within the
-        window is covered by that one when it persisted the caller's writes) and
+        window is covered by that one when it persisted every row written before
+        the call began, by any client) and
         restarts, all inside ``timeout``.
 
         Returns:

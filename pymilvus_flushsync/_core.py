@@ -128,8 +128,8 @@ class FlushMachine:
         clock, rng, ticks, history: the monotonic clock, the jitter's source, the
             endpoint's learned tick phase (``None``: off) and accepted Flush times.
         seal: ``False`` only lists; ``table``: the kind of call (``_steps``).
-        write_ts, floor: the caller's last write per collection, and a FlushAll's
-            timestamp (``_steps.SWEPT``), that a refused Flush is covered at;
+        cover_ts, floor: a ticket's flush timestamps, a FlushAll's (``_steps.SWEPT``):
+            a refused Flush is covered at them, else at a fresh ``AllocTimestamp``;
             ``until``: the last stage to wait for (``_steps.staged``).
         on_progress: called with a snapshot before every sleep and with the final
             response (``ProgressHook``); what it raises fails the call, unchanged.
@@ -150,7 +150,7 @@ class FlushMachine:
         seal: bool = True,
         table: Table | None = None,
         on_progress: ProgressHook | None = None,
-        write_ts: dict[str, int] | None = None,
+        cover_ts: dict[str, int] | None = None,
         floor: int = 0,
         until: str = "persisted",
     ) -> None:
@@ -162,7 +162,7 @@ class FlushMachine:
         self.state = self.table.state()
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock, until)
-        self.work = Work.of(progress, policy, ticks, clock, history, write_ts or {}, floor)
+        self.work = Work.of(progress, policy, ticks, clock, history, cover_ts or {}, floor)
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
         self.in_flight: SendRpc | None = None

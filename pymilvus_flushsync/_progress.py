@@ -99,11 +99,11 @@ class Progress:
         self.states[name] = state if flush_ts is None else replace(state, flush_ts=flush_ts)
         self.pending.remove(name)
 
-    def covered(self, name: str, segment_ids: tuple[int, ...], write_ts: int) -> None:
-        """Another client's Flush sealed ``name`` up to ``write_ts`` (the shared window):
+    def covered(self, name: str, segment_ids: tuple[int, ...], cover_ts: int) -> None:
+        """Another client's Flush sealed ``name`` up to ``cover_ts`` (the shared window):
         these segments of it are not yet flushed; they are waited on at that timestamp."""
         self.states[name] = replace(
-            self.states[name], segment_ids=segment_ids, flush_ts=write_ts, covered=True
+            self.states[name], segment_ids=segment_ids, flush_ts=cover_ts, covered=True
         )
 
     @property

@@ -53,7 +53,9 @@ class CollectionFlushState:
         seconds: seconds from the start of the call until it was reported flushed,
             ``None`` while it is not.
         covered: another client's Flush had sealed it (its Flush was rate-limited):
-            ``flush_ts`` is then the caller's write timestamp, and persisted up to it
+            ``flush_ts`` is then a timestamp taken after the call began (or a
+            ticket's, or a FlushAll's), and every row written before it, by any
+            client, is persisted
             (docs/guarantees.md, "Independent processes share the window").
         indexes: how many indexes the collection has (``until="indexed"`` or
             ``"loaded"``; 0: none, nothing to build), ``None`` when not asked.

@@ -28,8 +28,8 @@ class Phase(enum.Enum):
     POLL = "poll"  # GetFlushState: a round of polls
     DESCRIBE = "describe"  # DescribeCollection: the collections' identity
     CONFIRM = "confirm"  # DescribeCollection again, once a ticket's polls said flushed
-    STAMP = "stamp"  # AllocTimestamp: a timestamp after every write the caller saw
-    COVER = "cover"  # GetFlushState at the caller's write timestamp: sealed by another?
+    STAMP = "stamp"  # AllocTimestamp: a timestamp after the call began
+    COVER = "cover"  # GetFlushState at that timestamp: sealed by another?
     SEGMENTS = "segments"  # GetPersistentSegmentInfo: the segments another's Flush sealed
     FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
     POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
@@ -57,7 +57,7 @@ class Event(enum.Enum):
     NOT_BROADCAST = "not_broadcast"  # a FlushAll without per-channel messages
     DESCRIBED = "described"  # every collection's identity is known (and matches)
     REFUSED = "refused"  # the Flush was rate-limited: did another client's seal it?
-    UNSTAMPED = "unstamped"  # refused, and a write timestamp is unknown: ask for one
+    UNSTAMPED = "unstamped"  # refused, and no timestamp to cover at yet: ask for one
     STAMPED = "stamped"  # the timestamp came
     NO_STAMP = "no_stamp"  # the server has none: Flush again at the allowance
     COVERED = "covered"  # every pending collection's checkpoint passed its timestamp

@@ -115,7 +115,7 @@ class Work:
     policy: FlushPolicy = field(default_factory=FlushPolicy)  # the call's own
     history: FlushHistory | None = None  # the endpoint's accepted Flushes
     sent_at: float = 0.0  # when the RPC being answered was sent
-    write_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
+    cover_ts: dict[str, int] = field(default_factory=dict)  # COVER: name -> timestamp
     reflush_at: float = 0.0  # COVER: when a refused Flush may be sent again
     floor: int = 0  # SWEPT: a FlushAll's timestamp, covering every listed collection
     identity: dict[str, tuple[int, int]] = field(default_factory=dict)  # DESCRIBE found
@@ -134,12 +134,12 @@ class Work:
         ticks: TickModel | None,
         clock: Callable[[], float],
         history: FlushHistory | None,
-        write_ts: dict[str, int],
+        cover_ts: dict[str, int],
         floor: int,
     ) -> Work:
         """A call's work, with its policy's schedules (``FlushMachine``)."""
         polls = PollSchedule(policy.poll, ticks)
-        return cls(progress, polls, clock, policy, history, write_ts=dict(write_ts), floor=floor)
+        return cls(progress, polls, clock, policy, history, cover_ts=dict(cover_ts), floor=floor)
 
     @property
     def db(self) -> str:
@@ -219,7 +219,7 @@ def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     work.progress.listed(list(dict.fromkeys(replies[0].collection_names)))
     if work.floor:  # SWEPT: what the FlushAll sealed is covered at its timestamp
         for name in work.progress.pending:
-            work.write_ts[name] = max(work.write_ts.get(name, 0), work.floor)
+            work.cover_ts[name] = max(work.cover_ts.get(name, 0), work.floor)
         work.reflush_at = work.clock() + work.policy.flush_all_grace
     return Next(Event.LISTED if work.progress.pending else Event.EMPTY)
 
@@ -285,7 +285,7 @@ def _poll_all_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
 
 def _flush_refused(work: Work, reflush_at: float) -> Event:
     work.reflush_at = reflush_at
-    unknown = any(name not in work.write_ts for name in work.progress.pending)
+    unknown = any(name not in work.cover_ts for name in work.progress.pending)
     return Event.UNSTAMPED if unknown else Event.REFUSED
 
 
@@ -311,13 +311,13 @@ def _describe_read(work: Work, requests: Requests, replies: list[Any]) -> Next |
 
 def _stamp_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     for name in work.progress.pending:
-        work.write_ts.setdefault(name, int(replies[0].timestamp))
+        work.cover_ts.setdefault(name, int(replies[0].timestamp))
     return Next(Event.STAMPED)
 
 
 def _cover_build(work: Work) -> Requests:
     return tuple(
-        flush_state_request(work.db, CollectionFlushState(name, flush_ts=work.write_ts[name]))
+        flush_state_request(work.db, CollectionFlushState(name, flush_ts=work.cover_ts[name]))
         for name in work.progress.pending
     )
 
@@ -351,7 +351,7 @@ def _segments_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
     for request, reply in zip(requests, replies, strict=True):
         sealed = tuple(i.segmentID for i in reply.infos if i.state in _NOT_YET_FLUSHED)
         name = request.collectionName
-        work.progress.covered(name, sealed, work.write_ts[name])
+        work.progress.covered(name, sealed, work.cover_ts[name])
     delay = work.polls.restart(work.clock(), len(work.progress.pending))
     return Next(Event.FOUND, delay)
 

@@ -8,7 +8,7 @@ segment it no longer knows as flushed, so a ticket whose collection was dropped,
 recreated under its name, or that is used on another server must fail, not
 report ``flushed=True`` (docs/guarantees.md, "Tickets"). A collection whose rows
 another client's Flush had already sealed (the shared limit window) has no
-segment IDs and the caller's write timestamp as ``flush_ts``.
+segment IDs and, as ``flush_ts``, a timestamp taken after ``start_flush`` began.
 
 The JSON form is plain (``to_json``/``from_json``): MPI broadcasts, queues,
 files. Anything malformed is a ``ParamError``.

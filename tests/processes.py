@@ -1,10 +1,13 @@
 """Independent processes that flush one collection (the shared limit window).
 
-Each worker is its own interpreter (``spawn``) with its own client; they share
-nothing but a barrier that starts their calls at the same moment. ``together``:
-every worker inserts, then all meet and flush (another's accepted Flush seals
-everyone's rows); otherwise they meet first, then each inserts and flushes at
-once (some rows come after the first accepted Flush: one more window).
+Each worker is its own interpreter (``spawn``) with its own client (sync or asyncio);
+they share nothing but a barrier that starts their calls at the same moment.
+``together``: every worker inserts, then all meet and flush (another's accepted Flush
+seals everyone's rows); otherwise they meet first, then each inserts and flushes at
+once (some rows come after the first accepted Flush: one more window). At its return,
+each worker asks the server whether every row acknowledged before its call began, by
+any client, is persisted: the checkpoint has passed a timestamp taken just before the
+call. ``insert_elsewhere``: a process that only inserts, then exits.
 Used by ``tests/integration/test_processes.py`` and ``benchmarks/bench_processes.py``.
 """
 
@@ -28,21 +31,22 @@ class Returned:
     index: int
     seconds: float
     covered: bool
-    checkpoint_passed: bool  # GetFlushState(flush_ts = its last write) right at return
+    checkpoint_passed: bool  # GetFlushState(flush_ts = a timestamp before the call), at return
     unflushed_rows: int  # rows in Growing or Sealed segments right at return
 
 
 def _worker(  # noqa: PLR0917  # a Process target takes its arguments positionally
-    direct: str, uri: str, name: str, index: int, together: bool, barrier: Any, out: Any
-) -> None:
+    direct: str, uri: str, name: str, index: int, together: bool, flavor: str, barrier: Any,
+    out: Any,
+) -> None:  # fmt: skip
     from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
     from pymilvus_flushsync import MilvusClient
-    from pymilvus_flushsync._compat import write_timestamps
 
-    from .helpers import rows
+    from .helpers import async_flush, rows
 
-    writer, client = MilvusClient(direct), MilvusClient(uri)  # uri: the limit's side
+    writer = MilvusClient(direct)  # uri: the limit's side
+    flush = MilvusClient(uri).flush_sync if flavor == "sync" else async_flush(uri)
     data = rows(100_000 + index * ROWS, ROWS)
     if together:
         writer.insert(name, data)
@@ -50,12 +54,12 @@ def _worker(  # noqa: PLR0917  # a Process target takes its arguments positional
     started = time.monotonic()
     if not together:
         writer.insert(name, data)
-    response = client.flush_sync(name, timeout=120)
+    stub = writer._get_connection()._stub
+    before = stub.AllocTimestamp(milvus_pb2.AllocTimestampRequest(), timeout=10).timestamp
+    response = flush(name, timeout=120)
     seconds = time.monotonic() - started
-    stub = client._get_connection()._stub
-    written = write_timestamps((name,), "").get(name, 0)
     state = stub.GetFlushState(
-        milvus_pb2.GetFlushStateRequest(flush_ts=written, collection_name=name), timeout=10
+        milvus_pb2.GetFlushStateRequest(flush_ts=before, collection_name=name), timeout=10
     )
     infos = stub.GetPersistentSegmentInfo(
         milvus_pb2.GetPersistentSegmentInfoRequest(collectionName=name), timeout=10
@@ -63,18 +67,43 @@ def _worker(  # noqa: PLR0917  # a Process target takes its arguments positional
     open_states = (common_pb2.SegmentState.Growing, common_pb2.SegmentState.Sealed)
     unflushed = sum(i.num_rows for i in infos if i.state in open_states)
     covered = response.collections[name].covered
-    out.put(Returned(index, seconds, covered, bool(state.flushed and written), unflushed))
-    client.close()
+    out.put(Returned(index, seconds, covered, bool(state.flushed), unflushed))
     writer.close()
 
 
-def run(direct: str, uri: str, name: str, processes: int, *, together: bool) -> list[Returned]:
+def _insert(uri: str, name: str, start: int, count: int) -> None:
+    from pymilvus import MilvusClient
+
+    from .helpers import rows
+
+    client = MilvusClient(uri)
+    client.insert(name, rows(start, count))
+    client.close()
+
+
+def insert_elsewhere(uri: str, name: str, start: int, count: int) -> None:
+    """Insert ``count`` rows into ``name`` from another process, with its own plain
+    pymilvus client, and wait until that process has exited."""
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_insert, args=(uri, name, start, count)
+    )
+    worker.start()
+    worker.join(timeout=120)
+    if worker.exitcode != 0:
+        worker.kill()
+        raise RuntimeError(f"the inserting process ended with {worker.exitcode}")
+
+
+def run(
+    direct: str, uri: str, name: str, processes: int, *, together: bool, flavor: str = "sync"
+) -> list[Returned]:
     """Start ``processes`` workers on collection ``name``, each inserting through the
-    server's ``direct`` URI and flushing through ``uri``; what each returned, in order."""
+    server's ``direct`` URI and flushing through ``uri`` (``flavor``: with the sync or
+    the asyncio client); what each returned, in order."""
     context = multiprocessing.get_context("spawn")
     barrier, out = context.Barrier(processes), context.Queue()
     workers = [
-        context.Process(target=_worker, args=(direct, uri, name, i, together, barrier, out))
+        context.Process(target=_worker, args=(direct, uri, name, i, together, flavor, barrier, out))
         for i in range(processes)
     ]
     for worker in workers:

@@ -1,7 +1,10 @@
 """Independent processes share Milvus's Flush limit window (docs/guarantees.md,
 "Independent processes share the window"), on the real Milvus 2.3.5 with its global
 ``flushRate.max`` 0.1/s, and behind ``tests/interposer.py``'s 2.4.5+ per-collection
-rule. Each worker is its own interpreter and client (``tests/processes.py``)."""
+rule. Each worker is its own interpreter and client, sync or asyncio
+(``tests/processes.py``). Whatever the path, a call returns only once every row
+acknowledged before it began, by any process, is persisted (docs/guarantees.md,
+"What each path covers")."""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ import pytest
 
 from pymilvus_flushsync import MilvusClient
 
-from ..helpers import Backend, Measure
+from ..helpers import Backend, Measure, async_flush
 from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
-from ..processes import LIMITED, WINDOW, run
+from ..processes import LIMITED, WINDOW, insert_elsewhere, run
 from ..servers import Server, Servers
 
 pytestmark = [
@@ -61,17 +64,26 @@ def _collection(limited: tuple[Server, Interposer]) -> tuple[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("limited", "processes"),
-    [(GLOBAL, 6), (GLOBAL, 16), (PER_COLLECTION, 6), (PER_COLLECTION, 16)],
+    ("limited", "processes", "flavor"),
+    [
+        (GLOBAL, 6, "sync"),
+        (GLOBAL, 16, "sync"),
+        (GLOBAL, 6, "async"),
+        (PER_COLLECTION, 6, "sync"),
+        (PER_COLLECTION, 16, "sync"),
+        (PER_COLLECTION, 6, "async"),
+    ],
     indirect=["limited"],
 )
 def test_processes_that_inserted_then_flushed_pay_no_window(
-    limited: tuple[Server, Interposer], processes: int, measure: Measure
+    limited: tuple[Server, Interposer], processes: int, flavor: str, measure: Measure
 ) -> None:
+    """The barrier pattern (MPI, pools, Dask): every process inserted before the first
+    accepted Flush, which persists them all: the others' refused Flushes are covered."""
     name, lone = _collection(limited)
     interposer = limited[1]
     before = dict(interposer.calls)
-    returned = run(limited[0].uri, interposer.uri, name, processes, together=True)
+    returned = run(limited[0].uri, interposer.uri, name, processes, together=True, flavor=flavor)
     slowest = max(r.seconds for r in returned)
     each = [(round(r.seconds, 2), r.covered) for r in returned]
     measure(f"{processes} processes: lone, slowest (s)", (round(lone, 2), round(slowest, 2)))
@@ -84,17 +96,63 @@ def test_processes_that_inserted_then_flushed_pay_no_window(
 
 
 @pytest.mark.parametrize(
-    ("limited", "processes"),
-    [(PER_COLLECTION, 6), (GLOBAL, 6), (GLOBAL, 16)],
+    ("limited", "processes", "flavor"),
+    [
+        (PER_COLLECTION, 6, "sync"),
+        (PER_COLLECTION, 6, "async"),
+        (GLOBAL, 6, "sync"),
+        (GLOBAL, 16, "sync"),
+        (GLOBAL, 6, "async"),
+    ],
     indirect=["limited"],
 )
 def test_processes_inserting_as_they_flush_share_one_window(
-    limited: tuple[Server, Interposer], processes: int, measure: Measure
+    limited: tuple[Server, Interposer], processes: int, flavor: str, measure: Measure
 ) -> None:
+    """Rows keep coming while others flush: a call whose rows (or another's, written
+    before it began) the accepted Flush did not persist waits for the next window."""
     name, lone = _collection(limited)
-    returned = run(limited[0].uri, limited[1].uri, name, processes, together=False)
+    returned = run(limited[0].uri, limited[1].uri, name, processes, together=False, flavor=flavor)
     slowest = max(r.seconds for r in returned)
     measure(f"{processes} processes, inserting as they flush: lone, slowest (s)",
             (round(lone, 2), round(slowest, 2)))  # fmt: skip
     assert slowest <= lone + 12.0
     assert all(r.checkpoint_passed for r in returned)
+
+
+@pytest.mark.parametrize(
+    ("limited", "flavor"),
+    [(GLOBAL, "sync"), (GLOBAL, "async"), (PER_COLLECTION, "sync"), (PER_COLLECTION, "async")],
+    indirect=["limited"],
+)
+def test_a_refused_flush_covers_what_another_process_wrote_before_the_call(
+    limited: tuple[Server, Interposer], flavor: str, measure: Measure
+) -> None:
+    """A coordinator inserts 100 rows and flushes (accepted: the window starts); a worker
+    process inserts 300 and exits; the coordinator flushes again inside the window. Its
+    Flush is refused, and it must not return before all 400 rows are persisted."""
+    server, interposer = limited
+    backend = Backend("server", server.uri, MilvusClient(server.uri))
+    try:
+        name = backend.collection(100)  # this process wrote it: pymilvus keeps the time
+        flush = (
+            MilvusClient(interposer.uri).flush_sync
+            if flavor == "sync"
+            else async_flush(interposer.uri)
+        )
+        if not isinstance(interposer, RateLimitingInterposer):
+            time.sleep(WINDOW + 0.5)  # not a synchronisation: the next window must be whole
+        first = flush(name, timeout=60)
+        assert first.flushed and not first.collections[name].covered  # accepted: its window
+        before = interposer.calls["Flush"]
+        insert_elsewhere(server.uri, name, 1000, 300)
+        started = time.monotonic()
+        response = flush(name, timeout=60)
+        took = time.monotonic() - started
+        persisted = backend.persisted_rows(name)
+    finally:
+        backend.client.close()
+    measure(f"{flavor}: second call (s), Flush RPCs that reached the server",
+            (round(took, 2), interposer.calls["Flush"] - before))  # fmt: skip
+    assert response.flushed and persisted == (400, 0)
+    assert not response.collections[name].covered  # a Flush of its own, after the window

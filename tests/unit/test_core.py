@@ -302,8 +302,8 @@ def test_rate_limited_flush_is_retried_with_backoff() -> None:
 def test_a_refused_flush_covered_by_another_clients_flush_is_done() -> None:
     clock = FakeClock()
     slow = replace(POLICY, retry=Backoff(1.0, 2.0, 1.0))  # a Flush again only after 1 s
-    m = FlushMachine(("a", "b"), "", 10.0, slow, clock=clock)
-    m.work.write_ts = {"a": 5000}  # this process wrote "a" at 5000; "b": unknown
+    # "a" has a timestamp to be covered at already (a ticket's); "b" none: a stamp
+    m = FlushMachine(("a", "b"), "", 10.0, slow, clock=clock, cover_ts={"a": 5000})
     rpc(m)
     m.on_reply(RATE_LIMITED)
     stamp = rpc(m)
