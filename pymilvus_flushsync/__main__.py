@@ -4,7 +4,7 @@ This module imports nothing heavy itself, so that two things hold from the first
 moment of ``main``:
 
 * Ctrl-C at any moment is exit 130 and one line, even while pymilvus is imported
-  (about 0.8 s: it is held back until the import is over, ``_held_interrupts``);
+  (about 0.8 s: it is held back until the import is over, ``_exits.held_interrupts``);
   once the command is over, a Ctrl-C ends the process quietly by SIGINT
   (interpreter shutdown joins threads).
 * ``$MILVUS_URI`` may name a Milvus Lite file, as the command documents: pymilvus
@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 
-from ._exits import Exit
+from ._exits import Exit, held_interrupts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         milvus_uri = os.environ.pop("MILVUS_URI", None)
         try:
-            with _held_interrupts() as held:
+            with held_interrupts() as held:
                 from . import _cli  # imports pymilvus
         finally:
             if milvus_uri is not None:
@@ -39,25 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return Exit.INTERRUPTED
-
-
-@contextmanager
-def _held_interrupts() -> Iterator[list[int]]:
-    """Hold a Ctrl-C back while pymilvus loads, to act on it after: a library that
-    catches everything at import (protobuf has bare ``except:``) would swallow the
-    ``KeyboardInterrupt``, and the command would run on. Not where Ctrl-C is
-    ignored, nor off the main thread."""
-    held: list[int] = []
-    holding = False
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        with suppress(ValueError):  # not the main thread
-            signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-            holding = True
-    try:
-        yield held
-    finally:
-        if holding:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run() -> int:

@@ -5,7 +5,8 @@ Exit codes, the default deadline and where the URI and token come from are in
 ``EPILOG`` (``--help`` prints it). No Python traceback reaches the user: every
 failure is one line on stderr and an exit code (``EXIT_CODES``), and with
 ``--json`` the Node-shaped response (``flushed: false`` and the error's ``status``)
-on stdout. A URI's userinfo and the token are redacted from everything printed.
+on stdout. A URI's userinfo and the token are removed from every message printed,
+never from data (``_redact``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
-from urllib.parse import urlsplit
 
 from pymilvus.exceptions import MilvusException, ParamError
 
@@ -31,10 +32,20 @@ from . import __version__
 from ._call import prepare, prepare_seal, prepare_wait, ticket_of
 from ._clients import MilvusClient
 from ._compat import GRPC_MAX_TIMEOUT, release_lite
+from ._connection import (
+    TLS_FLAGS,
+    NotConnected,
+    Target,
+    is_lite,
+    left_of,
+    login_refused,
+    reach,
+)
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError, status_of
-from ._exits import Exit
+from ._exits import Exit, held_interrupts
 from ._params import UNTIL, check_db_name, check_names, check_timeout
+from ._redact import Redactor
 from ._response import (
     CollectionFlushState,
     FlushAllSyncResponse,
@@ -51,6 +62,7 @@ DEFAULT_TIMEOUT = 600.0
 #: Where the URI comes from: ``--uri``, else ``$MILVUS_URI``, else a Lite file.
 DEFAULT_URI = "./milvus.db"
 _PROG = "pymilvus-flushsync"
+logger = logging.getLogger("pymilvus_flushsync")
 #: Each error of the library -> the command's exit code (the first that matches).
 EXIT_CODES: tuple[tuple[type[MilvusException], Exit], ...] = (
     (FlushTimeoutError, Exit.TIMEOUT),
@@ -73,9 +85,12 @@ deadline: flush waits at most {DEFAULT_TIMEOUT:g} s unless --timeout says otherw
   poll and every retry share it. Each retry is reported on stderr, and so is a wait
   still going after each --heartbeat seconds.
 
-connection: --uri, else $MILVUS_URI, else {DEFAULT_URI} (Milvus Lite);
-  --token, else $MILVUS_TOKEN (keeps the token out of `ps`), else none. A URI's
-  user:password and the token are shown as *** in everything printed.
+connection: --uri, else $MILVUS_URI, else {DEFAULT_URI} (Milvus Lite); every other
+  connection flag, else its variable: $MILVUS_TOKEN, $MILVUS_USER, $MILVUS_PASSWORD
+  (they keep secrets out of `ps`), $MILVUS_SECURE=1, $MILVUS_SERVER_PEM_PATH, ... A
+  port where nothing listens is retried until the deadline; a failed TLS handshake or
+  a refused login is final. A URI's user:password and the token are shown as *** in
+  every message; data (the response, a ticket) is printed as it is.
 """
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_URI", "EXIT_CODES", "Failed", "exit_code", "main"]
@@ -96,16 +111,21 @@ def exit_code(error: MilvusException) -> Exit:
     return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
 
 
-def _timeout(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        seconds = check_timeout(float(text))
-    except (ValueError, ParamError):
-        raise argparse.ArgumentTypeError(
-            f"invalid timeout {text!r}: a positive number of seconds, or none"
-        ) from None
-    return seconds
+def _seconds(what: str) -> Callable[[str], float | None]:
+    """An argparse type: a positive number of seconds, or ``none``; ``what`` names the
+    flag's value in its error (``timeout``, ``heartbeat``)."""
+
+    def parse(text: str) -> float | None:
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return check_timeout(float(text))
+        except (ValueError, ParamError):
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r}: a positive number of seconds, or none"
+            ) from None
+
+    return parse
 
 
 def _rows(text: str) -> int:
@@ -119,6 +139,8 @@ def _rows(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict[str, _Parser]  # the top level's: each command's own parser
+
     def error(self, message: str) -> NoReturn:
         """argparse's usage and error line, as a ``Failed`` (exit 2; ``--json`` too)."""
         self.print_usage(sys.stderr)
@@ -127,7 +149,7 @@ class _Parser(argparse.ArgumentParser):
         raise Failed(Exit.USAGE, line, _Job().failed(status))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     formatting: dict[str, Any] = {
         "epilog": EPILOG,
         "formatter_class": argparse.RawDescriptionHelpFormatter,
@@ -143,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         "flush", help="flush collections and wait until persisted", **formatting
     )
     flush.add_argument("names", nargs="*", metavar="NAME", help="collections to flush")
+    flush.add_argument(
+        "--names-from",
+        metavar="FILE",
+        help="more collections, one per line, from a file or - for stdin",
+    )
     flush.add_argument("--all", action="store_true", help="flush every collection of the database")
     flush.add_argument(
         "--server", action="store_true", help="flush every collection of every database"
@@ -153,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     flush.add_argument(
         "--no-wait",
         action="store_true",
-        help="seal only, and print the flush ticket's JSON (for `wait`) on stdout",
+        help="seal only, and print the flush ticket's JSON (for `wait`) on stdout "
+        "(named collections, or every one of the database with --all)",
     )
     wait = commands.add_parser(
         "wait", help="wait until a flush ticket's data is persisted", **formatting
@@ -163,13 +191,14 @@ def _parser() -> argparse.ArgumentParser:
     _deadline_flags(wait)
     demo = commands.add_parser("demo", help="flush a fresh Milvus Lite database end to end")
     demo.add_argument("--rows", type=_rows, default=3000, help="rows to insert (3000)")
+    parser.commands = {"flush": flush, "wait": wait, "demo": demo}
     return parser
 
 
 def _deadline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
-        type=_timeout,
+        type=_seconds("timeout"),
         default=DEFAULT_TIMEOUT,
         help=f"seconds for the whole call, or none (default {DEFAULT_TIMEOUT:g})",
     )
@@ -182,7 +211,7 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heartbeat",
-        type=_timeout,
+        type=_seconds("heartbeat"),
         metavar="SECONDS",
         default=FlushPolicy().heartbeat,
         help="seconds between the 'still waiting' lines on stderr, or none "
@@ -193,6 +222,18 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uri", help=f"Milvus URI or Lite file ($MILVUS_URI, else {DEFAULT_URI})")
     parser.add_argument("--token", help="token, or user:password ($MILVUS_TOKEN)")
+    parser.add_argument("--user", help="user, with --password ($MILVUS_USER)")
+    parser.add_argument("--password", help="password ($MILVUS_PASSWORD: keeps it out of `ps`)")
+    tls = parser.add_argument_group("TLS (pymilvus's MilvusClient arguments)")
+    tls.add_argument(
+        "--secure",
+        action="store_true",
+        default=None,
+        help="connect with TLS ($MILVUS_SECURE=1); any certificate below implies it",
+    )
+    for flag, what in TLS_FLAGS.items():
+        metavar = "NAME" if flag == "server_name" else "PATH"
+        tls.add_argument(f"--{flag.replace('_', '-')}", metavar=metavar, help=what)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +260,9 @@ def _failed(failed: Failed, as_json: bool) -> int:
     _clear(sys.stderr)
     _err(failed.line)
     if as_json:
-        _out(json.dumps(failed.response.to_dict(), indent=2))
+        shown = failed.response.to_dict()
+        shown["status"]["reason"] = _REDACTOR[0](shown["status"]["reason"])  # a message
+        _out(json.dumps(shown, indent=2))
     return failed.code
 
 
@@ -230,6 +273,7 @@ class _Job:
     names: tuple[str, ...] = ()
     db_name: str | None = None
     server: bool = False
+    every: bool = False  # --all
     started: float | None = None
 
     def failed(self, status: FlushStatus, machine: FlushMachine | None = None) -> Response:
@@ -252,23 +296,9 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
         return _demo(args.rows)
     if args.command == "wait":
         return _wait(args, lite_errors)
-    if args.no_wait and args.until != UNTIL[0]:
-        parser.error("--no-wait seals only: --until applies to flush and wait")
-    if args.server and args.until != UNTIL[0]:
-        parser.error("--until applies to named collections and --all, not --server")
-    if args.no_wait and not args.names:
-        parser.error("--no-wait seals named collections: name them (not --all or --server)")
-    if [bool(args.names), args.all, args.server].count(True) != 1:
-        parser.error("name one or more collections, or pass --all or --server (one of them)")
-    if args.server and args.db_name is not None:
-        parser.error("--server flushes every database: --db-name does not apply")
-    try:
-        names = None if args.all or args.server else check_names(args.names)
-        db_name = check_db_name(args.db_name)
-    except ParamError as exc:
-        parser.error(exc.message)
-    job = _Job(names or (), db_name, args.server, started=time.monotonic())
+    job = _flush_job(args, parser.commands["flush"])
     with _connected(args, job, lite_errors) as client:
+        _load_on_lite(client, args, job.names)
         if args.server:
             return _flush_server(client, job, timeout=args.timeout, as_json=args.json)
         if args.no_wait:
@@ -276,18 +306,78 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
         return _flush(client, job, timeout=args.timeout, as_json=args.json, until=args.until)
 
 
+def _flush_job(args: argparse.Namespace, parser: _Parser) -> _Job:
+    """What ``flush`` asks for, checked: a usage error prints ``flush``'s usage."""
+    if args.names_from is not None:
+        args.names += _names_from(args.names_from, parser)
+    staged = args.until != UNTIL[0]
+    conflicts = [
+        (args.no_wait and staged, "--no-wait seals only: --until applies to flush and wait"),
+        (args.server and staged, "--until applies to named collections and --all, not --server"),
+        (args.no_wait and args.server, "--no-wait seals one database: name collections, or --all"),
+        ([bool(args.names), args.all, args.server].count(True) != 1,
+         "name one or more collections (or --names-from), or pass --all or --server (one of them)"),
+        (args.server and args.db_name is not None,
+         "--server flushes every database: --db-name does not apply"),
+    ]  # fmt: skip
+    for wrong, message in conflicts:
+        if wrong:
+            parser.error(message)
+    try:
+        names = None if args.all or args.server else check_names(args.names)
+        db_name = check_db_name(args.db_name)
+    except ParamError as exc:
+        parser.error(exc.message)
+    return _Job(names or (), db_name, args.server, every=args.all, started=time.monotonic())
+
+
+def _names_from(source: str, parser: _Parser) -> list[str]:
+    """``--names-from FILE|-``: one name per line; blank lines and ``#`` comments skipped."""
+    text = _read_input(source, parser, "--names-from")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_input(source: str, parser: _Parser | None, flag: str) -> str:
+    """The text of ``source``: a file, or ``-`` for stdin. Unreadable (stdin closed
+    included): a usage error, through ``parser`` when given."""
+    try:
+        if source != "-":
+            return Path(source).read_text()
+        if sys.stdin is None or sys.stdin.closed:
+            raise OSError("standard input is closed")
+        return sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        line = f"cannot read {flag} {_shown(source)}: {_shown(why)}"
+        if parser is not None:
+            parser.error(line)
+        raise _failure(Exit.USAGE, line, _Job()) from None
+
+
 @contextmanager
 def _connected(
     args: argparse.Namespace, job: _Job, lite_errors: list[BaseException]
 ) -> Iterator[MilvusClient]:
-    """The client of ``--uri``/``--token``, connected under the deadline; closed after."""
-    uri, token = _connection(args)
-    if uri.endswith(".db") and not Path(uri).exists():  # pymilvus's test for a Lite URI
-        raise _failure(Exit.MILVUS, f"no Milvus Lite database at {_shown(uri)}", job)
+    """The client of ``--uri`` and the other connection flags, connected under the
+    deadline (``_connection``'s module docstring); closed after."""
+    target = _connection(args)
+    uri = target.uri
+    started = time.monotonic() if job.started is None else job.started
     try:
-        # the connection's own wait, under the deadline, in what gRPC can take
-        connecting = None if args.timeout is None else min(args.timeout, GRPC_MAX_TIMEOUT)
-        client = MilvusClient(uri, token=token, db_name=job.db_name or "", timeout=connecting)
+        target.check()
+        reach(target, args.timeout, started, FlushPolicy())
+    except NotConnected as exc:
+        raise _failure(exc.code, _shown(exc.line), job) from None
+    try:
+        # the connection's own wait, under what is left of the deadline
+        left = left_of(args.timeout, started)
+        connecting = None if left is None else min(max(left, 0.001), GRPC_MAX_TIMEOUT)
+        with _quiet_pymilvus():
+            client = MilvusClient(
+                uri, user=target.user, password=target.password, token=target.token,
+                db_name=job.db_name or "", timeout=connecting, **target.tls.kwargs(),
+            )  # fmt: skip
     except ValueError as exc:  # the URI does not parse (e.g. a port that is not a number)
         raise _failure(
             Exit.USAGE, f"invalid --uri {_shown(uri)}: {_shown(str(exc))}", job
@@ -302,19 +392,28 @@ def _connected(
         release_lite(uri)
 
 
+def _load_on_lite(client: MilvusClient, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """``--until loaded`` on Milvus Lite: load the collections (every one with ``--all``)
+    first. A Lite file opened by a new process (this command) has every collection
+    NotLoad, and Lite serves a loaded collection from its own store at once; a failure
+    here is left to the wait, which names it."""
+    if args.until != "loaded" or not is_lite(_connection(args).uri):
+        return
+    for name in names or client.list_collections():
+        with suppress(MilvusException):
+            client.load_collection(name)
+
+
 def _wait(args: argparse.Namespace, lite_errors: list[BaseException]) -> int:
     """``wait FILE|-``: the ticket, then ``flush``'s wait, deadline and exit codes."""
     started = time.monotonic()
     try:
-        text = sys.stdin.read() if args.ticket == "-" else Path(args.ticket).read_text()
-        ticket = FlushTicket.from_json(text)
-    except OSError as exc:
-        line = f"cannot read the ticket {_shown(args.ticket)}: {_shown(exc.strerror or str(exc))}"
-        raise _failure(Exit.USAGE, line, _Job()) from None
+        ticket = FlushTicket.from_json(_read_input(args.ticket, None, "the ticket"))
     except ParamError as exc:
         raise _failure(Exit.USAGE, f"error: {_shown(exc.message)}", _Job()) from None
     job = _Job(ticket.names, ticket.db_name, started=started)
     with _connected(args, job, lite_errors) as client:
+        _load_on_lite(client, args, job.names)
         hook = _progress_line(sys.stderr)
         policy = client.flush_sync_policy
         machine = prepare_wait(
@@ -324,20 +423,27 @@ def _wait(args: argparse.Namespace, lite_errors: list[BaseException]) -> int:
 
 
 def _seal(client: MilvusClient, job: _Job, *, timeout: float | None) -> int:
-    """``flush --no-wait``: seal, and print the ticket's JSON on stdout."""
-    machine = prepare_seal(
-        client, job.names, job.db_name, timeout, client.flush_sync_policy, since=job.started
-    )
+    """``flush --no-wait``: seal, and print the ticket's JSON on stdout; with ``--all``,
+    every collection of the database, listed under the same deadline."""
+    policy, names = client.flush_sync_policy, job.names
+    if job.every:
+        listing = prepare(client, None, job.db_name, timeout, policy, every=True, seal=False,
+                          since=job.started)  # fmt: skip
+        listed = _run(client, listing, job)
+        names = tuple(listed.collections)
+        if not names:
+            line = f"no collections to seal in database {_shown(listed.db_name)!r}"
+            raise _failure(Exit.MILVUS, line, job)
+        job = replace(job, names=names)
+    machine = prepare_seal(client, names, job.db_name, timeout, policy, since=job.started)
     _run(client, machine, job)
     _out(ticket_of(machine).to_json())
     return Exit.OK
 
 
-def _connection(args: argparse.Namespace) -> tuple[str, str]:
-    """The URI and token: flags, else the environment, else the Lite default."""
-    uri = args.uri or os.environ.get("MILVUS_URI") or DEFAULT_URI
-    token = args.token if args.token is not None else os.environ.get("MILVUS_TOKEN", "")
-    return uri, token
+def _connection(args: argparse.Namespace) -> Target:
+    """Where and how to connect: the flags, else the environment (``Target.of``)."""
+    return Target.of(lambda name: getattr(args, name, None), DEFAULT_URI)
 
 
 def _failure(code: Exit, line: str, job: _Job) -> Failed:
@@ -365,6 +471,9 @@ def _not_connected(
         line = f"timed out: no connection to {_shown(uri)} within {timeout:g} s"
         return _failure(Exit.TIMEOUT, line, job)
     line = f"cannot connect to {_shown(uri)}: {_shown(str(reason))}"
+    refusal = login_refused(exc)
+    if refusal is not None:
+        line = f"cannot connect to {_shown(uri)}: the server refused the login ({_shown(refusal)})"
     if isinstance(exc, MilvusException):
         return Failed(Exit.MILVUS, line, job.failed(status_of(exc)))
     return _failure(Exit.MILVUS, line, job)
@@ -451,23 +560,22 @@ def _clear(stream: TextIO) -> None:
         stream.flush()
 
 
-#: What no line may show (``_redacting``): a URI's userinfo, the token, their passwords.
-_SECRETS: list[str] = []
+#: What removes this command's secrets from its messages (``_redacting``).
+_REDACTOR = [Redactor()]
 
 
 @contextmanager
 def _redacting(argv: list[str]) -> Iterator[None]:
     """Keep the secrets of this command (``--uri``'s userinfo, ``--token``, their
     environment variables) out of every line it prints, from the first line on."""
-    known = argparse.ArgumentParser(add_help=False)
+    known = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     _connection_flags(known)
-    args, _ = known.parse_known_args(argv)
-    secrets: set[str] = set()
-    for uri, token in [_connection(args), (os.environ.get("MILVUS_URI", ""), "")]:
-        userinfo = urlsplit(uri).netloc.rpartition("@")[0] if "://" in uri else ""
-        for secret in (userinfo, token):
-            secrets.update({secret, secret.partition(":")[2]} - {""})
-    _SECRETS[:] = sorted(secrets, key=len, reverse=True)
+    try:
+        args, _ = known.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):  # a flag without its value: the real
+        args, _ = known.parse_known_args([])  # parser says so; the environment's still count
+    target = _connection(args)
+    _REDACTOR[0] = Redactor((target.uri, os.environ.get("MILVUS_URI", "")), target.secrets)
     # pymilvus 2.5 logs its connection alias, which holds the userinfo, through its own
     # stderr handler: every handler redacts too
     loggers = [logging.root, *logging.root.manager.loggerDict.values()]
@@ -479,44 +587,44 @@ def _redacting(argv: list[str]) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(_redact_record)
-        _SECRETS.clear()
+        _REDACTOR[0] = Redactor()
 
 
 def _redact_record(record: logging.LogRecord) -> bool:
     """A log record's message with the secrets as ``***`` (a ``logging`` filter)."""
-    if _SECRETS:
-        record.msg, record.args = _redacted(record.getMessage()), None
+    if _REDACTOR[0]:
+        record.msg, record.args = _REDACTOR[0](record.getMessage()), None
     return True
 
 
 def _shown(text: str) -> str:
-    """``text`` safe to print: secrets as ``***``, control characters and undecodable
-    bytes escaped."""
+    """A message safe to print: secrets as ``***`` (``_redact``), control characters
+    and undecodable bytes escaped."""
+    return _printable(_REDACTOR[0](text))
+
+
+def _printable(text: str) -> str:
+    """Data (a name) safe to print: control characters and undecodable bytes escaped."""
     return "".join(
         ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode()
-        for ch in _redacted(text)
+        for ch in text
     )
 
 
 def _err(line: str) -> None:
-    print(_redacted(line), file=sys.stderr)
+    print(_REDACTOR[0](line), file=sys.stderr)
 
 
 def _out(text: str) -> None:
-    """Print to stdout; a reader that went away (``| head``) is not an error."""
+    """Print data to stdout, as it is; a reader that went away (``| head``) is not an
+    error."""
     try:
-        print(_redacted(text), flush=True)
+        print(text, flush=True)
     except BrokenPipeError:
         # Python would report the broken pipe again when it flushes stdout at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-
-
-def _redacted(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _print(response: Response, as_json: bool) -> None:
@@ -541,7 +649,7 @@ def _lines(response: FlushSyncResponse) -> list[str]:
     verb = "flushed" if response.flushed else "NOT flushed"
     lines = [
         f"{verb}: {len(response.collections)} collection(s) in database "
-        f"{_shown(response.db_name)!r} in {response.elapsed:.3f} s "
+        f"{_printable(response.db_name)!r} in {response.elapsed:.3f} s "
         f"({response.polls} {_polled(response)} polls)"
     ]
     for state in response.collections.values():
@@ -553,7 +661,7 @@ def _lines(response: FlushSyncResponse) -> list[str]:
             if state.flushed and not state.flush_ts and not state.segment_ids
             else f"{len(state.segment_ids)} segment(s) sealed"
         )
-        lines.append(f"  {_shown(state.name)}: {when}, {sealed}{_stages(state)}")
+        lines.append(f"  {_printable(state.name)}: {when}, {sealed}{_stages(state)}")
     return lines
 
 
@@ -624,6 +732,22 @@ class _Collect(logging.Handler):
 
 
 @contextmanager
+def _quiet_pymilvus() -> Iterator[None]:
+    """pymilvus 2.5 logs a failed connection itself, on lines of its own: the command
+    says it in one (``_not_connected``)."""
+    names = [name for name in logging.root.manager.loggerDict if name.split(".")[0] == "pymilvus"]
+    loggers = [logging.getLogger(name) for name in {"pymilvus", *names}]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+@contextmanager
 def _quiet_lite() -> Iterator[list[BaseException]]:
     """Milvus Lite's in-process server logs tracebacks (a locked database, RPCs it
     does not implement, work cut short at exit): keep them off the terminal, and
@@ -644,31 +768,56 @@ def _quiet_lite() -> Iterator[list[BaseException]]:
 
 
 def _demo(rows: int) -> int:
-    with tempfile.TemporaryDirectory(prefix="flushsync-demo-") as tmp:
-        uri = str(Path(tmp) / "demo.db")
-        _out(f"Milvus Lite database: {uri}")
-        client = MilvusClient(uri)
+    """Insert ``rows`` into a fresh Lite database, flush, read back; leave nothing behind.
+
+    A Ctrl-C ends it between two steps, never inside one: Lite's server would finish a
+    write in flight after the folder is gone, and write it again."""
+    folder = Path(tempfile.mkdtemp(prefix="flushsync-demo-"))
+    uri = str(folder / "demo.db")
+    with held_interrupts() as held:
+        client: MilvusClient | None = None
         try:
-            client.create_collection("demo", dimension=8)
-            rng = random.Random(7)
-            for start_row in range(0, rows, 1000):
-                batch = range(start_row, min(start_row + 1000, rows))
-                client.insert(
-                    "demo", [{"id": i, "vector": [rng.random() for _ in range(8)]} for i in batch]
-                )
-            _out(f"inserted {rows} rows into 'demo'; flush_sync(['demo'], timeout=30) ...")
-            response = client.flush_sync(["demo"], timeout=30)
-            _out(repr(response))
-            _out(json.dumps(response.to_dict(), indent=2))
-            _out(f"(segment_ids [] and flush_ts 0: {LITE_SEALED})")
-            _out("flush_all_sync(timeout=30) ...")
-            everything = client.flush_all_sync(timeout=30)
-            _out(repr(everything))
-            count = _count(client, "demo")
-            _out(f"rows read back: {count}")
+            _out(f"Milvus Lite database: {uri}")
+            client = MilvusClient(uri)
+            code = _demo_in(client, rows, held)
         finally:
-            client.close()
-            release_lite(uri)  # stops Lite's background work before the directory goes
+            if client is not None:
+                with suppress(Exception):
+                    client.close()
+            release_lite(uri)  # stops Lite's background work before the folder goes
+            shutil.rmtree(folder, ignore_errors=True)
+    if held:
+        raise KeyboardInterrupt
+    return code
+
+
+def _demo_in(client: MilvusClient, rows: int, held: list[int]) -> int:
+    def step() -> None:  # a Ctrl-C held during the step before ends the demo here
+        if held:
+            raise KeyboardInterrupt
+
+    step()
+    client.create_collection("demo", dimension=8)
+    rng = random.Random(7)
+    for start_row in range(0, rows, 1000):
+        step()
+        batch = range(start_row, min(start_row + 1000, rows))
+        client.insert(
+            "demo", [{"id": i, "vector": [rng.random() for _ in range(8)]} for i in batch]
+        )
+    _out(f"inserted {rows} rows into 'demo'; flush_sync(['demo'], timeout=30) ...")
+    step()
+    response = client.flush_sync(["demo"], timeout=30)
+    _out(repr(response))
+    _out(json.dumps(response.to_dict(), indent=2))
+    _out(f"(segment_ids [] and flush_ts 0: {LITE_SEALED})")
+    _out("flush_all_sync(timeout=30) ...")
+    step()
+    everything = client.flush_all_sync(timeout=30)
+    _out(repr(everything))
+    step()
+    count = _count(client, "demo")
+    _out(f"rows read back: {count}")
     flushed = response.flushed and everything.flushed
     return Exit.OK if count == rows and flushed else Exit.MILVUS
 

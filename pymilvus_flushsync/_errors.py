@@ -248,7 +248,8 @@ def collection_not_loaded(name: str, db_name: str) -> MilvusException:
     """``until="loaded"`` on a collection that is not loaded (or was released)."""
     return MilvusException(
         code=COLLECTION_NOT_LOADED,
-        message=f"collection not loaded[database={db_name}][collection={name}]",
+        message=f"collection not loaded[database={db_name}][collection={name}]: load it "
+        "first (load_collection), or wait until persisted or indexed",
     )
 
 

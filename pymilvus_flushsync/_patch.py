@@ -1,9 +1,11 @@
 """``flush_sync`` on clients this package did not build: ``wrap`` one, or ``patch`` pymilvus.
 
-``wrap(client)`` returns a ``wrapt.ObjectProxy`` that adds ``flush_sync`` and
-forwards everything else (``isinstance(proxy, pymilvus.MilvusClient)`` holds; the
-client itself is not modified). ``patch()`` adds ``flush_sync`` to
-``pymilvus.MilvusClient`` and ``pymilvus.AsyncMilvusClient`` so that clients made
+``wrap(client)`` returns a ``wrapt.ObjectProxy`` that adds the mixin's methods
+(``flush_sync``, ``flush_all_sync``, ``start_flush``, ``wait_flushed``) and its
+``flush_sync_policy``, and forwards everything else (``isinstance(proxy,
+pymilvus.MilvusClient)`` holds; the client itself is not modified). ``patch()`` adds
+the same, every public attribute of the mixins, to ``pymilvus.MilvusClient`` and
+``pymilvus.AsyncMilvusClient`` so that clients made
 anywhere have it, the way OpenTelemetry instrumentations patch client libraries:
 idempotent, deferred until pymilvus is imported (``wrapt.when_imported``), and
 undone exactly by ``unpatch()``: the attributes it added are deleted, and only
@@ -18,8 +20,6 @@ from types import ModuleType
 from typing import Any
 
 __all__ = ["patch", "unpatch", "wrap"]
-
-_ADDED = ("flush_sync", "flush_all_sync", "flush_sync_policy")
 
 
 def wrap(client: Any) -> Any:
@@ -74,7 +74,7 @@ def unpatch() -> None:
         if module is None:
             return
         for cls, mixin in _targets(module):
-            for name in _ADDED:
+            for name in _added(mixin):
                 # only what patch() added: were pymilvus to ship its own, it stays
                 if name in vars(cls) and vars(cls)[name] is vars(mixin)[name]:
                     delattr(cls, name)
@@ -90,7 +90,7 @@ def _apply(module: ModuleType) -> None:
         if not _State.wanted:
             return
         for cls, mixin in _targets(module):
-            for name in _ADDED:
+            for name in _added(mixin):
                 if name not in vars(cls):
                     setattr(cls, name, vars(mixin)[name])
 
@@ -102,3 +102,8 @@ def _targets(module: ModuleType) -> list[tuple[type, type]]:
         (module.MilvusClient, FlushSyncMixin),
         (module.AsyncMilvusClient, AsyncFlushSyncMixin),
     ]
+
+
+def _added(mixin: type) -> list[str]:
+    """What ``patch`` adds: every public attribute of ``mixin``, as ``wrap`` has."""
+    return [name for name in vars(mixin) if not name.startswith("_")]

@@ -67,10 +67,12 @@ class TcpServer:
 
 
 class StallingProxy(TcpServer):
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    """Forwards ``port`` (a free one by default) to the target until ``stall()``."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int = 0) -> None:
         self._target = (target_host, target_port)
         self.stalled = threading.Event()
-        super().__init__()
+        super().__init__(port)
 
     def stall(self) -> None:
         self.stalled.set()

@@ -79,7 +79,7 @@ def test_a_missing_ticket_file_and_no_wait_without_names_exit_2(
 ) -> None:
     code, _, err = run_cli(capsys, "wait", str(tmp_path / "nowhere.json"))
     assert code == 2 and "cannot read the ticket" in err
-    code, _, err = run_cli(capsys, "flush", "--no-wait", "--all")
+    code, _, err = run_cli(capsys, "flush", "--no-wait", "--server")
     assert code == 2 and "--no-wait" in err
 
 

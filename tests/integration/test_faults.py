@@ -10,7 +10,9 @@ lists them under "measured".
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from pymilvus_flushsync._compat import async_handler
 
 from ..helpers import TOLERANCE, Backend, Measure, async_flush, serving, unique
 from ..servers import Server, Servers
+from .test_cli import CLI, QUIET
 
 pytestmark = [pytest.mark.server, pytest.mark.faults]
 
@@ -230,6 +233,24 @@ def test_denied_or_unauthenticated_is_a_typed_error_at_once(
     assert code.name in denied.message and reason in denied.message
     assert took < 1.0  # the deadline was 30 s
     assert retries == []
+
+
+def test_the_command_line_logs_in_and_a_refused_login_is_final(secured: Backend) -> None:
+    """``--user`` and ``--password`` (or ``$MILVUS_PASSWORD``), each in a fresh process:
+    a wrong password is one line and exit 1 at once, never retried to the deadline."""
+    name = secured.collection(10)
+    flags = ["flush", name, "--uri", secured.uri, "--user", "root", "--timeout", "60"]
+    run = functools.partial(
+        subprocess.run, capture_output=True, text=True, timeout=120, check=False
+    )
+    ok = run([*CLI, *flags], env={**QUIET, "MILVUS_PASSWORD": ROOT.split(":", 1)[1]})
+    assert ok.returncode == 0, ok.stderr
+    started = time.monotonic()
+    wrong = run([*CLI, *flags, "--password", "not-the-password"], env=QUIET)
+    took = time.monotonic() - started
+    assert wrong.returncode == 1 and took < 30, (took, wrong.stderr)
+    assert len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
+    assert "not-the-password" not in wrong.stderr
 
 
 # -- kill -9 and restart --------------------------------------------------------------

@@ -144,3 +144,20 @@ def test_the_policy_can_be_set_on_one_client(lite: Backend) -> None:
         assert client.flush_sync(lite.collection(10)).flushed
     finally:
         client.close()
+
+
+METHODS = ("flush_sync", "flush_all_sync", "start_flush", "wait_flushed")
+
+
+@pytest.mark.usefixtures("unpatched")
+def test_patch_adds_what_wrap_adds_tickets_included(lite: Backend) -> None:
+    patch()
+    for cls in (pymilvus.MilvusClient, pymilvus.AsyncMilvusClient):
+        assert all(callable(getattr(cls, method, None)) for method in METHODS), cls
+    plain = pymilvus.MilvusClient(lite.uri)
+    try:
+        for client in (plain, wrap(plain)):
+            ticket = client.start_flush(lite.collection(10), timeout=30)
+            assert client.wait_flushed(ticket, timeout=30).flushed
+    finally:
+        plain.close()
