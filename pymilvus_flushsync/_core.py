@@ -258,8 +258,8 @@ class FlushMachine:
         """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
         classified; anything else is final (``_errors.classify_exception``)."""
         action, step = self._answered()
-        if self._retries.cut_short(exc, self._deadline.remaining(self._clock())):
-            return  # next_action raises the FlushTimeoutError, caused by the last error
+        if self._retries.cut_short(exc, self._deadline.remaining(now := self._clock()), now):
+            return  # next_action raises the timeout (or the spent budget's) last error
         what = step.describe(action.requests)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
         self._retry(step, classify(exc, what), what)

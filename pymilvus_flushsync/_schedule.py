@@ -26,10 +26,11 @@ instead when the refusal's rate lets it pass (``_history``): ``Retries.decide``
 is told when. After the server was unreachable or restarting, Flush is sent again for the
 collections still pending (it is idempotent) and the wait goes on with the new
 flush timestamps: a restarted server may never complete the old ones. An RPC cut
-short by the deadline itself (sent with what was left of it) says nothing of the
-server: the ``FlushTimeoutError`` then has the error before it as its cause (a
-"service not ready" rather than the DEADLINE_EXCEEDED of the last try), or that
-DEADLINE_EXCEEDED when nothing failed before (``Retries.cut_short``). Anything
+short by the deadline itself, or by the retry budget (sent with what was left of
+it), says nothing of the server: the ``FlushTimeoutError``, or the error the spent
+budget raises, is then the error before it (a "service not ready" rather than the
+DEADLINE_EXCEEDED of the last try), or that DEADLINE_EXCEEDED when nothing failed
+before (``Retries.cut_short``). Anything
 else is final at once: a reply that is not the RPC's message type
 (undecodable), and any other exception of the I/O, become a ``MilvusException``.
 Without a deadline, an unbroken run of retried failures (no successful reply in
@@ -257,17 +258,18 @@ class Retries:
         self.attempt = 0
         self.failing_since = None
 
-    def cut_short(self, exc: Exception, remaining: float) -> bool:
-        """``exc`` is a DEADLINE_EXCEEDED that the call's own deadline caused (nothing
-        is ``remaining``), and an earlier failure is the better cause: it says nothing
-        of the server, so it is no decision (module docstring)."""
+    def cut_short(self, exc: Exception, remaining: float, now: float) -> bool:
+        """``exc`` is a DEADLINE_EXCEEDED that the call's own deadline (``remaining``
+        of it) or its retry budget caused (nothing of either is left), and an earlier
+        failure is the better cause: it says nothing of the server, so it is no
+        decision (module docstring)."""
         code = getattr(exc, "code", None)
         return (
             isinstance(exc, grpc.RpcError)
             and callable(code)
             and code() == grpc.StatusCode.DEADLINE_EXCEEDED
             and self.last is not None
-            and remaining <= 0
+            and min(remaining, self.budget_left(now)) <= 0
         )
 
     def spent(self, now: float) -> Fail | None:

@@ -653,6 +653,24 @@ def test_without_a_deadline_a_run_of_failures_ends_after_the_retry_budget() -> N
     assert clock.now == pytest.approx(100.0 + 10.0)
 
 
+def test_a_last_try_cut_short_by_the_retry_budget_leaves_the_server_error() -> None:
+    """Without a deadline, the last try of a run is sent with what is left of the retry
+    budget; on a loaded machine it times out with it. The error raised stays the
+    server's own ("service not ready", code 1), not that DEADLINE_EXCEEDED (code 4)."""
+    policy = replace(POLICY, retry_budget=0.5)
+    clock = FakeClock()
+    m = FlushMachine(("a",), "", None, policy, clock=clock)
+    rpc(m)
+    m.on_reply(milvus_pb2.FlushResponse(status=status(1, "service not ready")))
+    clock.advance(slept(m.next_action()))  # 0.1
+    assert rpc(m).timeout == pytest.approx(0.4)  # what is left of the budget
+    clock.advance(0.4)  # a loaded machine: the answer is not read in time
+    m.on_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    with pytest.raises(MilvusException, match="service not ready") as info:
+        m.next_action()
+    assert info.value.code == 1 and not isinstance(info.value, FlushTimeoutError)
+
+
 def test_a_successful_reply_starts_the_retry_budget_again() -> None:
     policy = replace(POLICY, retry_budget=1.0)
     clock = FakeClock()
