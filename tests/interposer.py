@@ -1,7 +1,7 @@
 """Newer Milvus behaviour in front of a real Milvus 2.3.5: gRPC interposers on
 127.0.0.1 (a free port) that forward every ``MilvusService`` call to the real server
 unchanged (bytes in, bytes out, metadata kept) except the ones they answer as the
-newer line would, from the Milvus sources (see ``shared/MILVUS_FLUSH_FACTS.md``).
+newer line would, from the Milvus sources (``docs/milvus.md`` says what, with the paths).
 
 ``RateLimitingInterposer``: 2.4.5+'s per-collection Flush limit. Milvus 2.3.5 has
 only a global Flush limit; 2.4.5 made the default
@@ -154,7 +154,7 @@ class BroadcastingInterposer(Interposer):
     """Milvus 2.6.8+'s FlushAll protocol, in front of a real Milvus 2.3.5.
 
     What a 2.6.8 server does (``internal/proxy/task_flush_all_streaming.go``,
-    ``internal/datacoord/services.go``; ``shared/MILVUS_FLUSH_FACTS.md``), and how
+    ``internal/datacoord/services.go``; ``docs/milvus.md``), and how
     this stands in for it:
 
     * ``GetVersion`` answers ``v2.6.8``.
