@@ -62,7 +62,6 @@ DEFAULT_TIMEOUT = 600.0
 #: Where the URI comes from: ``--uri``, else ``$MILVUS_URI``, else a Lite file.
 DEFAULT_URI = "./milvus.db"
 _PROG = "pymilvus-flushsync"
-logger = logging.getLogger("pymilvus_flushsync")
 #: Each error of the library -> the command's exit code (the first that matches).
 EXIT_CODES: tuple[tuple[type[MilvusException], Exit], ...] = (
     (FlushTimeoutError, Exit.TIMEOUT),
@@ -298,7 +297,6 @@ def _main(argv: list[str], lite_errors: list[BaseException]) -> int:
         return _wait(args, lite_errors)
     job = _flush_job(args, parser.commands["flush"])
     with _connected(args, job, lite_errors) as client:
-        _load_on_lite(client, args, job.names)
         if args.server:
             return _flush_server(client, job, timeout=args.timeout, as_json=args.json)
         if args.no_wait:
@@ -386,19 +384,19 @@ def _connected(
         raise _not_connected(uri, exc, lite_errors, args.timeout, job) from None
     client.flush_sync_policy = replace(client.flush_sync_policy, heartbeat=args.heartbeat)
     try:
+        if args.until == "loaded" and is_lite(uri):
+            _load_on_lite(client, job.names)
         yield client
     finally:
         client.close()
         release_lite(uri)
 
 
-def _load_on_lite(client: MilvusClient, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+def _load_on_lite(client: MilvusClient, names: tuple[str, ...]) -> None:
     """``--until loaded`` on Milvus Lite: load the collections (every one with ``--all``)
     first. A Lite file opened by a new process (this command) has every collection
     NotLoad, and Lite serves a loaded collection from its own store at once; a failure
     here is left to the wait, which names it."""
-    if args.until != "loaded" or not is_lite(_connection(args).uri):
-        return
     for name in names or client.list_collections():
         with suppress(MilvusException):
             client.load_collection(name)
@@ -413,7 +411,6 @@ def _wait(args: argparse.Namespace, lite_errors: list[BaseException]) -> int:
         raise _failure(Exit.USAGE, f"error: {_shown(exc.message)}", _Job()) from None
     job = _Job(ticket.names, ticket.db_name, started=started)
     with _connected(args, job, lite_errors) as client:
-        _load_on_lite(client, args, job.names)
         hook = _progress_line(sys.stderr)
         policy = client.flush_sync_policy
         machine = prepare_wait(

@@ -174,11 +174,8 @@ class Tls:
         server name; with the client's certificate. Without a root given, gRPC uses its
         own roots, which may differ from Python's: the handshake is then not verified."""
         root = self.server_pem_path or self.ca_pem_path
-        context = ssl.create_default_context(cafile=root or None)
+        context = _unverified() if not root else ssl.create_default_context(cafile=root)
         context.set_alpn_protocols(["h2"])
-        if not root:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         if self.mutual:
             context.load_cert_chain(self.client_pem_path, self.client_key_path)
         return context
@@ -203,7 +200,7 @@ def knock(host: str, port: int, timeout: float) -> bool:
 def handshake_problem(host: str, port: int, tls: Tls, timeout: float) -> str | None:
     """Why a TLS connection as ``tls`` says (or a plain one) can never work here, or
     ``None`` (it may: pymilvus goes on). See the module docstring, step 2."""
-    context = tls.context() if tls.on else _unverified()
+    context = tls.context()  # without TLS: unverified, to see whether the server speaks it
     name = tls.server_name or host
     try:
         with (
@@ -231,7 +228,6 @@ def _unverified() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
     return context
 
 
