@@ -46,7 +46,7 @@ from pymilvus_flushsync._sync import run
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the test helpers: rows, and the server they start
 from tests.helpers import DIM, rows  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from tests.servers import Standalone  # noqa: E402
 
 RESULTS = HERE / "results"
 FLUSHED = common_pb2.SegmentState.Flushed
@@ -495,7 +495,7 @@ def main() -> int:
     before = None if args.against is None else package_at(args.against)
 
     print("starting Milvus 2.3.5 standalone ...", flush=True)
-    server = Server({})  # the tests' server: a temporary data dir, always stopped
+    server = Standalone({})  # the tests' server: a temporary data dir, always stopped
     node = None
     try:
         address = f"127.0.0.1:{server.port}"

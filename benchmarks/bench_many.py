@@ -51,7 +51,7 @@ from pymilvus_flushsync._requests import broadcast_ticks, flush_state_request, s
 from pymilvus_flushsync._response import CollectionFlushState
 from tests.helpers import DIM, Backend, rows
 from tests.interposer import BroadcastingInterposer
-from tests.servers import Server
+from tests.servers import Standalone
 
 #: The targets, in one place: (name, measured key, bound); each measured value (a time,
 #: a rate, a ratio or a count) must be at most its bound.
@@ -464,7 +464,7 @@ def main() -> int:
     args = parser.parse_args()
     modes = set(args.modes.split(","))
     print("starting Milvus 2.3.5 standalone ...", flush=True)
-    server = Server({})
+    server = Standalone({})
     node = None
     measured: dict[str, Any] = {}
     try:

@@ -35,7 +35,7 @@ from pymilvus_flushsync import MilvusClient  # noqa: E402
 from tests.helpers import Backend  # noqa: E402
 from tests.interposer import Interposer, RateLimitingInterposer  # noqa: E402
 from tests.processes import LIMITED, WINDOW, run  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from tests.servers import Standalone  # noqa: E402
 
 RESULTS = HERE / "results"
 #: (name, measured key, bound): each measured value must be at most its bound.
@@ -48,7 +48,7 @@ TARGETS: list[tuple[str, str, float]] = [
 ]
 
 
-def _processes(server: Server, rule: str, trials: int) -> dict[str, Any]:
+def _processes(server: Standalone, rule: str, trials: int) -> dict[str, Any]:
     """Per process count: the slowest return (median of trials), Flush RPCs and
     GetFlushState per second that reached the server."""
     measured: dict[str, Any] = {}
@@ -85,7 +85,7 @@ def _processes(server: Server, rule: str, trials: int) -> dict[str, Any]:
     return measured
 
 
-def _ticket(server: Server, trials: int) -> dict[str, Any]:
+def _ticket(server: Standalone, trials: int) -> dict[str, Any]:
     backend = Backend("server", server.uri, MilvusClient(server.uri))
     client = MilvusClient(server.uri)
     plain, split = [], []
@@ -116,7 +116,7 @@ def main() -> int:
     modes = set(args.modes.split(","))
     results: dict[str, Any] = {}
     if "ticket" in modes:
-        server = Server({})
+        server = Standalone({})
         try:
             results["ticket"] = _ticket(server, args.trials)
             if "processes" in modes:
@@ -124,7 +124,7 @@ def main() -> int:
         finally:
             server.stop()
     if "processes" in modes:
-        server = Server(LIMITED)
+        server = Standalone(LIMITED)
         try:
             results["2.3"] = _processes(server, "2.3", args.trials)
         finally:

@@ -47,7 +47,7 @@ from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc  # noqa: E402
 from pymilvus_flushsync import MilvusClient, Until  # noqa: E402
 from tests.helpers import rows, unique  # noqa: E402
 from tests.interposer import Interposer  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from tests.servers import Standalone  # noqa: E402
 
 RESULTS = HERE / "results"
 STAGES: tuple[Until, ...] = ("indexed", "loaded")
@@ -114,7 +114,7 @@ class Watcher:
         self._channel.close()
 
 
-def _one(server: Server, client: str, stage: Until, rows_in: int) -> dict[str, float | None]:
+def _one(server: Standalone, client: str, stage: Until, rows_in: int) -> dict[str, float | None]:
     interposer = Interposer(f"127.0.0.1:{server.port}")
     direct = MilvusClient(server.uri)
     name = unique("bench")
@@ -179,7 +179,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--rows", type=int, default=3000)
     args = parser.parse_args()
-    server = Server({})
+    server = Standalone({})
     measured: dict[str, dict[str, list[dict[str, float | None]]]] = {
         stage: {client: [] for client in CLIENTS} for stage in STAGES
     }

@@ -1,12 +1,79 @@
-"""Fixtures for every test."""
+"""Fixtures and hooks for every test: the run's Milvus broker, the order of the tests
+(and their pytest-xdist groups), and the measured outcomes in pytest's summary."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from .helpers import forget_connections
+from .servers import BROKER_ENV, Broker
+
+_BROKER = pytest.StashKey[Broker]()
+_MEASURED = "measured: "  # the prefix of a measured outcome's user property
+#: The pytest-xdist group of the tests that hold the server alone (marked ``alone``
+#: or ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
+#: others go on with the tests that need no server.
+IN_TURN = "server_in_turn"
+
+
+def _extra_config() -> dict[str, str]:
+    """milvus.yaml keys for the test server, e.g. FLUSHSYNC_MILVUS_CONFIG="a.b=1,c.d=x"."""
+    pairs = os.environ.get("FLUSHSYNC_MILVUS_CONFIG", "")
+    return dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's first process (not a pytest-xdist worker) holds the Milvus broker
+    (``tests/servers.py``); its workers inherit ``$FLUSHSYNC_SERVERS``."""
+    if hasattr(config, "workerinput") or BROKER_ENV in os.environ:
+        return
+    broker = Broker(_extra_config())
+    config.stash[_BROKER] = broker
+    os.environ[BROKER_ENV] = broker.path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    broker = config.stash.get(_BROKER, None)
+    if broker is not None:
+        broker.close()
+        del os.environ[BROKER_ENV]
+
+
+def _in_turn(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) is not None for name in ("alone", "own_server"))
+
+
+def _rank(item: pytest.Item) -> int:
+    """Tests sharing the default server first, side by side on every worker; then, on
+    one worker, those holding it alone, and those on a server config of their own
+    (each config's in a row: one restart each); the other workers meanwhile run the
+    tests needing no server."""
+    if item.get_closest_marker("own_server") is not None:
+        return 2
+    if item.get_closest_marker("alone") is not None:
+        return 1
+    return 0 if item.get_closest_marker("server") is not None else 3
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _in_turn(item):
+            item.add_marker(pytest.mark.xdist_group(IN_TURN))
+    items.sort(key=_rank)  # stable: file order within each rank
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, the group holds: otherwise the tests holding the server
+    alone would each take a worker, and wait there, in turn."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        if _in_turn(item) and not item.nodeid.endswith(f"@{IN_TURN}"):
+            raise pytest.UsageError(f"pytest-xdist did not group {item.nodeid}")
 
 
 @pytest.fixture(autouse=True)
@@ -14,3 +81,33 @@ def _no_stale_connections() -> Iterator[None]:
     """No test is handed a connection an earlier test left behind (``forget_connections``)."""
     yield
     forget_connections()
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+    """Record a measured outcome (seconds, rows) for the terminal summary (it travels
+    with the test's report, from whichever worker ran it)."""
+
+    def record(key: str, value: object) -> None:
+        request.node.user_properties.append((_MEASURED + key, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call"
+    ]
+    measured = [
+        (report.nodeid, key.removeprefix(_MEASURED), value)
+        for report in reports
+        for key, value in report.user_properties
+        if key.startswith(_MEASURED)
+    ]
+    if measured:
+        terminalreporter.section("measured")
+        for nodeid, key, value in measured:
+            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {key} = {value}")

@@ -152,6 +152,13 @@ def broadcast_only(test: Callable[..., None]) -> Callable[..., None]:
     return marked
 
 
+def own_server(*values: object) -> Any:
+    """A parameter set whose test needs a server config of its own (a rate limit):
+    marked ``own_server``, it runs in turn with the others so marked
+    (``tests/servers.py``)."""
+    return pytest.param(*values, marks=pytest.mark.own_server)
+
+
 def forget_connections() -> None:
     """Close the shared connections pymilvus keeps after their last client closed.
 

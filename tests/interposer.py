@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pymilvus
@@ -56,6 +56,9 @@ def rate_limited_reason(rate: float) -> str:
     )
 
 
+_Interposer = TypeVar("_Interposer", bound="Interposer")
+
+
 class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Forwards every call to ``target`` (host:port) but those ``intercept`` answers."""
 
@@ -72,6 +75,12 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     def close(self) -> None:
         self._server.stop(grace=None).wait(5)
         self._channel.close()
+
+    def __enter__(self: _Interposer) -> _Interposer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def intercept(
         self, method: str, request: bytes, metadata: tuple[tuple[str, str], ...]
@@ -150,6 +159,12 @@ class RateLimitingInterposer(Interposer):
 _DML_CHANNELS = 16
 
 
+_NOT_FOUND = 100  # "collection not found": dropped by another client meanwhile
+_FAIL = object()  # ``_call``: no stand-in for a dropped collection's reply
+_GONE = milvus_pb2.GetFlushStateResponse(flushed=True)
+_NO_CHANNELS = milvus_pb2.DescribeCollectionResponse()
+
+
 class BroadcastingInterposer(Interposer):
     """Milvus 2.6.8+'s FlushAll protocol, in front of a real Milvus 2.3.5.
 
@@ -172,6 +187,10 @@ class BroadcastingInterposer(Interposer):
       sealed (GetFlushState on its segments and flush timestamp). With the legacy
       ``flush_all_ts`` alone it is forwarded to the real server, whose answer is the
       old checkpoint comparison.
+
+    A collection dropped meanwhile (by another client of the server) is skipped, as a
+    broadcast to the channels skips it: its Flush is sent again without it, and its
+    state counts as flushed (Milvus counts a dropped segment as flushed).
 
     ``flush_alls``, ``client_flushes`` and ``tick_polls`` count what clients sent.
     """
@@ -211,12 +230,14 @@ class BroadcastingInterposer(Interposer):
         sealed: list[tuple[str, CollectionFlushState]] = []
         ticks: dict[str, int] = {}
         for db in self._call("ListDatabases", milvus_pb2.ListDatabasesRequest()).db_names:
-            request = milvus_pb2.ShowCollectionsRequest(db_name=db)
-            names = list(self._call("ShowCollections", request, db).collection_names)
-            if not names:
-                continue
-            request = milvus_pb2.FlushRequest(db_name=db, collection_names=names)
-            flushed = self._call("Flush", request, db)
+            flushed, names = None, []
+            while flushed is None:  # until no collection was dropped in between
+                request = milvus_pb2.ShowCollectionsRequest(db_name=db)
+                names = list(self._call("ShowCollections", request, db).collection_names)
+                if not names:
+                    break
+                request = milvus_pb2.FlushRequest(db_name=db, collection_names=names)
+                flushed = self._call("Flush", request, db, gone=None)
             for name in names:
                 state = sealed_state(CollectionFlushState(name), flushed)
                 sealed.append((db, state))
@@ -252,18 +273,23 @@ class BroadcastingInterposer(Interposer):
             request = milvus_pb2.GetFlushAllStateRequest(flush_all_ts=max(ticks.values()))
             return self._call("GetFlushAllState", request)
         flushed = all(
-            self._call("GetFlushState", flush_state_request(db, state), db).flushed
+            self._call("GetFlushState", flush_state_request(db, state), db, gone=_GONE).flushed
             for db, state in sealed
         )
         return milvus_pb2.GetFlushAllStateResponse(status=_ok(), flushed=flushed)
 
     def _channels(self, db: str, name: str) -> list[str]:
+        """The physical channels of ``name`` (none, once it is dropped)."""
         request = milvus_pb2.DescribeCollectionRequest(db_name=db, collection_name=name)
-        return list(self._call("DescribeCollection", request, db).physical_channel_names)
+        reply = self._call("DescribeCollection", request, db, gone=_NO_CHANNELS)
+        return list(reply.physical_channel_names)
 
-    def _call(self, method: str, request: Any, db: str = "") -> Any:
+    def _call(self, method: str, request: Any, db: str = "", gone: Any = _FAIL) -> Any:
+        """The real server's reply; ``gone`` instead, if given, for "collection not found"."""
         metadata = (("dbname", db),) if db else None
         reply = getattr(self._stub, method)(request, timeout=30, metadata=metadata)
+        if reply.status.code == _NOT_FOUND and gone is not _FAIL:
+            return gone
         if reply.status.code != 0:
             raise RuntimeError(f"{method}: {reply.status}")
         return reply

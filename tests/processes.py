@@ -13,15 +13,36 @@ Used by ``tests/integration/test_processes.py`` and ``benchmarks/bench_processes
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from .interposer import Interposer, RateLimitingInterposer
+from .servers import Server, Servers
 
 ROWS = 200  # per worker
 #: Milvus 2.3.5's only Flush limit: one Flush per ``WINDOW`` s, server-wide.
 LIMITED = {"quotaAndLimits.flushRate.enabled": "true", "quotaAndLimits.flushRate.max": "0.1"}
 WINDOW = 10.0
+#: The two Flush limits: Milvus 2.3.5's own global one (a server config of its own),
+#: and 2.4.5+'s per-collection one (``tests/interposer.py``, on the default server).
+GLOBAL, PER_COLLECTION = "2.3 global", "2.4.5 per collection"
+
+
+@contextlib.contextmanager
+def behind(
+    servers: Servers, rule: str, *, alone: bool = False
+) -> Iterator[tuple[Server, Interposer]]:
+    """A lease on a server behind ``rule`` (``GLOBAL`` or ``PER_COLLECTION``), and a
+    counting interposer in front of it (the per-collection rule's own). ``alone``: no
+    other test on the default server meanwhile (``tests/servers.py``)."""
+    with servers.lease(LIMITED if rule == GLOBAL else None, alone=alone) as server:
+        kind = Interposer if rule == GLOBAL else RateLimitingInterposer
+        with kind(f"127.0.0.1:{server.port}") as interposer:
+            yield server, interposer
 
 
 @dataclass(frozen=True)

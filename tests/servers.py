@@ -1,21 +1,48 @@
-"""Real Milvus 2.3.5 standalones for the tests (the ``milvus`` wheel).
+"""Real Milvus 2.3.5 standalones for the tests (the ``milvus`` wheel), shared by every
+process of one test run.
 
-Only one can run per machine (its embedded etcd's peer port is fixed), so a
-``Servers`` pool holds at most one: asking for a server with another config
-stops the running one first. Every server is stopped at exit, even when pytest
-is interrupted.
+Only one server can run per machine (its embedded etcd's peer port is fixed). So one
+process, pytest's own or pytest-xdist's controller, holds a ``Broker``: it owns the
+run's one server and hands out *leases* on it over a Unix socket, whose path it puts
+in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
+
+- a lease on the default config is shared: the tests on the default server use it
+  side by side, each with collections of its own;
+- a lease on any other config is exclusive (a rate limit, authorization, TLS, a
+  ``kill -9``): the test owns the server until it returns the lease;
+- a lease *alone* on the default config is exclusive too, without a restart: for a
+  test that lists a database and flushes what it found (``flush_all_sync``), which
+  another test dropping a collection in between would fail (code 100).
+
+To grant a lease on another config, the broker waits until every lease is returned,
+then stops the server and starts one with that config. It prefers requests for the
+running config, so the server is restarted only when no one asks for it any more; the
+tests of a config of their own run last, on one worker (``tests/conftest.py``), so
+each config starts once. A lease is returned when its socket closes, also when its
+process dies. The broker stops its server when it closes, and at exit.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+#: Where a test process finds the run's broker (its Unix socket).
+BROKER_ENV = "FLUSHSYNC_SERVERS"
+#: How long the broker keeps an unleased server for another lease on its config,
+#: before it restarts it with a config another test waits for: test after test, a
+#: worker asks again within milliseconds.
+GRACE = 1.0
 
 
 def _bind_reusing_address(port: int) -> socket.socket | None:
@@ -32,8 +59,9 @@ def _bind_reusing_address(port: int) -> socket.socket | None:
     return sock
 
 
-class Server:
-    """One Milvus standalone on a temporary data directory.
+class Standalone:
+    """One Milvus standalone process on a temporary data directory (the benchmarks
+    start theirs directly; the tests lease the broker's).
 
     Args:
         config: extra ``milvus.yaml`` keys (``"quotaAndLimits.flushRate.max": "0.1"``).
@@ -77,22 +105,181 @@ class Server:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-class Servers:
-    """At most one running ``Server``; ``get`` (re)starts one with the config asked for."""
+class Broker:
+    """The run's one server, leased to the tests of every process (module docstring).
+
+    Args:
+        base_config: the default config's ``milvus.yaml`` keys; a lease's keys go on top.
+    """
 
     def __init__(self, base_config: Mapping[str, str]) -> None:
         self._base = dict(base_config)
-        self._current: Server | None = None
+        self._changed = threading.Condition()
+        self._server: Standalone | None = None
+        self._holders = 0
+        self._switching = False
+        self._idle_since = time.monotonic()
+        self._alone = False  # the lease held is a lease alone
+        self._waiting: list[tuple[dict[str, str], bool]] = []  # (config, alone), in order
+        self._dir = tempfile.mkdtemp(prefix="flushsync-broker-")
+        self.path = os.path.join(self._dir, "socket")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(64)
+        atexit.register(self.close)
+        threading.Thread(target=self._accept, name="milvus-broker", daemon=True).start()
 
-    def get(self, config: Mapping[str, str] | None = None) -> Server:
-        wanted = {**self._base, **(config or {})}
-        if self._current is not None and self._current.config != wanted:
-            self.stop()
-        if self._current is None:
-            self._current = Server(wanted)
-        return self._current
+    def close(self) -> None:
+        """Stop taking leases and stop the server (those still leased fail)."""
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._changed:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
-    def stop(self) -> None:
-        if self._current is not None:
-            self._current.stop()
-            self._current = None
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        """One lease: the request, the grant, then kill/restart orders until it closes."""
+        with connection, connection.makefile("rw", encoding="utf-8") as stream:
+            request = json.loads(stream.readline())
+            wanted, alone = {**self._base, **request["config"]}, bool(request["alone"])
+            try:
+                server = self._acquire(wanted, alone or wanted != self._base)
+            except Exception as error:  # the test that asked raises it
+                _send(stream, {"error": f"{type(error).__name__}: {error}"})
+                return
+            try:
+                _send(stream, {"port": server.port})
+                for line in stream:
+                    order = json.loads(line)["order"]
+                    (server.kill if order == "kill" else server.restart)()
+                    _send(stream, {"done": True})
+            except OSError:  # the test process went away: its lease is returned
+                pass
+            finally:
+                self._release()
+
+    def _acquire(self, wanted: dict[str, str], alone: bool) -> Standalone:
+        with self._changed:
+            self._waiting.append((wanted, alone))
+            try:
+                while not self._grantable(wanted, alone):
+                    self._changed.wait(GRACE / 4)
+            finally:
+                self._waiting.remove((wanted, alone))
+            self._holders += 1
+            self._alone = alone
+            if self._server is not None and self._server.config == wanted:
+                return self._server
+            self._switching, old, self._server = True, self._server, None
+        try:  # a restart (about 10 s): every other request waits for it
+            if old is not None:
+                old.stop()
+            server = Standalone(wanted)
+        except BaseException:
+            with self._changed:
+                self._switching, self._holders = False, self._holders - 1
+                self._changed.notify_all()
+            raise
+        with self._changed:
+            self._server, self._switching = server, False
+            self._changed.notify_all()
+        return server
+
+    def _grantable(self, wanted: dict[str, str], alone: bool) -> bool:
+        """Whether a lease may be granted now (``alone``: exclusive; the config's
+        server may have to be started first)."""
+        running = self._server.config if self._server is not None else None
+        if self._switching or (self._holders and (alone or self._alone)):
+            return False
+        # Once a lease alone on the running config waits, no shared one passes it.
+        if not alone and any(a and c == running for c, a in self._waiting):
+            return False
+        if self._holders or wanted == running:  # only the default config is shared
+            return wanted == running and (not self._holders or wanted == self._base)
+        # A restart: only once no one wants the running config, after a grace, in order.
+        idle = time.monotonic() - self._idle_since
+        return (
+            not any(c == running for c, _ in self._waiting)
+            and (running is None or idle >= GRACE)
+            and self._waiting[0] == (wanted, alone)
+        )
+
+    def _release(self) -> None:
+        with self._changed:
+            self._holders -= 1
+            if not self._holders:
+                self._idle_since = time.monotonic()
+            self._changed.notify_all()
+
+
+def _send(stream: Any, message: dict[str, object]) -> None:
+    stream.write(json.dumps(message) + "\n")
+    stream.flush()
+
+
+class Server:
+    """A lease on the run's server (``Broker``): its address, and ``kill``/``restart``
+    for a test that holds it alone. ``close`` returns it."""
+
+    def __init__(self, broker: str, config: Mapping[str, str], alone: bool = False) -> None:
+        self.config = dict(config)
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.connect(broker)
+        self._stream = self._socket.makefile("rw", encoding="utf-8")
+        reply = self._ask({"config": self.config, "alone": alone})
+        if "error" in reply:
+            self.close()
+            raise RuntimeError(f"the Milvus server did not start: {reply['error']}")
+        self.port = int(reply["port"])
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """``kill -9`` the server process, as a crash would."""
+        self._ask({"order": "kill"})
+
+    def restart(self) -> None:
+        """Start again on the same data directory and port (after ``kill``)."""
+        self._ask({"order": "restart"})
+
+    def close(self) -> None:
+        self._stream.close()
+        self._socket.close()
+
+    def _ask(self, message: dict[str, object]) -> dict[str, Any]:
+        _send(self._stream, message)
+        line = self._stream.readline()
+        if not line:
+            raise RuntimeError("the Milvus broker went away")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+
+class Servers:
+    """Leases on the run's server, for fixtures: ``with servers.lease(config) as server``
+    (``alone``: the default config's server, with no other test beside)."""
+
+    def __init__(self, broker: str) -> None:
+        self._broker = broker
+
+    @contextlib.contextmanager
+    def lease(
+        self, config: Mapping[str, str] | None = None, *, alone: bool = False
+    ) -> Iterator[Server]:
+        server = Server(self._broker, config or {}, alone)
+        try:
+            yield server
+        finally:
+            server.close()

@@ -1,84 +1,46 @@
-"""Fixtures: Milvus Lite clients on temporary files, and real Milvus 2.3.5
-standalones (the ``milvus`` wheel, one at a time, always stopped): one with the
-default config for the session, then one per fault scenario (``test_faults.py``)."""
+"""Fixtures: Milvus Lite clients on temporary files, and leases on the run's real
+Milvus 2.3.5 standalone (``tests/servers.py``): the default config, shared, or a config
+of a test's own."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from pymilvus_flushsync import MilvusClient
 
-from ..helpers import Backend, FlushFn, Measure, async_flush, serving
+from ..helpers import Backend, FlushFn, async_flush, serving
 from ..interposer import BroadcastingInterposer
-from ..servers import Server, Servers
+from ..servers import BROKER_ENV, Server, Servers
 
 # Milvus Lite's in-process gRPC server logs a traceback for RPCs it does not
 # implement (pymilvus's insert asks for AllocTimestamp): noise in test output.
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 
-def _extra_config() -> dict[str, str]:
-    """milvus.yaml keys for the test server, e.g. FLUSHSYNC_MILVUS_CONFIG="a.b=1,c.d=x"."""
-    pairs = os.environ.get("FLUSHSYNC_MILVUS_CONFIG", "")
-    return dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fault tests last, in file order: each asks for a server config of its own,
-    and only one server can run at a time, so every other test shares the first."""
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
-
-
-_MEASURED = pytest.StashKey[list[tuple[str, str, object]]]()
-
-
-@pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Measure:
-    """Record a measured outcome (seconds, rows) for the terminal summary."""
-    measured = request.config.stash.setdefault(_MEASURED, [])
-
-    def record(key: str, value: object) -> None:
-        measured.append((request.node.nodeid, key, value))
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    measured = config.stash.get(_MEASURED, [])
-    if measured:
-        terminalreporter.section("measured")
-        for nodeid, key, value in measured:
-            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {key} = {value}")
-
-
 @pytest.fixture(scope="session")
-def milvus_servers() -> Iterator[Servers]:
-    servers = Servers(_extra_config())
-    try:
-        yield servers
-    finally:
-        servers.stop()
+def milvus_servers() -> Servers:
+    """Leases on the run's one server (``tests/servers.py``)."""
+    return Servers(os.environ[BROKER_ENV])
 
 
 @pytest.fixture
-def milvus_server(milvus_servers: Servers) -> Server:
-    """The real server with the default config (started once, kept while unchanged)."""
-    return milvus_servers.get()
+def milvus_server(milvus_servers: Servers, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The real server with the default config, shared with the tests beside this one
+    (alone, for a test marked ``alone``)."""
+    alone = request.node.get_closest_marker("alone") is not None
+    with milvus_servers.lease(alone=alone) as server:
+        yield server
 
 
 @pytest.fixture
 def broadcasting(milvus_server: Server) -> Iterator[BroadcastingInterposer]:
     """Milvus 2.6.8's FlushAll in front of the real server (``tests/interposer.py``)."""
-    interposer = BroadcastingInterposer(f"127.0.0.1:{milvus_server.port}")
-    try:
+    with BroadcastingInterposer(f"127.0.0.1:{milvus_server.port}") as interposer:
         yield interposer
-    finally:
-        interposer.close()
 
 
 @pytest.fixture

@@ -16,7 +16,12 @@ import pytest
 from ..helpers import Backend, server_only
 from .test_cli import CLI, QUIET, run_cli
 
-PASSWORDS = ["0", "1", "a", "true", "default", "Milvus", "root", secrets.token_urlsafe(32)]
+#: The last one is random: its id is fixed, so that every pytest-xdist worker collects
+#: the same tests.
+PASSWORDS = [
+    *("0", "1", "a", "true", "default", "Milvus", "root"),
+    pytest.param(secrets.token_urlsafe(32), id="random"),
+]
 
 
 def _flags(backend: Backend, password: str) -> list[str]:

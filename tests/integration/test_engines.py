@@ -33,11 +33,8 @@ ROOT = Path(__file__).parents[2]
 
 @pytest.fixture
 def counting(milvus_server: Server) -> Iterator[Interposer]:
-    interposer = Interposer(f"127.0.0.1:{milvus_server.port}")
-    try:
+    with Interposer(f"127.0.0.1:{milvus_server.port}") as interposer:
         yield interposer
-    finally:
-        interposer.close()
 
 
 def _persisted(server: Backend, name: str, counting: Interposer, workers: int) -> None:

@@ -1,6 +1,6 @@
 """Fault injection on real Milvus 2.3.5 servers: rate limits, kill -9 and restart,
 denied users. Each scenario needs a server config of its own, so these tests run
-last (``conftest.pytest_collection_modifyitems``); a hung server (the stalled
+in turn, after those on the default server (``tests/conftest.py``); a hung server (the stalled
 proxy) and many threads on one client are in ``test_flush_sync.py``.
 
 Each test records its measured outcome with ``measure``: pytest's terminal summary
@@ -31,7 +31,7 @@ from ..helpers import TOLERANCE, Backend, Measure, async_flush, serving, unique
 from ..servers import Server, Servers
 from .test_cli import CLI, QUIET
 
-pytestmark = [pytest.mark.server, pytest.mark.faults]
+pytestmark = [pytest.mark.server, pytest.mark.faults, pytest.mark.own_server]
 
 # Milvus 2.4.5+ limits Flush to 0.1/s per collection by default; 2.3.5 can limit
 # it too, globally: a second Flush within 10 s answers status 8.
@@ -79,8 +79,8 @@ def retries() -> Iterator[list[str]]:
 
 @pytest.fixture
 def limited(milvus_servers: Servers) -> Iterator[Backend]:
-    server = milvus_servers.get(RATE_LIMITED)
-    yield from serving(MilvusClient(server.uri), server.uri)
+    with milvus_servers.lease(RATE_LIMITED) as server:
+        yield from serving(MilvusClient(server.uri), server.uri)
 
 
 def spend_the_flush_token(backend: Backend) -> None:
@@ -126,8 +126,8 @@ def test_rate_limited_then_flushed_within_the_deadline(
 
 @pytest.fixture
 def secured(milvus_servers: Servers) -> Iterator[Backend]:
-    server = milvus_servers.get(AUTHORIZATION)
-    yield from serving(MilvusClient(server.uri, token=ROOT), server.uri)
+    with milvus_servers.lease(AUTHORIZATION) as server:
+        yield from serving(MilvusClient(server.uri, token=ROOT), server.uri)
 
 
 DENIED = {
@@ -306,8 +306,9 @@ class WatchedClient(MilvusClient):
 
 
 @pytest.fixture
-def crashable(milvus_servers: Servers) -> Server:
-    return milvus_servers.get(SHORT_SESSION)
+def crashable(milvus_servers: Servers) -> Iterator[Server]:
+    with milvus_servers.lease(SHORT_SESSION) as server:
+        yield server
 
 
 @pytest.fixture

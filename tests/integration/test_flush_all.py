@@ -19,6 +19,10 @@ from pymilvus_flushsync import (
 from ..helpers import TOLERANCE, Backend, Measure, broadcast_only, server_only
 from ..interposer import BroadcastingInterposer
 
+# Every database of the server is listed and flushed: no other test may drop a
+# collection there meanwhile (tests/servers.py).
+pytestmark = pytest.mark.alone
+
 FlushAllFn = Callable[..., FlushAllSyncResponse]
 
 

@@ -14,33 +14,27 @@ import pytest
 
 from pymilvus_flushsync import MilvusClient
 
-from ..helpers import TOLERANCE, Backend, Measure, rows
-from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
-from ..processes import LIMITED, WINDOW
+from ..helpers import TOLERANCE, Backend, Measure, own_server, rows, serving
+from ..interposer import THROUGH_AN_INTERPOSER, Interposer
+from ..processes import GLOBAL, PER_COLLECTION, WINDOW, behind
 from ..servers import Servers
 from .test_flush_all import flavored
 
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.faults,  # a server config of its own: after the tests on the default one
+    pytest.mark.faults,
     THROUGH_AN_INTERPOSER,
 ]
 
 
-@pytest.fixture(params=["2.3 global"])
+@pytest.fixture(params=[own_server(GLOBAL)])
 def limited(
     request: pytest.FixtureRequest, milvus_servers: Servers
 ) -> Iterator[tuple[Backend, Interposer]]:
-    server = milvus_servers.get(LIMITED if request.param == "2.3 global" else None)
-    backend = Backend("server", server.uri, MilvusClient(server.uri))
-    kind = Interposer if request.param == "2.3 global" else RateLimitingInterposer
-    interposer = kind(f"127.0.0.1:{server.port}")
-    try:
-        yield backend, interposer
-    finally:
-        interposer.close()
-        backend.drop_created()
-        backend.client.close()
+    # alone: every database is listed and flushed (tests/servers.py)
+    with behind(milvus_servers, request.param, alone=True) as (server, interposer):
+        for backend in serving(MilvusClient(server.uri), server.uri):
+            yield backend, interposer
 
 
 def _persisted(backend: Backend, made: list[tuple[str, str, int]]) -> bool:
@@ -49,9 +43,13 @@ def _persisted(backend: Backend, made: list[tuple[str, str, int]]) -> bool:
 
 @pytest.mark.parametrize(
     ("limited", "flavor"),
-    [("2.4.5 per collection", "sync"), ("2.3 global", "sync"), ("2.3 global", "async")],
+    [
+        (PER_COLLECTION, "sync"),
+        own_server(GLOBAL, "sync"),
+        own_server(GLOBAL, "async"),
+    ],
     indirect=["limited"],
-)  # in this order, and before test_processes.py's: the fewest server restarts
+)
 def test_two_databases_pay_no_window_and_beat_pymilvus(
     limited: tuple[Backend, Interposer], flavor: str, measure: Measure
 ) -> None:

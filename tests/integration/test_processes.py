@@ -15,9 +15,9 @@ import pytest
 
 from pymilvus_flushsync import MilvusClient
 
-from ..helpers import Backend, Measure, async_flush
+from ..helpers import Backend, Measure, async_flush, own_server
 from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
-from ..processes import LIMITED, WINDOW, insert_elsewhere, run
+from ..processes import GLOBAL, PER_COLLECTION, WINDOW, behind, insert_elsewhere, run
 from ..servers import Server, Servers
 
 pytestmark = [
@@ -27,25 +27,13 @@ pytestmark = [
 ]
 
 
-#: The two rules, in an order that restarts the server least (one config at a time).
-GLOBAL, PER_COLLECTION = "2.3 global", "2.4.5 per collection"
-
-
-@pytest.fixture(params=[GLOBAL])
+@pytest.fixture
 def limited(
     request: pytest.FixtureRequest, milvus_servers: Servers
 ) -> Iterator[tuple[Server, Interposer]]:
     """A counting interposer in front of a server behind one of the two rules."""
-    if request.param == GLOBAL:
-        server: Server = milvus_servers.get(LIMITED)
-        interposer: Interposer = Interposer(f"127.0.0.1:{server.port}")
-    else:
-        server = milvus_servers.get()
-        interposer = RateLimitingInterposer(f"127.0.0.1:{server.port}")
-    try:
-        yield server, interposer
-    finally:
-        interposer.close()
+    with behind(milvus_servers, request.param) as limited:
+        yield limited
 
 
 def _collection(limited: tuple[Server, Interposer]) -> tuple[str, float]:
@@ -66,9 +54,9 @@ def _collection(limited: tuple[Server, Interposer]) -> tuple[str, float]:
 @pytest.mark.parametrize(
     ("limited", "processes", "flavor"),
     [
-        (GLOBAL, 6, "sync"),
-        (GLOBAL, 16, "sync"),
-        (GLOBAL, 6, "async"),
+        own_server(GLOBAL, 6, "sync"),
+        own_server(GLOBAL, 16, "sync"),
+        own_server(GLOBAL, 6, "async"),
         (PER_COLLECTION, 6, "sync"),
         (PER_COLLECTION, 16, "sync"),
         (PER_COLLECTION, 6, "async"),
@@ -100,9 +88,9 @@ def test_processes_that_inserted_then_flushed_pay_no_window(
     [
         (PER_COLLECTION, 6, "sync"),
         (PER_COLLECTION, 6, "async"),
-        (GLOBAL, 6, "sync"),
-        (GLOBAL, 16, "sync"),
-        (GLOBAL, 6, "async"),
+        own_server(GLOBAL, 6, "sync"),
+        own_server(GLOBAL, 16, "sync"),
+        own_server(GLOBAL, 6, "async"),
     ],
     indirect=["limited"],
 )
@@ -122,7 +110,12 @@ def test_processes_inserting_as_they_flush_share_one_window(
 
 @pytest.mark.parametrize(
     ("limited", "flavor"),
-    [(GLOBAL, "sync"), (GLOBAL, "async"), (PER_COLLECTION, "sync"), (PER_COLLECTION, "async")],
+    [
+        own_server(GLOBAL, "sync"),
+        own_server(GLOBAL, "async"),
+        (PER_COLLECTION, "sync"),
+        (PER_COLLECTION, "async"),
+    ],
     indirect=["limited"],
 )
 def test_a_refused_flush_covers_what_another_process_wrote_before_the_call(

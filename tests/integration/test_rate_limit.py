@@ -38,13 +38,12 @@ class Limited:
 
 @pytest.fixture
 def limited(milvus_server: Server, server: Backend) -> Iterator[Limited]:
-    interposer = RateLimitingInterposer(f"127.0.0.1:{milvus_server.port}")
-    client = MilvusClient(interposer.uri)
-    try:
-        yield Limited(server, client, interposer)
-    finally:
-        client.close()
-        interposer.close()
+    with RateLimitingInterposer(f"127.0.0.1:{milvus_server.port}") as interposer:
+        client = MilvusClient(interposer.uri)
+        try:
+            yield Limited(server, client, interposer)
+        finally:
+            client.close()
 
 
 def test_the_refusal_is_milvus_own(limited: Limited) -> None:

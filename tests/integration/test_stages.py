@@ -212,24 +212,27 @@ def _free_port() -> int:
 def unbuilt(milvus_servers: Servers) -> Iterator[Backend]:
     """A server whose index builds never start: its index coordinator is bound to an
     index node at a loopback port where nothing listens (``bindIndexNodeMode``)."""
-    server = milvus_servers.get(
-        {
-            "indexCoord.bindIndexNodeMode.enable": "true",
-            "indexCoord.bindIndexNodeMode.address": f"127.0.0.1:{_free_port()}",
-            "indexCoord.bindIndexNodeMode.nodeID": "9999",
-        }
-    )
-    yield from serving(MilvusClient(server.uri), server.uri)
+    config = {
+        "indexCoord.bindIndexNodeMode.enable": "true",
+        "indexCoord.bindIndexNodeMode.address": f"127.0.0.1:{_free_port()}",
+        "indexCoord.bindIndexNodeMode.nodeID": "9999",
+    }
+    with milvus_servers.lease(config) as server:
+        yield from serving(MilvusClient(server.uri), server.uri)
 
 
 @pytest.mark.server
-@pytest.mark.faults  # a server config of its own: after the tests on the default one
+@pytest.mark.faults
+@pytest.mark.own_server
 def test_the_deadline_cuts_the_indexed_stage(
     unbuilt: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every row stays pending (the state, asked without a timestamp, says Finished):
     the wait runs to its deadline, sync, async and in the CLI (exit 3)."""
     name = unbuilt.collection(ROWS)
+    # Persisted first, under a deadline of its own: then a loaded machine's slow flush
+    # cannot spend the 3 s below, which only the indexed stage may.
+    assert unbuilt.client.flush_sync(name, timeout=60).flushed
     for flavor in ("sync", "async"):
         with pytest.raises(FlushTimeoutError) as info:
             _until(flavor, unbuilt, name, "indexed", 3)

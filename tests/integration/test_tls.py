@@ -14,11 +14,11 @@ import pytest
 from pymilvus_flushsync import MilvusClient
 
 from ..certs import Certs, make
-from ..helpers import forget_connections, rows
+from ..helpers import forget_connections, rows, unique
 from ..servers import Server, Servers
 from .test_cli import CLI, QUIET
 
-pytestmark = [pytest.mark.server, pytest.mark.faults]  # a server config of its own
+pytestmark = [pytest.mark.server, pytest.mark.faults, pytest.mark.own_server]
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +26,24 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make(tmp_path_factory.mktemp("certs"))
 
 
-def _tls_server(servers: Servers, certs: Certs, mode: int) -> Server:
+def _tls_server(
+    servers: Servers, certs: Certs, mode: int, **tls: object
+) -> Iterator[tuple[Server, str]]:
+    """A lease on a server in TLS ``mode``, and a collection of 50 rows made there."""
     config = {"common.security.tlsMode": str(mode), "tls.serverKeyPath": certs.server_key}
     if mode == 1:
         config["tls.serverPemPath"] = certs.self_signed
     else:
         config |= {"tls.serverPemPath": certs.server, "tls.caPemPath": certs.ca}
-    return servers.get(config)
-
-
-def _collection(server: Server, **tls: object) -> Iterator[str]:
-    forget_connections()  # no plain connection to this address may be reused
-    client = MilvusClient(server.uri, **tls)
-    client.create_collection("tls_rows", dimension=8)
-    client.insert("tls_rows", rows(0, 50))
-    client.close()
-    forget_connections()
-    yield "tls_rows"
+    with servers.lease(config) as server:
+        forget_connections()  # no plain connection to this address may be reused
+        client = MilvusClient(server.uri, **tls)
+        name = unique("tls")
+        client.create_collection(name, dimension=8)
+        client.insert(name, rows(0, 50))
+        client.close()
+        forget_connections()
+        yield server, name
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,17 +60,14 @@ def _refused_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -
     assert all(words in result.stderr for words in said), result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server_tls(milvus_servers: Servers, certs: Certs) -> Iterator[tuple[Server, str]]:
-    server = _tls_server(milvus_servers, certs, 1)
     tls = {"secure": True, "server_pem_path": certs.self_signed, "server_name": "localhost"}
-    for name in _collection(server, **tls):
-        yield server, name
+    yield from _tls_server(milvus_servers, certs, 1, **tls)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mutual_tls(milvus_servers: Servers, certs: Certs) -> Iterator[tuple[Server, str]]:
-    server = _tls_server(milvus_servers, certs, 2)
     tls = {
         "secure": True,
         "ca_pem_path": certs.ca,
@@ -77,8 +75,7 @@ def mutual_tls(milvus_servers: Servers, certs: Certs) -> Iterator[tuple[Server, 
         "client_key_path": certs.client_key,
         "server_name": "localhost",
     }
-    for name in _collection(server, **tls):
-        yield server, name
+    yield from _tls_server(milvus_servers, certs, 2, **tls)
 
 
 def test_server_tls_with_flags_and_with_the_environment(

@@ -99,18 +99,25 @@ def test_a_broadcasting_server_gets_one_flush_all_and_polls_on_its_ticks(flavor:
     assert all(s.seconds is not None and 0 <= s.seconds <= response.elapsed for s in states)
 
 
+def _without_a_broadcast(flavor: str, cluster: Cluster, flushes: int) -> FlushAllSyncResponse:
+    """flush_all_sync on ``cluster``: one FlushAll, no state of a broadcast, ``flushes``
+    Flush RPCs; collections a and b of the default database in the response."""
+    server = FakeServer(cluster)
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
+    sent = methods(server)
+    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, flushes)
+    assert sorted(response.databases["default"].collections) == ["a", "b"]
+    return response
+
+
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 @pytest.mark.parametrize("version", ["v2.6.7", "v2.5.19", "v2.3.5"])
 def test_older_lines_get_one_flush_all_that_covers_every_collection(
     flavor: str, version: str
 ) -> None:
     cluster = Cluster(version=version)
-    server = FakeServer(cluster)
-    response = flush_all(flavor, server)
-    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
-    sent = methods(server)
-    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 0)
-    assert sorted(response.databases["default"].collections) == ["a", "b"]
+    response = _without_a_broadcast(flavor, cluster, flushes=0)
     states = [state for one in response.databases.values() for state in one.collections.values()]
     flush_all_ts = max(cluster.ticks.values())
     assert all(s.flushed and s.covered and s.flush_ts == flush_all_ts for s in states)
@@ -141,12 +148,7 @@ def test_where_flush_all_is_refused_each_database_gets_a_flush(flavor: str, refu
             raise FakeRpcError(grpc.StatusCode.PERMISSION_DENIED)
 
         cluster.on_FlushAll = denied  # type: ignore[method-assign]
-    server = FakeServer(cluster)
-    response = flush_all(flavor, server)
-    assert isinstance(response, FlushAllSyncResponse) and not response.broadcast
-    sent = methods(server)
-    assert (sent["FlushAll"], sent["GetFlushAllState"], sent["Flush"]) == (1, 0, 2)
-    assert sorted(response.databases["default"].collections) == ["a", "b"]
+    _without_a_broadcast(flavor, cluster, flushes=2)
 
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])

@@ -1,0 +1,105 @@
+"""The broker that leases the run's one Milvus server (``tests/servers.py``), over a
+stand-in for the server process: who shares it, who waits, when it restarts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
+
+import pytest
+
+from .. import servers
+from ..servers import Broker, Servers
+
+#: Long enough for a lease that should wait to show it would not be granted.
+NOT_GRANTED_WITHIN = 0.5
+LIMITED = {"quotaAndLimits.flushRate.max": "0.1"}
+
+
+class FakeStandalone:
+    """Stands in for a server process: records its starts and stops."""
+
+    log: ClassVar[list[tuple[str, dict[str, str]]]] = []
+
+    def __init__(self, config: Mapping[str, str]) -> None:
+        self.config = dict(config)
+        self.port = 10_000 + len(self.log)
+        self.log.append(("start", self.config))
+
+    def stop(self) -> None:
+        self.log.append(("stop", self.config))
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
+    FakeStandalone.log = []
+    monkeypatch.setattr(servers, "Standalone", FakeStandalone)
+    broker = Broker({})
+    try:
+        yield Servers(broker.path)
+    finally:
+        broker.close()
+
+
+def _in_a_thread(servers: Servers, config: Mapping[str, str] | None, alone: bool) -> tuple[
+    threading.Event, threading.Event, list[int]
+]:  # fmt: skip
+    """Ask for a lease in another thread: (granted, release it, the port it got)."""
+    granted, release, port = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with servers.lease(config, alone=alone) as server:
+            port.append(server.port)
+            granted.set()
+            release.wait(30)
+
+    threading.Thread(target=hold, daemon=True).start()
+    return granted, release, port
+
+
+def test_leases_on_the_default_config_share_one_server(broker: Servers) -> None:
+    with broker.lease() as one, broker.lease() as two:
+        assert one.port == two.port
+    assert FakeStandalone.log == [("start", {})]
+
+
+def test_another_config_waits_for_every_shared_lease_then_restarts(broker: Servers) -> None:
+    with broker.lease():
+        granted, release, _ = _in_a_thread(broker, LIMITED, alone=False)
+        assert not granted.wait(NOT_GRANTED_WITHIN)
+    assert granted.wait(10)
+    assert FakeStandalone.log == [("start", {}), ("stop", {}), ("start", LIMITED)]
+    release.set()
+
+
+def test_a_config_of_its_own_is_never_shared(broker: Servers) -> None:
+    with broker.lease(LIMITED):
+        granted, release, _ = _in_a_thread(broker, LIMITED, alone=False)
+        assert not granted.wait(NOT_GRANTED_WITHIN)
+    assert granted.wait(10)
+    assert FakeStandalone.log == [("start", LIMITED)]  # the same server, in turn
+    release.set()
+
+
+def test_a_lease_alone_waits_for_the_shared_ones_and_stops_new_ones(broker: Servers) -> None:
+    with broker.lease():
+        alone, release_alone, _ = _in_a_thread(broker, None, alone=True)
+        assert not alone.wait(NOT_GRANTED_WITHIN)
+        shared, release_shared, _ = _in_a_thread(broker, None, alone=False)
+        assert not shared.wait(NOT_GRANTED_WITHIN)  # it may not pass the lease alone
+    assert alone.wait(10)
+    assert not shared.wait(NOT_GRANTED_WITHIN)
+    release_alone.set()
+    assert shared.wait(10)
+    release_shared.set()
+    assert FakeStandalone.log == [("start", {})]  # alone, without a restart
+
+
+def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> None:
+    with broker.lease():
+        other, release_other, _ = _in_a_thread(broker, LIMITED, alone=False)
+        with broker.lease():  # granted at once, though the other config asked first
+            assert not other.wait(NOT_GRANTED_WITHIN)
+    assert other.wait(10)
+    release_other.set()
