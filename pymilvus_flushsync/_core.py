@@ -36,6 +36,7 @@ response.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -49,6 +50,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import common_pb2
 
 from ._errors import (
+    COLLECTION_NOT_FOUND,
     Failure,
     FlushTimeoutError,
     classify_exception,
@@ -73,6 +75,11 @@ __all__ = [
     "Sleep",
     "flush_all_machine",
 ]
+
+logger = logging.getLogger("pymilvus_flushsync")
+#: How often a call that lists its collections lists them again when one was dropped
+#: meanwhile by another client (``_relist``), before it fails with "not found".
+RELISTS = 10
 
 
 @dataclass(frozen=True)
@@ -249,7 +256,8 @@ class FlushMachine:
             self._retries.succeeded()
         read = step.read(self.work, action.requests, replies)
         if isinstance(read, Fail):
-            self.state.fail(read.error)
+            if not _relist(self.state, self.work, read.error):
+                self.state.fail(read.error)
         else:
             self.state.move(read.event)
             self.state.owe(read.delay)
@@ -311,6 +319,8 @@ def _follow(
     Flush, ``refused``); back to sealing (the server may have lost the Flush:
     ``LOST``); or a retry after the delay, in the same phase."""
     if isinstance(decision, Fail):
+        if _relist(state, work, failure.error):
+            return
         declined = failure.declined or step.optional
         if not (declined and step.fallback and state.can(step.fallback)):
             state.fail(decision.error)
@@ -327,6 +337,19 @@ def _follow(
     if decision.reflush and state.can(Event.LOST):
         state.move(Event.LOST)
     state.owe(decision.delay)
+
+
+def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
+    """Whether a call that lists its collections lists them again (``Event.GONE``):
+    ``error`` says one was not found, so another client dropped it after the listing.
+    At most ``RELISTS`` times a call; a call given its names fails instead."""
+    if error.code != COLLECTION_NOT_FOUND or not state.can(Event.GONE) or work.relists >= RELISTS:
+        return False
+    work.relists += 1
+    logger.info("flush_sync: %s: dropped since it was listed; listing again", error.message)
+    state.move(Event.GONE)
+    state.owe(0.0)
+    return True
 
 
 def _failure(step: Step, action: SendRpc, replies: list[Any], what: str) -> Failure | None:

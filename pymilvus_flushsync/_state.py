@@ -69,6 +69,7 @@ class Event(enum.Enum):
     REFRESHED = "refreshed"  # the query coordinator was asked to load the new segments
     SERVED = "served"  # the query nodes serve every Flushed segment, indexed
     RECHECK = "recheck"  # not yet, and time to check the load state and segments again
+    GONE = "gone"  # a collection the call listed was dropped meanwhile: list again
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
 
 

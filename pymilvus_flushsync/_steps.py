@@ -29,14 +29,18 @@ the sealing phase), else it stays. The tables, as they read::
                             CHECK, POLL -LOST-> FLUSH
     EVERY (names=None)      LIST -LISTED-> FLUSH          LIST -EMPTY-> DONE; then FLUSH's
     SWEPT (after FlushAll)  LIST -LISTED-> COVER          LIST -EMPTY-> DONE; then FLUSH's
+                            every phase after LIST -GONE-> LIST (EVERY, SWEPT)
     LISTING (seal=False)    LIST -LISTED-> DONE           LIST -EMPTY-> DONE
     FLUSH_ALL               FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
                             POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
                             POLL_ALL -LOST-> FLUSH_ALL
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
-same deadline. ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync``
-(docs/guarantees.md, "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
+same deadline. A collection another client drops after the listing answers "not
+found" (code 100) to whatever comes next: such a call lists again (``GONE``, at most
+``_core.RELISTS`` times) and leaves it out, where a call given its names fails.
+``FLUSH_ALL`` is FlushAll, for ``flush_all_sync`` (docs/guarantees.md,
+"flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply
 without them (older servers) is NOT_BROADCAST, as is a FlushAll that is UNIMPLEMENTED
 (Milvus Lite) or beyond the caller's privileges (PERMISSION_DENIED). The caller then
@@ -125,6 +129,7 @@ class Work:
     stage_round: int = 0  # INDEX, SERVING: rounds of the stage so far (its back-off)
     flushed_now: dict[str, Flushed] = field(default_factory=dict)  # SEGMENTS_NOW
     recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
+    relists: int = 0  # a listed collection dropped meanwhile: times listed again (GONE)
 
     @classmethod
     def of(  # noqa: PLR0917  # the machine's own arguments, passed on
@@ -634,13 +639,22 @@ def _polling(flushed: Phase) -> dict[Phase, dict[Event, Phase]]:
     }
 
 
+def _relisting(moves: Moves) -> dict[Phase, dict[Event, Phase]]:
+    """``moves`` of a call that lists its collections, where every phase after LIST
+    lists them again when one of them was dropped meanwhile (``GONE``)."""
+    gone = {Event.GONE: Phase.LIST}
+    return {phase: {**row, **({} if phase is Phase.LIST else gone)} for phase, row in moves.items()}
+
+
 _SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
 EVERY = Table(
     "flush_sync of every collection",
     Phase.LIST,
     STEPS,
-    {Phase.LIST: {Event.LISTED: Phase.FLUSH, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT},
+    _relisting(
+        {Phase.LIST: {Event.LISTED: Phase.FLUSH, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT}
+    ),
 )
 SEAL = Table(
     "start_flush",
@@ -664,7 +678,9 @@ SWEPT = Table(
     "flush_sync of every collection, after a FlushAll",
     Phase.LIST,
     STEPS,
-    {Phase.LIST: {Event.LISTED: Phase.COVER, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT},
+    _relisting(
+        {Phase.LIST: {Event.LISTED: Phase.COVER, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT}
+    ),
 )
 LISTING = Table(
     "listing", Phase.LIST, STEPS, {Phase.LIST: {Event.LISTED: Phase.DONE, Event.EMPTY: Phase.DONE}}
@@ -724,4 +740,6 @@ def staged(table: Table, until: str, *, refresh: bool = True) -> Table:
             Event.RECHECK: Phase.STILL_LOADED,
             Event.SERVED: Phase.DONE,
         }
+    if Phase.LIST in moves:
+        moves = _relisting(moves)
     return Table(f"{table.name} until {until}", first, table.steps, moves, table.persists)

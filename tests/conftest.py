@@ -13,8 +13,8 @@ from .servers import BROKER_ENV, Broker
 
 _BROKER = pytest.StashKey[Broker]()
 _MEASURED = "measured: "  # the prefix of a measured outcome's user property
-#: The pytest-xdist group of the tests that hold the server alone (marked ``alone``
-#: or ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
+#: The pytest-xdist group of the tests on a server config of their own (marked
+#: ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
 #: others go on with the tests that need no server.
 IN_TURN = "server_in_turn"
 
@@ -43,19 +43,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _in_turn(item: pytest.Item) -> bool:
-    return any(item.get_closest_marker(name) is not None for name in ("alone", "own_server"))
+    return item.get_closest_marker("own_server") is not None
 
 
 def _rank(item: pytest.Item) -> int:
     """Tests sharing the default server first, side by side on every worker; then, on
-    one worker, those holding it alone, and those on a server config of their own
-    (each config's in a row: one restart each); the other workers meanwhile run the
-    tests needing no server."""
-    if item.get_closest_marker("own_server") is not None:
-        return 2
-    if item.get_closest_marker("alone") is not None:
+    one worker, those on a server config of their own (each config's in a row: one
+    restart each); the other workers meanwhile run the tests needing no server."""
+    if _in_turn(item):
         return 1
-    return 0 if item.get_closest_marker("server") is not None else 3
+    return 0 if item.get_closest_marker("server") is not None else 2
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -67,8 +64,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """On a pytest-xdist worker, the group holds: otherwise the tests holding the server
-    alone would each take a worker, and wait there, in turn."""
+    """On a pytest-xdist worker, the group holds: otherwise the tests on a server config
+    of their own would each take a worker, and wait there, in turn."""
     if not getattr(session.config.option, "loadgroup", False):
         return
     for item in session.items:

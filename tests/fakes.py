@@ -251,6 +251,9 @@ def base36(value: int) -> str:
             return out
 
 
+NOT_FOUND = "collection not found"
+
+
 class Cluster:
     """Milvus's whole-server RPCs as a fake answers them, per server line: ``version``
     (GetVersion), ``databases`` (ListDatabases, ShowCollections), and from 2.6.8 a
@@ -262,7 +265,10 @@ class Cluster:
     ``flush_all_ts`` alone; Milvus Lite answers it UNIMPLEMENTED. Flush and GetFlushState
     seal and flip at once, but for the collections in ``missed``: the FlushAll did not
     seal them (2.3.5 was measured to miss one created just before it), so a check at a
-    timestamp fails until a Flush names them. Each collection has one sealed segment."""
+    timestamp fails until a Flush names them. Each collection has one sealed segment.
+    Those in ``dropped_after_listing`` are dropped right after their first listing, as
+    another client may: then every RPC naming them answers "not found" (code 100),
+    but Lite's Flush, which skips them."""
 
     def __init__(
         self,
@@ -271,9 +277,12 @@ class Cluster:
         channels: tuple[str, ...] = ("dml_0", "dml_1"),
         polls_before_flushed: int = 2,
         missed: frozenset[str] = frozenset(),
+        *,
+        dropped_after_listing: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
         self.missed = set(missed)
+        self.to_drop = set(dropped_after_listing)
         self.checked_at: set[int] = set()  # GetFlushState's flush_ts without segments
         self.databases = databases if databases is not None else {"default": ["a", "b"], "x": ["c"]}
         self.channels = channels
@@ -296,14 +305,28 @@ class Cluster:
 
     def on_ShowCollections(self, request: Any) -> Any:
         names = self.databases[request.db_name or "default"]
-        return milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=names)
+        reply = milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=names)
+        self.databases[request.db_name or "default"] = [n for n in names if n not in self.to_drop]
+        self.to_drop -= set(names)
+        return reply
+
+    def _exists(self, name: str) -> bool:
+        return any(name in names for names in self.databases.values())
+
+    def on_HasCollection(self, request: Any) -> Any:
+        return has_reply(self._exists(request.collection_name))
 
     def on_Flush(self, request: Any) -> Any:
+        gone = [name for name in request.collection_names if not self._exists(name)]
+        if gone and not self.version.startswith("milvus_lite"):
+            return milvus_pb2.FlushResponse(status=status(100, NOT_FOUND))
         self.missed -= set(request.collection_names)
-        segments = {name: [1] for name in request.collection_names}
+        segments = {name: [1] for name in request.collection_names if name not in gone}
         return flush_reply(segments, db_name=request.db_name or "default")
 
     def on_GetFlushState(self, request: Any) -> Any:
+        if not self._exists(request.collection_name):
+            return state_reply(False, 100, NOT_FOUND)
         if not request.segmentIDs:
             self.checked_at.add(request.flush_ts)
         unsealed = not request.segmentIDs and request.collection_name in self.missed

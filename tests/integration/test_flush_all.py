@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,12 +17,9 @@ from pymilvus_flushsync import (
     MilvusClient,
 )
 
-from ..helpers import TOLERANCE, Backend, Measure, broadcast_only, server_only
+from ..helpers import TOLERANCE, Backend, Measure, broadcast_only, rows, server_only, unique
 from ..interposer import BroadcastingInterposer
-
-# Every database of the server is listed and flushed: no other test may drop a
-# collection there meanwhile (tests/servers.py).
-pytestmark = pytest.mark.alone
+from .test_cli import run_cli
 
 FlushAllFn = Callable[..., FlushAllSyncResponse]
 
@@ -123,3 +121,47 @@ def test_milvus_2_6_8_gets_one_flush_all_broadcast(
     assert sorted(response.databases[db].collections) == sorted(there)
     assert server.persisted_rows(here) == (700, 0)
     assert [server.persisted_rows(name, db_name=db) for name in there] == [(500, 0), (300, 0)]
+
+
+@pytest.fixture
+def churn(backend: Backend) -> Iterator[list[str]]:
+    """Another client creating, filling and dropping collections in the default
+    database as fast as it can, for the test's length; the names it dropped."""
+    stop, dropped = threading.Event(), []
+
+    def create_and_drop() -> None:
+        client = MilvusClient(backend.uri)
+        try:
+            while not stop.is_set():
+                name = unique("churn")
+                client.create_collection(name, dimension=8)
+                client.insert(name, rows(0, 10))
+                client.drop_collection(name)
+                dropped.append(name)
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=create_and_drop)
+    thread.start()
+    try:
+        yield dropped
+    finally:
+        stop.set()
+        thread.join()
+
+
+@server_only
+def test_collections_another_client_drops_meanwhile_are_left_out(
+    backend: Backend, flush_all: FlushAllFn, churn: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collection dropped after the call listed it answers "not found" to what comes
+    next: the call lists again and flushes what is there (``_steps``, ``GONE``), as
+    does the command line's ``--all``. Without that, this failed within two calls."""
+    here = backend.collection(100)
+    for _ in range(2):
+        response = flush_all(timeout=60)
+        assert response.flushed and here in response.databases["default"].collections
+        code, _, err = run_cli(capsys, "flush", "--uri", backend.uri, "--all")
+        assert code == 0, err
+    assert churn  # it did drop collections meanwhile
+    assert backend.persisted_rows(here) == (100, 0)

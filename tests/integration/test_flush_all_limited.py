@@ -1,5 +1,5 @@
 """``flush_all_sync`` under a Flush limit: the real Milvus 2.3.5 with its global
-``flushRate.max`` 0.1/s (``tests/processes.LIMITED``) behind a counting interposer,
+``flushRate.max`` (``tests/processes.GLOBAL_LIMITED``) behind a counting interposer,
 and the 2.4.5+ per-collection rule (``tests/interposer.RateLimitingInterposer``). One
 FlushAll (not rate-limited) covers every database's collections at its timestamp
 (docs/guarantees.md, "flush_all_sync under a Flush limit")."""
@@ -16,7 +16,7 @@ from pymilvus_flushsync import MilvusClient
 
 from ..helpers import TOLERANCE, Backend, Measure, own_server, rows, serving
 from ..interposer import THROUGH_AN_INTERPOSER, Interposer
-from ..processes import GLOBAL, PER_COLLECTION, WINDOW, behind
+from ..processes import GLOBAL, GLOBAL_WINDOW, PER_COLLECTION, behind
 from ..servers import Servers
 from .test_flush_all import flavored
 
@@ -31,8 +31,7 @@ pytestmark = [
 def limited(
     request: pytest.FixtureRequest, milvus_servers: Servers
 ) -> Iterator[tuple[Backend, Interposer]]:
-    # alone: every database is listed and flushed (tests/servers.py)
-    with behind(milvus_servers, request.param, alone=True) as (server, interposer):
+    with behind(milvus_servers, request.param) as (server, interposer):
         for backend in serving(MilvusClient(server.uri), server.uri):
             yield backend, interposer
 
@@ -95,4 +94,4 @@ def test_a_collection_made_just_before_costs_at_most_one_window(
     measure("lone, with a collection made just before (s)", (round(lone, 2), round(took, 2)))
     measure("Flush RPCs that reached the server", interposer.calls["Flush"])
     assert response.flushed and _persisted(backend, made)
-    assert took <= lone + WINDOW + TOLERANCE
+    assert took <= lone + GLOBAL_WINDOW + TOLERANCE

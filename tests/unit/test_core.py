@@ -12,7 +12,7 @@ from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushTimeoutError
-from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._core import RELISTS, Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._history import FlushHistory
 from pymilvus_flushsync._schedule import Deadline
 from pymilvus_flushsync._state import Phase
@@ -727,6 +727,24 @@ def test_an_empty_database_is_done_at_once() -> None:
     done = m.next_action()
     assert isinstance(done, Done)
     assert done.response.flushed and dict(done.response.collections) == {}
+
+
+def test_a_listing_dropped_again_and_again_fails_after_so_many_listings() -> None:
+    """Another client drops what each listing names, every time: the call lists again
+    ``RELISTS`` times, then fails with the server's "not found"."""
+    listings = 0
+
+    def answer(action: SendRpc) -> Any:
+        nonlocal listings
+        if action.method == "ShowCollections":
+            listings += 1
+            return milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=["x"])
+        return milvus_pb2.FlushResponse(status=status(100, "collection not found"))
+
+    with pytest.raises(MilvusException) as info:
+        drive(FlushMachine(None, "", 10.0, POLICY, clock=FakeClock()), answer)
+    assert info.value.code == 100
+    assert listings == RELISTS + 1
 
 
 def test_listing_is_under_the_deadline() -> None:

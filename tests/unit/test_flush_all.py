@@ -240,3 +240,15 @@ def test_a_channel_message_without_a_time_tick_is_final(flavor: str) -> None:
     error = flush_all(flavor, server)
     assert isinstance(error, MilvusException) and "dml_1 has no time tick" in str(error)
     assert methods(server)["GetFlushAllState"] == 0
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize("version", ["v2.3.5", "v2.6.7", "milvus_lite-3.2.2"])
+def test_a_collection_dropped_after_the_listing_is_left_out(flavor: str, version: str) -> None:
+    """Another client drops b once flush_all_sync has listed it: b's next RPC answers
+    "not found", the database is listed again, and the call flushes what is there."""
+    cluster = Cluster(version=version, dropped_after_listing=frozenset({"b"}))
+    response = flush_all(flavor, FakeServer(cluster))
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert sorted(response.databases["default"].collections) == ["a"]
+    assert list(response.databases["x"].collections) == ["c"]
