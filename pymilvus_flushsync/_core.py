@@ -50,7 +50,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import common_pb2
 
 from ._errors import (
-    COLLECTION_NOT_FOUND,
+    GONE_CODES,
     Failure,
     FlushTimeoutError,
     classify_exception,
@@ -77,9 +77,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("pymilvus_flushsync")
-#: How often a call that lists its collections lists them again when one was dropped
-#: meanwhile by another client (``_relist``), before it fails with "not found".
-RELISTS = 10
 
 
 @dataclass(frozen=True)
@@ -341,11 +338,12 @@ def _follow(
 
 def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
     """Whether a call that lists its collections lists them again (``Event.GONE``):
-    ``error`` says one was not found, so another client dropped it after the listing.
-    At most ``RELISTS`` times a call; a call given its names fails instead."""
-    if error.code != COLLECTION_NOT_FOUND or not state.can(Event.GONE) or work.relists >= RELISTS:
+    ``error`` says one may have been dropped by another client since the listing. The
+    new listing must lack one, or ``error`` stands (``_steps``); a call given its names
+    fails at once."""
+    if error.code not in GONE_CODES or not state.can(Event.GONE):
         return False
-    work.relists += 1
+    work.gone = error
     logger.info("flush_sync: %s: dropped since it was listed; listing again", error.message)
     state.move(Event.GONE)
     state.owe(0.0)

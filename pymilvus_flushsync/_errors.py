@@ -90,6 +90,9 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _RETRYABLE_GRPC = _UNREACHABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 #: Milvus's status code for a collection that does not exist.
 COLLECTION_NOT_FOUND = int(ErrorCode.COLLECTION_NOT_FOUND)
+#: What Milvus answers about a collection another client has just dropped: "not found"
+#: (code 100), or, its channels gone first, "channel not found" (``merr.ErrChannelNotFound``).
+GONE_CODES = frozenset({COLLECTION_NOT_FOUND, 500})
 #: Milvus's status code for a database that does not exist (``merr.ErrDatabaseNotFound``).
 DATABASE_NOT_FOUND = 800
 #: How Milvus Lite says so instead, with code 6 to Flush and 1 to ShowCollections.

@@ -37,8 +37,9 @@ the sealing phase), else it stays. The tables, as they read::
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
-found" (code 100) to whatever comes next: such a call lists again (``GONE``, at most
-``_core.RELISTS`` times) and leaves it out, where a call given its names fails.
+found" (``_errors.GONE_CODES``) to whatever comes next: such a call lists again
+(``GONE``) and goes on with the collections of its first listing still there, none
+new; when none is missing, the error stands. A call given its names fails at once.
 ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync`` (docs/guarantees.md,
 "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply
@@ -61,6 +62,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from ._errors import (
@@ -129,7 +131,7 @@ class Work:
     stage_round: int = 0  # INDEX, SERVING: rounds of the stage so far (its back-off)
     flushed_now: dict[str, Flushed] = field(default_factory=dict)  # SEGMENTS_NOW
     recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
-    relists: int = 0  # a listed collection dropped meanwhile: times listed again (GONE)
+    gone: MilvusException | None = None  # GONE: the "not found" that sent LIST again
 
     @classmethod
     def of(  # noqa: PLR0917  # the machine's own arguments, passed on
@@ -220,8 +222,15 @@ class Table:
 # -- the steps ----------------------------------------------------------------------
 
 
-def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
-    work.progress.listed(list(dict.fromkeys(replies[0].collection_names)))
+def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    listed = list(dict.fromkeys(replies[0].collection_names))
+    if work.gone is not None:  # listed again (GONE): what is left of the first listing
+        before, there = list(work.progress.states), set(listed)
+        listed = [name for name in before if name in there]
+        if len(listed) == len(before):  # none was dropped: the "not found" stands
+            return Fail(work.gone)
+        work.gone = None
+    work.progress.listed(listed)
     if work.floor:  # SWEPT: what the FlushAll sealed is covered at its timestamp
         for name in work.progress.pending:
             work.cover_ts[name] = max(work.cover_ts.get(name, 0), work.floor)

@@ -4,25 +4,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from .helpers import forget_connections
-from .servers import BROKER_ENV, Broker
+from .helpers import Measure, forget_connections
+from .servers import BROKER_ENV, Broker, base_config
 
 _BROKER = pytest.StashKey[Broker]()
 _MEASURED = "measured: "  # the prefix of a measured outcome's user property
-#: The pytest-xdist group of the tests on a server config of their own (marked
-#: ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
+#: The pytest-xdist group of the tests that hold the server alone (marked ``alone``
+#: or ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
 #: others go on with the tests that need no server.
 IN_TURN = "server_in_turn"
-
-
-def _extra_config() -> dict[str, str]:
-    """milvus.yaml keys for the test server, e.g. FLUSHSYNC_MILVUS_CONFIG="a.b=1,c.d=x"."""
-    pairs = os.environ.get("FLUSHSYNC_MILVUS_CONFIG", "")
-    return dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     (``tests/servers.py``); its workers inherit ``$FLUSHSYNC_SERVERS``."""
     if hasattr(config, "workerinput") or BROKER_ENV in os.environ:
         return
-    broker = Broker(_extra_config())
+    broker = Broker(base_config())
     config.stash[_BROKER] = broker
     os.environ[BROKER_ENV] = broker.path
 
@@ -43,16 +37,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _in_turn(item: pytest.Item) -> bool:
-    return item.get_closest_marker("own_server") is not None
+    return any(item.get_closest_marker(name) is not None for name in ("alone", "own_server"))
 
 
 def _rank(item: pytest.Item) -> int:
     """Tests sharing the default server first, side by side on every worker; then, on
-    one worker, those on a server config of their own (each config's in a row: one
-    restart each); the other workers meanwhile run the tests needing no server."""
-    if _in_turn(item):
+    one worker, those holding it alone, and those on a server config of their own
+    (each config's in a row: one restart each); the other workers meanwhile run the
+    tests needing no server."""
+    if item.get_closest_marker("own_server") is not None:
+        return 2
+    if item.get_closest_marker("alone") is not None:
         return 1
-    return 0 if item.get_closest_marker("server") is not None else 2
+    return 0 if item.get_closest_marker("server") is not None else 3
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -64,8 +61,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """On a pytest-xdist worker, the group holds: otherwise the tests on a server config
-    of their own would each take a worker, and wait there, in turn."""
+    """On a pytest-xdist worker, the group holds: otherwise the tests holding the server
+    alone would each take a worker, and wait there, in turn."""
     if not getattr(session.config.option, "loadgroup", False):
         return
     for item in session.items:
@@ -81,7 +78,7 @@ def _no_stale_connections() -> Iterator[None]:
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+def measure(request: pytest.FixtureRequest) -> Measure:
     """Record a measured outcome (seconds, rows) for the terminal summary (it travels
     with the test's report, from whichever worker ran it)."""
 

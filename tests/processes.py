@@ -52,10 +52,13 @@ def window(rule: str) -> float:
 
 
 @contextlib.contextmanager
-def behind(servers: Servers, rule: str) -> Iterator[tuple[Server, Interposer]]:
+def behind(
+    servers: Servers, rule: str, *, alone: bool = False
+) -> Iterator[tuple[Server, Interposer]]:
     """A lease on a server behind ``rule`` (``GLOBAL`` or ``PER_COLLECTION``), and a
-    counting interposer in front of it (the per-collection rule's own)."""
-    with servers.lease(GLOBAL_LIMITED if rule == GLOBAL else None) as server:
+    counting interposer in front of it (the per-collection rule's own). ``alone``: no
+    other test on the default server meanwhile (``tests/servers.py``)."""
+    with servers.lease(GLOBAL_LIMITED if rule == GLOBAL else None, alone=alone) as server:
         kind = Interposer if rule == GLOBAL else RateLimitingInterposer
         with kind(f"127.0.0.1:{server.port}") as interposer:
             yield server, interposer

@@ -9,7 +9,11 @@ in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
 - a lease on the default config is shared: the tests on the default server use it
   side by side, each with collections of its own;
 - a lease on any other config is exclusive (a rate limit, authorization, TLS, a
-  ``kill -9``): the test owns the server until it returns the lease.
+  ``kill -9``): the test owns the server until it returns the lease;
+- a lease *alone* on the default config is exclusive too, without a restart: for a
+  test that seals every collection of the server (a FlushAll: ``flush_all_sync``, the
+  command line's ``--server``), which would upset the tests beside it that time their
+  own flushes.
 
 To grant a lease on another config, the broker waits until every lease is returned,
 then stops the server and starts one with that config. It prefers requests for the
@@ -40,6 +44,12 @@ BROKER_ENV = "FLUSHSYNC_SERVERS"
 #: before it restarts it with a config another test waits for: test after test, a
 #: worker asks again within milliseconds.
 GRACE = 1.0
+
+
+def base_config() -> dict[str, str]:
+    """milvus.yaml keys for every test server, e.g. FLUSHSYNC_MILVUS_CONFIG="a.b=1,c.d=x"."""
+    pairs = os.environ.get("FLUSHSYNC_MILVUS_CONFIG", "")
+    return dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
 
 
 def _bind_reusing_address(port: int) -> socket.socket | None:
@@ -116,7 +126,8 @@ class Broker:
         self._holders = 0
         self._switching = False
         self._idle_since = time.monotonic()
-        self._waiting: list[dict[str, str]] = []  # the configs asked for, in order
+        self._alone = False  # the lease held is a lease alone
+        self._waiting: list[tuple[dict[str, str], bool]] = []  # (config, alone), in order
         self._dir = tempfile.mkdtemp(prefix="flushsync-broker-")
         self.path = os.path.join(self._dir, "socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -146,9 +157,10 @@ class Broker:
     def _serve(self, connection: socket.socket) -> None:
         """One lease: the request, the grant, then kill/restart orders until it closes."""
         with connection, connection.makefile("rw", encoding="utf-8") as stream:
-            wanted = {**self._base, **json.loads(stream.readline())["config"]}
+            request = json.loads(stream.readline())
+            wanted, alone = {**self._base, **request["config"]}, bool(request["alone"])
             try:
-                server = self._acquire(wanted)
+                server = self._acquire(wanted, alone or wanted != self._base)
             except Exception as error:  # the test that asked raises it
                 _send(stream, {"error": f"{type(error).__name__}: {error}"})
                 return
@@ -163,15 +175,16 @@ class Broker:
             finally:
                 self._release()
 
-    def _acquire(self, wanted: dict[str, str]) -> Standalone:
+    def _acquire(self, wanted: dict[str, str], alone: bool) -> Standalone:
         with self._changed:
-            self._waiting.append(wanted)
+            self._waiting.append((wanted, alone))
             try:
-                while not self._grantable(wanted):
+                while not self._grantable(wanted, alone):
                     self._changed.wait(GRACE / 4)
             finally:
-                self._waiting.remove(wanted)
+                self._waiting.remove((wanted, alone))
             self._holders += 1
+            self._alone = alone
             if self._server is not None and self._server.config == wanted:
                 return self._server
             self._switching, old, self._server = True, self._server, None
@@ -189,20 +202,23 @@ class Broker:
             self._changed.notify_all()
         return server
 
-    def _grantable(self, wanted: dict[str, str]) -> bool:
-        """Whether a lease on ``wanted`` may be granted now (its server may have to be
-        started first)."""
+    def _grantable(self, wanted: dict[str, str], alone: bool) -> bool:
+        """Whether a lease may be granted now (``alone``: exclusive; the config's
+        server may have to be started first)."""
         running = self._server.config if self._server is not None else None
-        if self._switching:
+        if self._switching or (self._holders and (alone or self._alone)):
+            return False
+        # Once a lease alone on the running config waits, no shared one passes it.
+        if not alone and any(a and c == running for c, a in self._waiting):
             return False
         if self._holders or wanted == running:  # only the default config is shared
             return wanted == running and (not self._holders or wanted == self._base)
         # A restart: only once no one wants the running config, after a grace, in order.
         idle = time.monotonic() - self._idle_since
         return (
-            running not in self._waiting
+            not any(c == running for c, _ in self._waiting)
             and (running is None or idle >= GRACE)
-            and self._waiting[0] == wanted
+            and self._waiting[0] == (wanted, alone)
         )
 
     def _release(self) -> None:
@@ -222,12 +238,12 @@ class Server:
     """A lease on the run's server (``Broker``): its address, and ``kill``/``restart``
     for a test that holds it alone. ``close`` returns it."""
 
-    def __init__(self, broker: str, config: Mapping[str, str]) -> None:
+    def __init__(self, broker: str, config: Mapping[str, str], alone: bool = False) -> None:
         self.config = dict(config)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.connect(broker)
         self._stream = self._socket.makefile("rw", encoding="utf-8")
-        reply = self._ask({"config": self.config})
+        reply = self._ask({"config": self.config, "alone": alone})
         if "error" in reply:
             self.close()
             raise RuntimeError(f"the Milvus server did not start: {reply['error']}")
@@ -259,15 +275,36 @@ class Server:
 
 
 class Servers:
-    """Leases on the run's server, for fixtures: ``with servers.lease(config) as server``."""
+    """Leases on the run's server, for fixtures: ``with servers.lease(config) as server``
+    (``alone``: the default config's server, with no other test beside)."""
 
     def __init__(self, broker: str) -> None:
         self._broker = broker
 
     @contextlib.contextmanager
-    def lease(self, config: Mapping[str, str] | None = None) -> Iterator[Server]:
-        server = Server(self._broker, config or {})
+    def lease(
+        self, config: Mapping[str, str] | None = None, *, alone: bool = False
+    ) -> Iterator[Server]:
+        server = Server(self._broker, config or {}, alone)
         try:
             yield server
         finally:
             server.close()
+
+
+def main() -> None:
+    """``python -m tests.servers``: a broker for several test runs at once (CI's legs
+    on older pymilvus lines). Prints its socket's path, for ``$FLUSHSYNC_SERVERS``, and
+    serves until its stdin closes; then it stops its server."""
+    import sys
+
+    broker = Broker(base_config())
+    print(broker.path, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        broker.close()
+
+
+if __name__ == "__main__":
+    main()

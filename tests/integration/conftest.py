@@ -28,9 +28,11 @@ def milvus_servers() -> Servers:
 
 
 @pytest.fixture
-def milvus_server(milvus_servers: Servers) -> Iterator[Server]:
-    """The real server with the default config, shared with the tests beside this one."""
-    with milvus_servers.lease() as server:
+def milvus_server(milvus_servers: Servers, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The real server with the default config, shared with the tests beside this one
+    (alone, for a test marked ``alone``)."""
+    alone = request.node.get_closest_marker("alone") is not None
+    with milvus_servers.lease(alone=alone) as server:
         yield server
 
 

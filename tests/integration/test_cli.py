@@ -82,6 +82,7 @@ def test_all_flushes_every_collection_of_the_database(
     assert set(data["collections"]) == names and data["db_name"] == db
 
 
+@pytest.mark.alone  # a FlushAll of every database (tests/servers.py)
 def test_server_flushes_every_database(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -397,6 +398,7 @@ def test_demo_leaves_nothing_behind_after_a_ctrl_c(tmp_path: Path, moment: str) 
     assert list(tmp_path.glob("flushsync-demo-*")) == []
 
 
+@pytest.mark.alone  # a FlushAll of every database (tests/servers.py)
 @broadcast_only
 def test_server_says_when_one_flush_all_sealed_everything(
     server: Backend, broadcasting: BroadcastingInterposer, capsys: pytest.CaptureFixture[str]

@@ -21,6 +21,10 @@ from ..helpers import TOLERANCE, Backend, Measure, broadcast_only, rows, server_
 from ..interposer import BroadcastingInterposer
 from .test_cli import run_cli
 
+# A FlushAll seals every collection of the server: no other test on it meanwhile
+# (tests/servers.py).
+pytestmark = pytest.mark.alone
+
 FlushAllFn = Callable[..., FlushAllSyncResponse]
 
 

@@ -31,7 +31,8 @@ pytestmark = [
 def limited(
     request: pytest.FixtureRequest, milvus_servers: Servers
 ) -> Iterator[tuple[Backend, Interposer]]:
-    with behind(milvus_servers, request.param) as (server, interposer):
+    # alone: its FlushAll seals every collection of the server (tests/servers.py)
+    with behind(milvus_servers, request.param, alone=True) as (server, interposer):
         for backend in serving(MilvusClient(server.uri), server.uri):
             yield backend, interposer
 

@@ -12,7 +12,7 @@ from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import Backoff, FlushTimeoutError
-from pymilvus_flushsync._core import RELISTS, Done, FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._core import Done, FlushMachine, SendRpc, Sleep
 from pymilvus_flushsync._history import FlushHistory
 from pymilvus_flushsync._schedule import Deadline
 from pymilvus_flushsync._state import Phase
@@ -729,9 +729,9 @@ def test_an_empty_database_is_done_at_once() -> None:
     assert done.response.flushed and dict(done.response.collections) == {}
 
 
-def test_a_listing_dropped_again_and_again_fails_after_so_many_listings() -> None:
-    """Another client drops what each listing names, every time: the call lists again
-    ``RELISTS`` times, then fails with the server's "not found"."""
+def test_a_not_found_that_the_listing_does_not_explain_stands() -> None:
+    """A Flush of what was listed answers "not found", and the database, listed again,
+    still holds every collection: the call fails with the server's error."""
     listings = 0
 
     def answer(action: SendRpc) -> Any:
@@ -744,7 +744,29 @@ def test_a_listing_dropped_again_and_again_fails_after_so_many_listings() -> Non
     with pytest.raises(MilvusException) as info:
         drive(FlushMachine(None, "", 10.0, POLICY, clock=FakeClock()), answer)
     assert info.value.code == 100
-    assert listings == RELISTS + 1
+    assert listings == 2
+
+
+def test_listed_again_a_call_goes_on_with_what_is_left_and_nothing_new() -> None:
+    """b is dropped after the first listing and c created: the Flush that named b
+    failed; the call lists again and flushes a alone (c came after the call began)."""
+    listings, flushed = [["a", "b"], ["a", "c"]], []
+
+    def answer(action: SendRpc) -> Any:
+        if action.method == "ShowCollections":
+            names = listings.pop(0)
+            return milvus_pb2.ShowCollectionsResponse(status=status(), collection_names=names)
+        if action.method == "Flush":
+            names = list(action.requests[0].collection_names)
+            flushed.append(names)
+            if "b" in names:
+                return milvus_pb2.FlushResponse(status=status(100, "collection not found"))
+            return flush_reply({name: [1] for name in names})
+        return [state_reply(True) for _ in action.requests]
+
+    response = drive(FlushMachine(None, "", 10.0, POLICY, clock=FakeClock()), answer)
+    assert response.flushed and list(response.collections) == ["a"]
+    assert flushed == [["a", "b"], ["a"]]
 
 
 def test_listing_is_under_the_deadline() -> None:

@@ -42,14 +42,14 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
         broker.close()
 
 
-def _in_a_thread(servers: Servers, config: Mapping[str, str] | None) -> tuple[
+def _in_a_thread(servers: Servers, config: Mapping[str, str] | None, alone: bool) -> tuple[
     threading.Event, threading.Event, list[int]
 ]:  # fmt: skip
     """Ask for a lease in another thread: (granted, release it, the port it got)."""
     granted, release, port = threading.Event(), threading.Event(), []
 
     def hold() -> None:
-        with servers.lease(config) as server:
+        with servers.lease(config, alone=alone) as server:
             port.append(server.port)
             granted.set()
             release.wait(30)
@@ -66,7 +66,7 @@ def test_leases_on_the_default_config_share_one_server(broker: Servers) -> None:
 
 def test_another_config_waits_for_every_shared_lease_then_restarts(broker: Servers) -> None:
     with broker.lease():
-        granted, release, _ = _in_a_thread(broker, LIMITED)
+        granted, release, _ = _in_a_thread(broker, LIMITED, alone=False)
         assert not granted.wait(NOT_GRANTED_WITHIN)
     assert granted.wait(10)
     assert FakeStandalone.log == [("start", {}), ("stop", {}), ("start", LIMITED)]
@@ -75,16 +75,30 @@ def test_another_config_waits_for_every_shared_lease_then_restarts(broker: Serve
 
 def test_a_config_of_its_own_is_never_shared(broker: Servers) -> None:
     with broker.lease(LIMITED):
-        granted, release, _ = _in_a_thread(broker, LIMITED)
+        granted, release, _ = _in_a_thread(broker, LIMITED, alone=False)
         assert not granted.wait(NOT_GRANTED_WITHIN)
     assert granted.wait(10)
     assert FakeStandalone.log == [("start", LIMITED)]  # the same server, in turn
     release.set()
 
 
+def test_a_lease_alone_waits_for_the_shared_ones_and_stops_new_ones(broker: Servers) -> None:
+    with broker.lease():
+        alone, release_alone, _ = _in_a_thread(broker, None, alone=True)
+        assert not alone.wait(NOT_GRANTED_WITHIN)
+        shared, release_shared, _ = _in_a_thread(broker, None, alone=False)
+        assert not shared.wait(NOT_GRANTED_WITHIN)  # it may not pass the lease alone
+    assert alone.wait(10)
+    assert not shared.wait(NOT_GRANTED_WITHIN)
+    release_alone.set()
+    assert shared.wait(10)
+    release_shared.set()
+    assert FakeStandalone.log == [("start", {})]  # alone, without a restart
+
+
 def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> None:
     with broker.lease():
-        other, release_other, _ = _in_a_thread(broker, LIMITED)
+        other, release_other, _ = _in_a_thread(broker, LIMITED, alone=False)
         with broker.lease():  # granted at once, though the other config asked first
             assert not other.wait(NOT_GRANTED_WITHIN)
     assert other.wait(10)
