@@ -13,8 +13,8 @@ from .servers import BROKER_ENV, Broker, base_config
 
 _BROKER = pytest.StashKey[Broker]()
 _MEASURED = "measured: "  # the prefix of a measured outcome's user property
-#: The pytest-xdist group of the tests that hold the server alone (marked ``alone``
-#: or ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
+#: The pytest-xdist group of the tests on a server config of their own (marked
+#: ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
 #: others go on with the tests that need no server.
 IN_TURN = "server_in_turn"
 
@@ -37,14 +37,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _in_turn(item: pytest.Item) -> bool:
-    return any(item.get_closest_marker(name) is not None for name in ("alone", "own_server"))
+    return item.get_closest_marker("own_server") is not None
 
 
 def _rank(item: pytest.Item) -> int:
-    """Tests sharing the default server first, side by side on every worker; then, on
-    one worker, those holding it alone, and those on a server config of their own
-    (each config's in a row: one restart each); the other workers meanwhile run the
-    tests needing no server."""
+    """Tests sharing the default server first, side by side on every worker; then those
+    holding it alone (a FlushAll: side by side with each other only); then, on one
+    worker, those on a server config of their own (each config's in a row: one restart
+    each), while the other workers run the tests needing no server."""
     if item.get_closest_marker("own_server") is not None:
         return 2
     if item.get_closest_marker("alone") is not None:
@@ -61,8 +61,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """On a pytest-xdist worker, the group holds: otherwise the tests holding the server
-    alone would each take a worker, and wait there, in turn."""
+    """On a pytest-xdist worker, the group holds: otherwise the tests on a server config
+    of their own would each take a worker, and wait there, in turn."""
     if not getattr(session.config.option, "loadgroup", False):
         return
     for item in session.items:

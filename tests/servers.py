@@ -10,10 +10,10 @@ in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
   side by side, each with collections of its own;
 - a lease on any other config is exclusive (a rate limit, authorization, TLS, a
   ``kill -9``): the test owns the server until it returns the lease;
-- a lease *alone* on the default config is exclusive too, without a restart: for a
-  test that seals every collection of the server (a FlushAll: ``flush_all_sync``, the
-  command line's ``--server``), which would upset the tests beside it that time their
-  own flushes.
+- a lease *alone* on the default config is shared only with other leases alone, with
+  no restart: for a test that seals every collection of the server (a FlushAll:
+  ``flush_all_sync``, the command line's ``--server``), which would upset the shared
+  tests beside it that time their own flushes, but not another such test.
 
 To grant a lease on another config, the broker waits until every lease is returned,
 then stops the server and starts one with that config. It prefers requests for the
@@ -126,7 +126,7 @@ class Broker:
         self._holders = 0
         self._switching = False
         self._idle_since = time.monotonic()
-        self._alone = False  # the lease held is a lease alone
+        self._alone = False  # the leases held are leases alone
         self._waiting: list[tuple[dict[str, str], bool]] = []  # (config, alone), in order
         self._dir = tempfile.mkdtemp(prefix="flushsync-broker-")
         self.path = os.path.join(self._dir, "socket")
@@ -160,7 +160,7 @@ class Broker:
             request = json.loads(stream.readline())
             wanted, alone = {**self._base, **request["config"]}, bool(request["alone"])
             try:
-                server = self._acquire(wanted, alone or wanted != self._base)
+                server = self._acquire(wanted, alone)
             except Exception as error:  # the test that asked raises it
                 _send(stream, {"error": f"{type(error).__name__}: {error}"})
                 return
@@ -203,16 +203,17 @@ class Broker:
         return server
 
     def _grantable(self, wanted: dict[str, str], alone: bool) -> bool:
-        """Whether a lease may be granted now (``alone``: exclusive; the config's
-        server may have to be started first)."""
+        """Whether a lease may be granted now (``alone``: shared only with leases alone;
+        the config's server may have to be started first)."""
         running = self._server.config if self._server is not None else None
-        if self._switching or (self._holders and (alone or self._alone)):
+        if self._switching:
             return False
-        # Once a lease alone on the running config waits, no shared one passes it.
-        if not alone and any(a and c == running for c, a in self._waiting):
-            return False
-        if self._holders or wanted == running:  # only the default config is shared
-            return wanted == running and (not self._holders or wanted == self._base)
+        if self._holders:  # only the default config is shared, by leases of one kind
+            # Once the other kind waits for this server, no more of this kind pass it.
+            other = any(c == running and a != alone for c, a in self._waiting)
+            return wanted == running == self._base and alone == self._alone and not other
+        if wanted == running:
+            return True
         # A restart: only once no one wants the running config, after a grace, in order.
         idle = time.monotonic() - self._idle_since
         return (

@@ -96,6 +96,12 @@ def test_a_lease_alone_waits_for_the_shared_ones_and_stops_new_ones(broker: Serv
     assert FakeStandalone.log == [("start", {})]  # alone, without a restart
 
 
+def test_leases_alone_share_the_server_with_each_other(broker: Servers) -> None:
+    with broker.lease(alone=True) as one, broker.lease(alone=True) as two:
+        assert one.port == two.port
+    assert FakeStandalone.log == [("start", {})]
+
+
 def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> None:
     with broker.lease():
         other, release_other, _ = _in_a_thread(broker, LIMITED, alone=False)
