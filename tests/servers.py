@@ -125,6 +125,7 @@ class Broker:
         self._server: Standalone | None = None
         self._holders = 0
         self._switching = False
+        self._closed = False
         self._idle_since = time.monotonic()
         self._alone = False  # the leases held are leases alone
         self._waiting: list[tuple[dict[str, str], bool]] = []  # (config, alone), in order
@@ -141,7 +142,9 @@ class Broker:
         with contextlib.suppress(OSError):
             self._listener.close()
         with self._changed:
+            self._closed = True
             server, self._server = self._server, None
+            self._changed.notify_all()
         if server is not None:
             server.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -179,7 +182,9 @@ class Broker:
         with self._changed:
             self._waiting.append((wanted, alone))
             try:
-                while not self._grantable(wanted, alone):
+                while self._closed or not self._grantable(wanted, alone):
+                    if self._closed:  # never a server after close (the unit tests' fake)
+                        raise RuntimeError("the broker has closed")
                     self._changed.wait(GRACE / 4)
             finally:
                 self._waiting.remove((wanted, alone))
@@ -212,8 +217,8 @@ class Broker:
             # Once the other kind waits for this server, no more of this kind pass it.
             other = any(c == running and a != alone for c, a in self._waiting)
             return wanted == running == self._base and alone == self._alone and not other
-        if wanted == running:
-            return True
+        if wanted == running:  # the kind that asked first for it goes first
+            return alone == next(a for c, a in self._waiting if c == running)
         # A restart: only once no one wants the running config, after a grace, in order.
         idle = time.monotonic() - self._idle_since
         return (
