@@ -346,7 +346,7 @@ def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
     work.gone = error
     logger.info("flush_sync: %s: dropped since it was listed; listing again", error.message)
     state.move(Event.GONE)
-    state.owe(0.0)
+    state.owe(work.policy.retry.initial * work.unexplained)  # at once, the first time
     return True
 
 

@@ -39,7 +39,8 @@ the sealing phase), else it stays. The tables, as they read::
 same deadline. A collection another client drops after the listing answers "not
 found" (``_errors.GONE_CODES``) to whatever comes next: such a call lists again
 (``GONE``) and goes on with the collections of its first listing still there, none
-new; when none is missing, the error stands. A call given its names fails at once.
+new. A drop under way may still be listed: after ``UNEXPLAINED_LISTINGS`` listings
+again that miss nothing, the error stands. A call given its names fails at once.
 ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync`` (docs/guarantees.md,
 "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply
@@ -103,6 +104,10 @@ __all__ = [
     "staged",
 ]
 
+#: Listings again (``GONE``) that still hold every collection the call listed, before
+#: its "not found" stands: a collection being dropped may be listed a while yet.
+UNEXPLAINED_LISTINGS = 3
+
 
 class Shared(enum.Enum):
     """Which of a step's RPCs group commit may share among calls (``_group``)."""
@@ -132,6 +137,7 @@ class Work:
     flushed_now: dict[str, Flushed] = field(default_factory=dict)  # SEGMENTS_NOW
     recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
     gone: MilvusException | None = None  # GONE: the "not found" that sent LIST again
+    unexplained: int = 0  # GONE: listings again that still held every collection
 
     @classmethod
     def of(  # noqa: PLR0917  # the machine's own arguments, passed on
@@ -227,8 +233,10 @@ def _list_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fai
     if work.gone is not None:  # listed again (GONE): what is left of the first listing
         before, there = list(work.progress.states), set(listed)
         listed = [name for name in before if name in there]
-        if len(listed) == len(before):  # none was dropped: the "not found" stands
-            return Fail(work.gone)
+        if len(listed) == len(before):  # none gone yet: a drop under way, or none at all
+            work.unexplained += 1
+            if work.unexplained > UNEXPLAINED_LISTINGS:
+                return Fail(work.gone)
         work.gone = None
     work.progress.listed(listed)
     if work.floor:  # SWEPT: what the FlushAll sealed is covered at its timestamp
