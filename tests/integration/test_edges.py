@@ -55,6 +55,10 @@ NO_CONNECTION = {"tcp:silent", *RETRIED}
 #: "At once" for the CLI includes pymilvus's client constructor, which takes up to
 #: ~0.3 s under pymilvus 2.5 on the 2-core machine (measured 0.28 s in CI).
 CLI_AT_ONCE = 2 * TOLERANCE if CONNECT_RETRIED else TOLERANCE
+#: "At once" without a deadline: a retried failure would run for the CLI's retry budget
+#: (``FlushPolicy.retry_budget``, 120 s), so a bound that a 2-core machine running the
+#: suite on four workers meets (0.39 s was measured against 0.25) still tells them apart.
+UNTIMED_AT_ONCE = 10 * TOLERANCE
 
 #: Untimed calls, and the code of the error that ends them. ``never_flushed`` answers
 #: every poll, so without a deadline it waits (until ``close()``: below). Without a
@@ -200,7 +204,7 @@ def test_cli_without_a_timeout_fails_at_once(
         code, out, err, took = run_cli(capsys, "flush", "--uri", server.uri, *what)
     assert (code, out) == (1, "")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert took <= CLI_AT_ONCE
+    assert took <= UNTIMED_AT_ONCE
 
 
 def test_cli_failed_all_names_the_collections_it_tried(capsys: pytest.CaptureFixture[str]) -> None:
