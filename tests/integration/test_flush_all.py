@@ -129,21 +129,20 @@ def test_milvus_2_6_8_gets_one_flush_all_broadcast(
 
 @pytest.fixture
 def churn(backend: Backend) -> Iterator[list[str]]:
-    """Another client creating, filling and dropping collections in the default
-    database as fast as it can, for the test's length; the names it dropped."""
+    """Another thread creating, filling and dropping collections in the default
+    database as fast as it can, for the test's length; the names it dropped. It uses
+    the test's client: under pymilvus 2.5, clients of one URI share one connection,
+    which a second client's ``close()`` would close for both."""
     stop, dropped = threading.Event(), []
 
     def create_and_drop() -> None:
-        client = MilvusClient(backend.uri)
-        try:
-            while not stop.is_set():
-                name = unique("churn")
-                client.create_collection(name, dimension=8)
-                client.insert(name, rows(0, 10))
-                client.drop_collection(name)
-                dropped.append(name)
-        finally:
-            client.close()
+        client = backend.client
+        while not stop.is_set():
+            name = unique("churn")
+            client.create_collection(name, dimension=8)
+            client.insert(name, rows(0, 10))
+            client.drop_collection(name)
+            dropped.append(name)
 
     thread = threading.Thread(target=create_and_drop)
     thread.start()
