@@ -296,21 +296,3 @@ class Servers:
             yield server
         finally:
             server.close()
-
-
-def main() -> None:
-    """``python -m tests.servers``: a broker for several test runs at once (CI's legs
-    on older pymilvus lines). Prints its socket's path, for ``$FLUSHSYNC_SERVERS``, and
-    serves until its stdin closes; then it stops its server."""
-    import sys
-
-    broker = Broker(base_config())
-    print(broker.path, flush=True)
-    try:
-        sys.stdin.read()
-    finally:
-        broker.close()
-
-
-if __name__ == "__main__":
-    main()
