@@ -64,7 +64,18 @@ from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
 from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries
 from ._state import CallState, Event, Phase, Turn
-from ._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, Shared, Step, Table, Work, staged
+from ._steps import (
+    EVERY,
+    FLUSH,
+    FLUSH_ALL,
+    LISTING,
+    UNEXPLAINED_LISTINGS,
+    Shared,
+    Step,
+    Table,
+    Work,
+    staged,
+)
 from ._ticks import TickModel
 
 __all__ = [
@@ -343,6 +354,10 @@ def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
     fails at once."""
     if error.code not in GONE_CODES or not state.can(Event.GONE):
         return False
+    if state.phase is Phase.FLUSH_ALL:  # no listing of its own to shrink: a bounded retry
+        work.unexplained += 1
+        if work.unexplained > UNEXPLAINED_LISTINGS:
+            return False
     work.gone = error
     logger.info("flush_sync: %s: dropped since it was listed; listing again", error.message)
     state.move(Event.GONE)

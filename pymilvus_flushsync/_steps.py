@@ -33,7 +33,7 @@ the sealing phase), else it stays. The tables, as they read::
     LISTING (seal=False)    LIST -LISTED-> DONE           LIST -EMPTY-> DONE
     FLUSH_ALL               FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
                             POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
-                            POLL_ALL -LOST-> FLUSH_ALL
+                            POLL_ALL -LOST-> FLUSH_ALL    FLUSH_ALL -GONE-> FLUSH_ALL
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
@@ -41,6 +41,9 @@ found" (``_errors.GONE_CODES``) to whatever comes next: such a call lists again
 (``GONE``) and goes on with the collections of its first listing still there, none
 new. A drop under way may still be listed: after ``UNEXPLAINED_LISTINGS`` listings
 again that miss nothing, the error stands. A call given its names fails at once.
+A FlushAll lists for itself: one that answers "not found" (a collection dropped during
+the server's own sweep, as 2.3.5's does) is sent again, at most
+``UNEXPLAINED_LISTINGS`` times.
 ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync`` (docs/guarantees.md,
 "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply
@@ -707,7 +710,11 @@ FLUSH_ALL = Table(
     Phase.FLUSH_ALL,
     STEPS,
     {
-        Phase.FLUSH_ALL: {Event.SEALED: Phase.POLL_ALL, Event.NOT_BROADCAST: Phase.DONE},
+        Phase.FLUSH_ALL: {
+            Event.SEALED: Phase.POLL_ALL,
+            Event.NOT_BROADCAST: Phase.DONE,
+            Event.GONE: Phase.FLUSH_ALL,
+        },
         Phase.POLL_ALL: {
             Event.NOT_YET: Phase.POLL_ALL,
             Event.FLUSHED: Phase.DONE,

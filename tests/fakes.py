@@ -268,7 +268,8 @@ class Cluster:
     timestamp fails until a Flush names them. Each collection has one sealed segment.
     Those in ``dropped_after_listing`` are dropped right after their first listing, as
     another client may: then every RPC naming them answers "not found" (code 100),
-    but Lite's Flush, which skips them."""
+    but Lite's Flush, which skips them. The first ``flush_all_gone`` FlushAlls answer
+    code 500, as 2.3.5's does when a collection is dropped during its own sweep."""
 
     def __init__(
         self,
@@ -279,8 +280,10 @@ class Cluster:
         missed: frozenset[str] = frozenset(),
         *,
         dropped_after_listing: frozenset[str] = frozenset(),
+        flush_all_gone: int = 0,
     ) -> None:
         self.version = version
+        self.flush_all_gone = flush_all_gone  # FlushAlls that answer code 500 first
         self.missed = set(missed)
         self.to_drop = set(dropped_after_listing)
         self.checked_at: set[int] = set()  # GetFlushState's flush_ts without segments
@@ -338,6 +341,9 @@ class Cluster:
     def on_FlushAll(self, request: Any) -> Any:
         if self.version.startswith("milvus_lite"):
             raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
+        if self.flush_all_gone:
+            self.flush_all_gone -= 1
+            return milvus_pb2.FlushAllResponse(status=status(500, "channel not found[channel=x]"))
         reply = milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=max(self.ticks.values()))
         if self.broadcasts():
             for channel, tick in self.ticks.items():

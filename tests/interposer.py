@@ -59,10 +59,17 @@ def rate_limited_reason(rate: float) -> str:
 _Interposer = TypeVar("_Interposer", bound="Interposer")
 
 
+#: When the server at host:port last accepted a Flush sent through an interposer of this
+#: process (its reply's arrival, ``time.monotonic``): the server-wide limit's window
+#: started no later (``tests/processes.whole_window``).
+_accepted_flush: dict[str, float] = {}
+
+
 class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Forwards every call to ``target`` (host:port) but those ``intercept`` answers."""
 
     def __init__(self, target: str) -> None:
+        self.target = target
         self.calls: Counter[str] = Counter()  # method -> calls that reached the server
         self._counting = threading.Lock()
         self._channel = grpc.insecure_channel(target)
@@ -71,6 +78,10 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def last_accepted_flush(self) -> float | None:
+        """When the server last accepted a Flush through an interposer (``time.monotonic``)."""
+        return _accepted_flush.get(self.target)
 
     def close(self) -> None:
         self._server.stop(grace=None).wait(5)
@@ -107,10 +118,15 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
                 self.calls[method[len(_SERVICE) :]] += 1
             remaining = context.time_remaining()
             try:
-                return bytes(forward(request, timeout=remaining, metadata=metadata))
+                reply = bytes(forward(request, timeout=remaining, metadata=metadata))
             except grpc.RpcError as error:
                 context.abort(error.code(), error.details())
                 raise  # unreachable: abort raises
+            if method.endswith("/Flush"):
+                status = milvus_pb2.FlushResponse.FromString(reply).status
+                if status.code == 0 and status.error_code == 0:
+                    _accepted_flush[self.target] = time.monotonic()
+            return reply
 
         return grpc.unary_unary_rpc_method_handler(handle)
 

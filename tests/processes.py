@@ -51,6 +51,15 @@ def window(rule: str) -> float:
     return GLOBAL_WINDOW if rule == GLOBAL else WINDOW
 
 
+def whole_window(interposer: Interposer) -> None:
+    """Under the global rule, sleep until a whole window has passed since the server last
+    accepted a Flush (through an interposer: the tests' only way), so that the next
+    Flush is accepted. Not a synchronisation: a window is a length of time."""
+    last = interposer.last_accepted_flush()
+    if last is not None:
+        time.sleep(max(0.0, last + GLOBAL_WINDOW + 0.3 - time.monotonic()))
+
+
 @contextlib.contextmanager
 def behind(
     servers: Servers, rule: str, *, alone: bool = False

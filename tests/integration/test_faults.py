@@ -42,7 +42,9 @@ RATE_LIMITED = {
 AUTHORIZATION = {"common.security.authorizationEnabled": "true"}
 # A killed server's etcd session must expire before the restarted one serves;
 # 10 s instead of the default 30 s keeps the restart short (measured 8 s vs 54 s).
-SHORT_SESSION = {"common.session.ttl": "10"}
+# Milvus's own 2 s allocations (not tests/servers.FAST_FLUSH's) keep the kill well
+# inside the flush.
+SHORT_SESSION = {"common.session.ttl": "10", "dataCoord.segment.assignmentExpiration": "2000"}
 ROOT = "root:Milvus"
 
 # Every deadline here gets the README's TOLERANCE (0.25 s), also under a rate limit,

@@ -17,7 +17,15 @@ from pymilvus_flushsync import MilvusClient
 
 from ..helpers import Backend, Measure, async_flush, own_server
 from ..interposer import THROUGH_AN_INTERPOSER, Interposer, RateLimitingInterposer
-from ..processes import GLOBAL, PER_COLLECTION, behind, insert_elsewhere, run, window
+from ..processes import (
+    GLOBAL,
+    PER_COLLECTION,
+    behind,
+    insert_elsewhere,
+    run,
+    whole_window,
+    window,
+)
 from ..servers import Server, Servers
 
 pytestmark = [
@@ -45,9 +53,12 @@ def _collection(limited: tuple[Server, Interposer]) -> tuple[str, float]:
     backend = Backend("server", server.uri, MilvusClient(server.uri))
     lone_name, name = backend.collection(), backend.collection()
     backend.client.close()
+    global_rule = not isinstance(interposer, RateLimitingInterposer)
+    if global_rule:
+        whole_window(interposer)  # the lone call pays none
     (lone,) = run(server.uri, interposer.uri, lone_name, 1, together=True)
-    if not isinstance(interposer, RateLimitingInterposer):
-        time.sleep(window(GLOBAL) + 0.5)  # not a synchronisation: the window must be whole
+    if global_rule:
+        whole_window(interposer)
     return name, lone.seconds
 
 
@@ -135,7 +146,7 @@ def test_a_refused_flush_covers_what_another_process_wrote_before_the_call(
             else async_flush(interposer.uri)
         )
         if not isinstance(interposer, RateLimitingInterposer):
-            time.sleep(window(GLOBAL) + 0.5)  # not a synchronisation: the window must be whole
+            whole_window(interposer)
         first = flush(name, timeout=60)
         assert first.flushed and not first.collections[name].covered  # accepted: its window
         before = interposer.calls["Flush"]

@@ -20,6 +20,7 @@ from pymilvus_flushsync import FlushAllSyncResponse, FlushTimeoutError, _async, 
 from pymilvus_flushsync._call import broadcasts
 from pymilvus_flushsync._compat import BROADCAST_FIELDS
 from pymilvus_flushsync._requests import broadcast_ticks
+from pymilvus_flushsync._steps import UNEXPLAINED_LISTINGS
 
 from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36
 
@@ -252,3 +253,24 @@ def test_a_collection_dropped_after_the_listing_is_left_out(flavor: str, version
     assert isinstance(response, FlushAllSyncResponse) and response.flushed
     assert sorted(response.databases["default"].collections) == ["a"]
     assert list(response.databases["x"].collections) == ["c"]
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize(("refusals", "sent"), [(1, 2), (UNEXPLAINED_LISTINGS, 4)])
+def test_a_flush_all_whose_sweep_met_a_drop_is_sent_again(
+    flavor: str, refusals: int, sent: int
+) -> None:
+    """2.3.5's FlushAll answers code 500 when a collection is dropped during its own
+    sweep: the call sends it again, which lists afresh, up to UNEXPLAINED_LISTINGS times."""
+    server = FakeServer(Cluster(version="v2.3.5", flush_all_gone=refusals))
+    response = flush_all(flavor, server)
+    assert isinstance(response, FlushAllSyncResponse) and response.flushed
+    assert methods(server)["FlushAll"] == sent
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_flush_all_that_keeps_answering_not_found_fails_with_its_error(flavor: str) -> None:
+    server = FakeServer(Cluster(version="v2.3.5", flush_all_gone=UNEXPLAINED_LISTINGS + 1))
+    error = flush_all(flavor, server)
+    assert isinstance(error, MilvusException) and error.code == 500
+    assert methods(server)["FlushAll"] == UNEXPLAINED_LISTINGS + 1
