@@ -38,9 +38,10 @@ def limited(rate: float) -> dict[str, str]:
 #: Milvus's own rate, 0.1/s (2.4.5+ applies it per collection): the benchmark's, and
 #: ``test_faults.py``'s, which proves it on the real server.
 LIMITED, WINDOW = limited(0.1), 10.0
-#: The global rule's tests run it at 0.2/s: who pays a window and who shares one does
-#: not depend on its length, and a 5 s window still stands out from a 2.5 s flush.
-GLOBAL_LIMITED, GLOBAL_WINDOW = limited(0.2), 5.0
+#: The global rule's tests run it at 0.25/s: who pays a window and who shares one does
+#: not depend on its length, and a 4 s window still stands out from the tests' servers'
+#: 1 s flush (``tests/servers.FAST_FLUSH``).
+GLOBAL_LIMITED, GLOBAL_WINDOW = limited(0.25), 4.0
 #: The two Flush limits: Milvus 2.3.5's own global one (a server config of its own),
 #: and 2.4.5+'s per-collection one (``tests/interposer.py``, on the default server).
 GLOBAL, PER_COLLECTION = "2.3 global", "2.4.5 per collection"

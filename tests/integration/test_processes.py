@@ -1,6 +1,6 @@
 """Independent processes share Milvus's Flush limit window (docs/guarantees.md,
 "Independent processes share the window"), on the real Milvus 2.3.5 with its global
-``flushRate.max`` (at 0.2/s: ``tests/processes.GLOBAL_LIMITED``), and behind
+``flushRate.max`` (at 0.25/s: ``tests/processes.GLOBAL_LIMITED``), and behind
 ``tests/interposer.py``'s 2.4.5+ per-collection rule. Each worker is a process and
 client of its own, sync or asyncio (``tests/processes.py``). Whatever the path, a call
 returns only once every row acknowledged before it began, by any process, is
