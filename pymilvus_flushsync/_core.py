@@ -50,12 +50,12 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import common_pb2
 
 from ._errors import (
-    GONE_CODES,
     Failure,
     FlushTimeoutError,
     classify_exception,
     classify_rpc_error,
     classify_status,
+    gone,
     interrupted,
     undecodable,
 )
@@ -352,7 +352,7 @@ def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
     ``error`` says one may have been dropped by another client since the listing. The
     new listing must lack one, or ``error`` stands (``_steps``); a call given its names
     fails at once."""
-    if error.code not in GONE_CODES or not state.can(Event.GONE):
+    if not gone(error) or not state.can(Event.GONE):
         return False
     if state.phase is Phase.FLUSH_ALL:  # no listing of its own to shrink: a bounded retry
         work.unexplained += 1

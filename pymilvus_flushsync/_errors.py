@@ -91,8 +91,17 @@ _RETRYABLE_GRPC = _UNREACHABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}
 #: Milvus's status code for a collection that does not exist.
 COLLECTION_NOT_FOUND = int(ErrorCode.COLLECTION_NOT_FOUND)
 #: What Milvus answers about a collection another client has just dropped: "not found"
-#: (code 100), or, its channels gone first, "channel not found" (``merr.ErrChannelNotFound``).
+#: (code 100), or, its channels gone first, "channel not found" (``merr.ErrChannelNotFound``,
+#: code 500; 2.3.5's FlushAll wraps it in a retry error of code 65535: ``gone``).
 GONE_CODES = frozenset({COLLECTION_NOT_FOUND, 500})
+_CHANNEL_NOT_FOUND = "channel not found"
+
+
+def gone(error: MilvusException) -> bool:
+    """Whether ``error`` may say a collection was dropped meanwhile (``GONE_CODES``)."""
+    return error.code in GONE_CODES or _CHANNEL_NOT_FOUND in error.message
+
+
 #: Milvus's status code for a database that does not exist (``merr.ErrDatabaseNotFound``).
 DATABASE_NOT_FOUND = 800
 #: How Milvus Lite says so instead, with code 6 to Flush and 1 to ShowCollections.

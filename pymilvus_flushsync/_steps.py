@@ -37,13 +37,13 @@ the sealing phase), else it stays. The tables, as they read::
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
-found" (``_errors.GONE_CODES``) to whatever comes next: such a call lists again
+found" (``_errors.gone``) to whatever comes next: such a call lists again
 (``GONE``) and goes on with the collections of its first listing still there, none
 new. A drop under way may still be listed: after ``UNEXPLAINED_LISTINGS`` listings
 again that miss nothing, the error stands. A call given its names fails at once.
 A FlushAll lists for itself: one that answers "not found" (a collection dropped during
-the server's own sweep, as 2.3.5's does) is sent again, at most
-``UNEXPLAINED_LISTINGS`` times.
+the server's own sweep: 2.3.5's says "channel not found", code 500 or 65535) is sent
+again, at most ``UNEXPLAINED_LISTINGS`` times.
 ``FLUSH_ALL`` is FlushAll, for ``flush_all_sync`` (docs/guarantees.md,
 "flush_all_sync and FlushAll"). On Milvus 2.6.8+ its reply's
 per-channel messages give the time ticks GetFlushAllState is asked about. A reply

@@ -269,7 +269,8 @@ class Cluster:
     Those in ``dropped_after_listing`` are dropped right after their first listing, as
     another client may: then every RPC naming them answers "not found" (code 100),
     but Lite's Flush, which skips them. The first ``flush_all_gone`` FlushAlls answer
-    code 500, as 2.3.5's does when a collection is dropped during its own sweep."""
+    "channel not found" (code 500 or 65535), as 2.3.5's does when a collection is
+    dropped during its own sweep."""
 
     def __init__(
         self,
@@ -341,9 +342,11 @@ class Cluster:
     def on_FlushAll(self, request: Any) -> Any:
         if self.version.startswith("milvus_lite"):
             raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
-        if self.flush_all_gone:
+        if self.flush_all_gone:  # as 2.3.5 answered, one way or the other
             self.flush_all_gone -= 1
-            return milvus_pb2.FlushAllResponse(status=status(500, "channel not found[channel=x]"))
+            code, attempt = (500, 1) if self.flush_all_gone % 2 else (65535, 0)
+            reason = f"attempt #{attempt}: channel not found[channel=by-dev-rootcoord-dml_5_4v0]"
+            return milvus_pb2.FlushAllResponse(status=status(code, reason))
         reply = milvus_pb2.FlushAllResponse(status=status(), flush_all_ts=max(self.ticks.values()))
         if self.broadcasts():
             for channel, tick in self.ticks.items():
