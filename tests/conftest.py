@@ -47,7 +47,7 @@ def _rank(item: pytest.Item) -> int:
     each), while the other workers run the tests needing no server."""
     if item.get_closest_marker("own_server") is not None:
         return 2
-    if item.get_closest_marker("alone") is not None:
+    if item.get_closest_marker("alone") or item.get_closest_marker("exclusive"):
         return 1
     return 0 if item.get_closest_marker("server") is not None else 3
 

@@ -13,7 +13,9 @@ in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
 - a lease *alone* on the default config is shared only with other leases alone, with
   no restart: for a test that seals every collection of the server (a FlushAll:
   ``flush_all_sync``, the command line's ``--server``), which would upset the shared
-  tests beside it that time their own flushes, but not another such test.
+  tests beside it that time their own flushes, but not another such test;
+- an *exclusive* lease on the default config is shared with no other, with no restart:
+  for a test that drops collections throughout, which would fail the FlushAlls beside it.
 
 To grant a lease on another config, the broker waits until every lease is returned,
 then stops the server and starts one with that config. It prefers requests for the
@@ -44,6 +46,8 @@ BROKER_ENV = "FLUSHSYNC_SERVERS"
 #: before it restarts it with a config another test waits for: test after test, a
 #: worker asks again within milliseconds.
 GRACE = 1.0
+#: The kinds of lease on the default config (module docstring).
+SHARED, ALONE, EXCLUSIVE = "shared", "alone", "exclusive"
 
 
 #: The tests' servers seal and persist in about 1 s instead of 2.5 s: Milvus flushes a
@@ -135,8 +139,8 @@ class Broker:
         self._switching = False
         self._closed = False
         self._idle_since = time.monotonic()
-        self._alone = False  # the leases held are leases alone
-        self._waiting: list[tuple[dict[str, str], bool]] = []  # (config, alone), in order
+        self._kind = SHARED  # of the leases held
+        self._waiting: list[tuple[dict[str, str], str]] = []  # (config, kind), in order
         self._dir = tempfile.mkdtemp(prefix="flushsync-broker-")
         self.path = os.path.join(self._dir, "socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -169,9 +173,9 @@ class Broker:
         """One lease: the request, the grant, then kill/restart orders until it closes."""
         with connection, connection.makefile("rw", encoding="utf-8") as stream:
             request = json.loads(stream.readline())
-            wanted, alone = {**self._base, **request["config"]}, bool(request["alone"])
+            wanted, kind = {**self._base, **request["config"]}, str(request["kind"])
             try:
-                server = self._acquire(wanted, alone)
+                server = self._acquire(wanted, kind)
             except Exception as error:  # the test that asked raises it
                 _send(stream, {"error": f"{type(error).__name__}: {error}"})
                 return
@@ -186,18 +190,18 @@ class Broker:
             finally:
                 self._release()
 
-    def _acquire(self, wanted: dict[str, str], alone: bool) -> Standalone:
+    def _acquire(self, wanted: dict[str, str], kind: str) -> Standalone:
         with self._changed:
-            self._waiting.append((wanted, alone))
+            self._waiting.append((wanted, kind))
             try:
-                while self._closed or not self._grantable(wanted, alone):
+                while self._closed or not self._grantable(wanted, kind):
                     if self._closed:  # never a server after close (the unit tests' fake)
                         raise RuntimeError("the broker has closed")
                     self._changed.wait(GRACE / 4)
             finally:
-                self._waiting.remove((wanted, alone))
+                self._waiting.remove((wanted, kind))
             self._holders += 1
-            self._alone = alone
+            self._kind = kind
             if self._server is not None and self._server.config == wanted:
                 return self._server
             self._switching, old, self._server = True, self._server, None
@@ -215,24 +219,26 @@ class Broker:
             self._changed.notify_all()
         return server
 
-    def _grantable(self, wanted: dict[str, str], alone: bool) -> bool:
-        """Whether a lease may be granted now (``alone``: shared only with leases alone;
-        the config's server may have to be started first)."""
+    def _grantable(self, wanted: dict[str, str], kind: str) -> bool:
+        """Whether a lease of ``kind`` may be granted now (module docstring; the config's
+        server may have to be started first)."""
         running = self._server.config if self._server is not None else None
         if self._switching:
             return False
         if self._holders:  # only the default config is shared, by leases of one kind
-            # Once the other kind waits for this server, no more of this kind pass it.
-            other = any(c == running and a != alone for c, a in self._waiting)
-            return wanted == running == self._base and alone == self._alone and not other
+            if EXCLUSIVE in (kind, self._kind):
+                return False
+            # Once another kind waits for this server, no more of this kind pass it.
+            other = any(c == running and k != kind for c, k in self._waiting)
+            return wanted == running == self._base and kind == self._kind and not other
         if wanted == running:  # the kind that asked first for it goes first
-            return alone == next(a for c, a in self._waiting if c == running)
+            return kind == next(k for c, k in self._waiting if c == running)
         # A restart: only once no one wants the running config, after a grace, in order.
         idle = time.monotonic() - self._idle_since
         return (
             not any(c == running for c, _ in self._waiting)
             and (running is None or idle >= GRACE)
-            and self._waiting[0] == (wanted, alone)
+            and self._waiting[0] == (wanted, kind)
         )
 
     def _release(self) -> None:
@@ -252,12 +258,12 @@ class Server:
     """A lease on the run's server (``Broker``): its address, and ``kill``/``restart``
     for a test that holds it alone. ``close`` returns it."""
 
-    def __init__(self, broker: str, config: Mapping[str, str], alone: bool = False) -> None:
+    def __init__(self, broker: str, config: Mapping[str, str], kind: str = SHARED) -> None:
         self.config = dict(config)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.connect(broker)
         self._stream = self._socket.makefile("rw", encoding="utf-8")
-        reply = self._ask({"config": self.config, "alone": alone})
+        reply = self._ask({"config": self.config, "kind": kind})
         if "error" in reply:
             self.close()
             raise RuntimeError(f"the Milvus server did not start: {reply['error']}")
@@ -290,16 +296,22 @@ class Server:
 
 class Servers:
     """Leases on the run's server, for fixtures: ``with servers.lease(config) as server``
-    (``alone``: the default config's server, with no other test beside)."""
+    (``alone``: the default config's server, beside leases alone only; ``exclusive``:
+    beside no other lease)."""
 
     def __init__(self, broker: str) -> None:
         self._broker = broker
 
     @contextlib.contextmanager
     def lease(
-        self, config: Mapping[str, str] | None = None, *, alone: bool = False
+        self,
+        config: Mapping[str, str] | None = None,
+        *,
+        alone: bool = False,
+        exclusive: bool = False,
     ) -> Iterator[Server]:
-        server = Server(self._broker, config or {}, alone)
+        kind = EXCLUSIVE if exclusive else ALONE if alone else SHARED
+        server = Server(self._broker, config or {}, kind)
         try:
             yield server
         finally:

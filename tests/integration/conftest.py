@@ -30,9 +30,10 @@ def milvus_servers() -> Servers:
 @pytest.fixture
 def milvus_server(milvus_servers: Servers, request: pytest.FixtureRequest) -> Iterator[Server]:
     """The real server with the default config, shared with the tests beside this one
-    (alone, for a test marked ``alone``)."""
+    (alone, for a test marked ``alone``; with no other, for one marked ``exclusive``)."""
     alone = request.node.get_closest_marker("alone") is not None
-    with milvus_servers.lease(alone=alone) as server:
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with milvus_servers.lease(alone=alone, exclusive=exclusive) as server:
         yield server
 
 

@@ -155,6 +155,7 @@ def churn(backend: Backend) -> Iterator[list[str]]:
 
 
 @server_only
+@pytest.mark.exclusive  # its drops would fail the FlushAlls of the tests beside it
 @pytest.mark.xfail(
     reason="not yet on every path: under continuous drops a code 100 still escapes, "
     "about one call in two on the real server (#28's closing note)",

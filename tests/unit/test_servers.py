@@ -42,14 +42,14 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
         broker.close()
 
 
-def _in_a_thread(servers: Servers, config: Mapping[str, str] | None, alone: bool) -> tuple[
-    threading.Event, threading.Event, list[int]
-]:  # fmt: skip
+def _in_a_thread(
+    servers: Servers, config: Mapping[str, str] | None, alone: bool, exclusive: bool = False
+) -> tuple[threading.Event, threading.Event, list[int]]:
     """Ask for a lease in another thread: (granted, release it, the port it got)."""
     granted, release, port = threading.Event(), threading.Event(), []
 
     def hold() -> None:
-        with servers.lease(config, alone=alone) as server:
+        with servers.lease(config, alone=alone, exclusive=exclusive) as server:
             port.append(server.port)
             granted.set()
             release.wait(30)
@@ -100,6 +100,25 @@ def test_leases_alone_share_the_server_with_each_other(broker: Servers) -> None:
     with broker.lease(alone=True) as one, broker.lease(alone=True) as two:
         assert one.port == two.port
     assert FakeStandalone.log == [("start", {})]
+
+
+def test_an_exclusive_lease_waits_for_the_others_and_holds_the_server_by_itself(
+    broker: Servers,
+) -> None:
+    with broker.lease(alone=True):
+        only, release_only, _ = _in_a_thread(broker, None, alone=False, exclusive=True)
+        assert not only.wait(NOT_GRANTED_WITHIN)
+        alone, release_alone, _ = _in_a_thread(broker, None, alone=True)
+        assert not alone.wait(NOT_GRANTED_WITHIN)  # it may not pass the exclusive lease
+    assert only.wait(10)
+    other, release_other, _ = _in_a_thread(broker, None, alone=False, exclusive=True)
+    assert not alone.wait(NOT_GRANTED_WITHIN) and not other.wait(NOT_GRANTED_WITHIN)
+    release_only.set()
+    assert alone.wait(10)  # it asked first
+    release_alone.set()
+    assert other.wait(10)
+    release_other.set()
+    assert FakeStandalone.log == [("start", {})]  # without a restart
 
 
 def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> None:
