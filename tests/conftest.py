@@ -52,12 +52,27 @@ def _rank(item: pytest.Item) -> int:
     return 0 if item.get_closest_marker("server") is not None else 3
 
 
+def _in_a_row(items: list[pytest.Item]) -> dict[str, int]:
+    """Where each test on a config of its own runs: in file order, but those whose
+    ``own_server`` marker names a config they share run in a row, where the first of
+    them is (one start for them all)."""
+    first: dict[str, int] = {}
+    turn: dict[str, int] = {}
+    for index, item in enumerate(items):
+        marker = item.get_closest_marker("own_server")
+        name = str(marker.args[0]) if marker is not None and marker.args else item.nodeid
+        turn[item.nodeid] = first.setdefault(name, index)
+    return turn
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _in_turn(item):
             item.add_marker(pytest.mark.xdist_group(IN_TURN))
-    items.sort(key=_rank)  # stable: file order within each rank
+    turn = _in_a_row(items)
+    # stable: file order within each rank, but for the configs shared in a row
+    items.sort(key=lambda item: (_rank(item), turn[item.nodeid] if _in_turn(item) else 0))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

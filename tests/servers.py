@@ -57,6 +57,27 @@ SHARED, ALONE, EXCLUSIVE = "shared", "alone", "exclusive"
 FAST_FLUSH = {"dataCoord.segment.assignmentExpiration": "200"}
 
 
+#: The server config of two tests that need one of their own, shared so that they take
+#: one start, in a row (their ``own_server`` marker names it: ``tests/conftest.py``):
+#: ``test_faults``'s ``kill -9`` and ``test_stages``'s unbuilt indexes.
+#:
+#: - A killed server's etcd session must expire before the restarted one serves; 10 s
+#:   instead of the default 30 s keeps the restart short (measured 8 s vs 54 s).
+#: - Milvus's own 2 s allocations (not ``FAST_FLUSH``'s) keep the kill well inside the
+#:   flush.
+#: - Index builds never start: the index coordinator is bound to an index node at a
+#:   loopback port where nothing listens (``bindIndexNodeMode``; port 9, discard).
+CRASHABLE_UNBUILT = {
+    "common.session.ttl": "10",
+    "dataCoord.segment.assignmentExpiration": "2000",
+    "indexCoord.bindIndexNodeMode.enable": "true",
+    "indexCoord.bindIndexNodeMode.address": "127.0.0.1:9",
+    "indexCoord.bindIndexNodeMode.nodeID": "9999",
+}
+#: The ``own_server`` marker's name for it.
+CRASHABLE = "crashable"
+
+
 def base_config() -> dict[str, str]:
     """milvus.yaml keys for every test server: ``FAST_FLUSH``, then any from
     ``$FLUSHSYNC_MILVUS_CONFIG``, e.g. ``"a.b=1,c.d=x"``."""

@@ -28,7 +28,7 @@ from pymilvus_flushsync import AsyncMilvusClient, FlushTimeoutError, MilvusClien
 from pymilvus_flushsync._compat import async_handler
 
 from ..helpers import TOLERANCE, Backend, Measure, async_flush, serving, unique
-from ..servers import Server, Servers
+from ..servers import CRASHABLE, CRASHABLE_UNBUILT, Server, Servers
 from .test_cli import CLI, QUIET
 
 pytestmark = [pytest.mark.server, pytest.mark.faults, pytest.mark.own_server]
@@ -40,11 +40,6 @@ RATE_LIMITED = {
     "quotaAndLimits.flushRate.max": "0.1",
 }
 AUTHORIZATION = {"common.security.authorizationEnabled": "true"}
-# A killed server's etcd session must expire before the restarted one serves;
-# 10 s instead of the default 30 s keeps the restart short (measured 8 s vs 54 s).
-# Milvus's own 2 s allocations (not tests/servers.FAST_FLUSH's) keep the kill well
-# inside the flush.
-SHORT_SESSION = {"common.session.ttl": "10", "dataCoord.segment.assignmentExpiration": "2000"}
 ROOT = "root:Milvus"
 
 # Every deadline here gets the README's TOLERANCE (0.25 s), also under a rate limit,
@@ -309,7 +304,7 @@ class WatchedClient(MilvusClient):
 
 @pytest.fixture
 def crashable(milvus_servers: Servers) -> Iterator[Server]:
-    with milvus_servers.lease(SHORT_SESSION) as server:
+    with milvus_servers.lease(CRASHABLE_UNBUILT) as server:
         yield server
 
 
@@ -318,6 +313,7 @@ def watched(crashable: Server) -> Iterator[Backend]:
     yield from serving(WatchedClient(crashable.uri), crashable.uri)
 
 
+@pytest.mark.own_server(CRASHABLE)  # its config, in a row with test_stages's unbuilt
 def test_kill_9_and_restart_mid_wait_persists_every_row(
     crashable: Server, watched: Backend, retries: list[str], measure: Measure
 ) -> None:

@@ -169,14 +169,15 @@ def test_collections_another_client_drops_meanwhile_are_left_out(
     does the command line's ``--all``. Without that, this failed within two calls."""
     here = backend.collection(100)
     for _ in range(2):
-        response = flush_all(timeout=60)
-        assert response.flushed and here in response.databases["default"].collections
-        # In a process of its own: under pymilvus 2.5 the command's client, closed in
-        # this process, would close the connection this test's client shares with it.
-        cli = subprocess.run(
+        # The command at the same time, in a process of its own: under pymilvus 2.5 its
+        # client, closed in this process, would close the connection this test's shares.
+        with subprocess.Popen(
             [*CLI, "flush", "--uri", backend.uri, "--all"],
-            capture_output=True, text=True, timeout=120, check=False, env=QUIET,
-        )  # fmt: skip
-        assert cli.returncode == 0, cli.stderr
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=QUIET,
+        ) as cli:  # fmt: skip
+            response = flush_all(timeout=60)
+            _, err = cli.communicate(timeout=120)
+        assert response.flushed and here in response.databases["default"].collections
+        assert cli.returncode == 0, err
     assert churn  # it did drop collections meanwhile
     assert backend.persisted_rows(here) == (100, 0)

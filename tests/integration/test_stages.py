@@ -5,7 +5,6 @@ an index, a released one, one dropped mid-wait, and the deadline inside a stage.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,7 +25,7 @@ from pymilvus_flushsync import (
 )
 
 from ..helpers import DIM, Backend, async_flush, rows, serving, unique
-from ..servers import Servers
+from ..servers import CRASHABLE, CRASHABLE_UNBUILT, Servers
 from .test_cli import run_cli
 
 ROWS = 3000
@@ -202,28 +201,16 @@ def test_the_cli_waits_until_a_stage(backend: Backend, capsys: pytest.CaptureFix
     assert code == 2 and "invalid choice" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def unbuilt(milvus_servers: Servers) -> Iterator[Backend]:
-    """A server whose index builds never start: its index coordinator is bound to an
-    index node at a loopback port where nothing listens (``bindIndexNodeMode``)."""
-    config = {
-        "indexCoord.bindIndexNodeMode.enable": "true",
-        "indexCoord.bindIndexNodeMode.address": f"127.0.0.1:{_free_port()}",
-        "indexCoord.bindIndexNodeMode.nodeID": "9999",
-    }
-    with milvus_servers.lease(config) as server:
+    """A server whose index builds never start (``tests/servers.CRASHABLE_UNBUILT``)."""
+    with milvus_servers.lease(CRASHABLE_UNBUILT) as server:
         yield from serving(MilvusClient(server.uri), server.uri)
 
 
 @pytest.mark.server
 @pytest.mark.faults
-@pytest.mark.own_server
+@pytest.mark.own_server(CRASHABLE)  # its config, in a row with test_faults's kill -9
 def test_the_deadline_cuts_the_indexed_stage(
     unbuilt: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
