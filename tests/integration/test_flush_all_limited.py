@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pymilvus
 import pytest
@@ -37,6 +38,15 @@ def limited(
             yield backend, interposer
 
 
+def _made(backend: Backend, db: str, here: int, there: int) -> list[tuple[str, str, int]]:
+    """A collection of ``here`` rows in the default database and one of ``there`` in
+    ``db``, made at once (each waits about 2.5 s for its load): (database, name, rows)."""
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(backend.collection, here)
+        other = pool.submit(backend.collection, there, db_name=db)
+        return [("", one.result(), here), (db, other.result(), there)]
+
+
 def _persisted(backend: Backend, made: list[tuple[str, str, int]]) -> bool:
     return all(backend.persisted_rows(name, db_name=db) == (n, 0) for db, name, n in made)
 
@@ -55,7 +65,7 @@ def test_two_databases_pay_no_window_and_beat_pymilvus(
 ) -> None:
     backend, interposer = limited
     db = backend.database()
-    made = [("", backend.collection(800), 800), (db, backend.collection(600, db_name=db), 600)]
+    made = _made(backend, db, 800, 600)
     started = time.monotonic()
     response = flavored(flavor, interposer.uri)(timeout=60)
     ours = time.monotonic() - started
@@ -78,7 +88,7 @@ def test_a_collection_made_just_before_costs_at_most_one_window(
 ) -> None:
     backend, interposer = limited
     db = backend.database()
-    made = [("", backend.collection(500), 500), (db, backend.collection(500, db_name=db), 500)]
+    made = _made(backend, db, 500, 500)
     client = MilvusClient(interposer.uri)
     started = time.monotonic()
     client.flush_all_sync(timeout=60)
