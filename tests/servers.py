@@ -15,7 +15,8 @@ in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
   ``flush_all_sync``, the command line's ``--server``), which would upset the shared
   tests beside it that time their own flushes, but not another such test;
 - an *exclusive* lease on the default config is shared with no other, with no restart:
-  for a test that drops collections throughout, which would fail the FlushAlls beside it.
+  for a test that drops collections throughout, which would fail the FlushAlls beside it,
+  or one that times a FlushAll, which the proxy runs one at a time.
 
 To grant a lease on another config, the broker waits until every lease is returned,
 then stops the server and starts one with that config. It prefers requests for the

@@ -97,6 +97,7 @@ def test_rows_inserted_just_before_the_call_are_persisted(
 
 
 @server_only
+@pytest.mark.exclusive  # the proxy runs FlushAlls one at a time: others' would queue its own
 def test_the_deadline_bounds_the_whole_call(backend: Backend, flush_all: FlushAllFn) -> None:
     backend.collection(3000)
     started = time.monotonic()
