@@ -359,7 +359,8 @@ def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
         if work.unexplained > UNEXPLAINED_LISTINGS:
             return False
     work.gone = error
-    logger.info("flush_sync: %s: dropped since it was listed; listing again", error.message)
+    again = "sending FlushAll" if state.phase is Phase.FLUSH_ALL else "listing"
+    logger.info("flush_sync: %s: dropped meanwhile; %s again", error.message, again)
     state.move(Event.GONE)
     state.owe(work.policy.retry.initial * work.unexplained)  # at once, the first time
     return True

@@ -284,7 +284,7 @@ class Cluster:
         flush_all_gone: int = 0,
     ) -> None:
         self.version = version
-        self.flush_all_gone = flush_all_gone  # FlushAlls that answer code 500 first
+        self.flush_all_gone = flush_all_gone  # FlushAlls that answer "channel not found" first
         self.missed = set(missed)
         self.to_drop = set(dropped_after_listing)
         self.checked_at: set[int] = set()  # GetFlushState's flush_ts without segments

@@ -103,6 +103,7 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
         method: str = details.method
         if not method.startswith(_SERVICE):
             return None
+        name = method[len(_SERVICE) :]
         forward = self._channel.unary_unary(method)  # bytes in, bytes out
 
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -111,18 +112,18 @@ class Interposer(grpc.GenericRpcHandler):  # type: ignore[misc]
                 for key, value in context.invocation_metadata()
                 if key not in _TRANSPORT and not key.startswith(":")
             )
-            answered = self.intercept(method[len(_SERVICE) :], request, metadata)
+            answered = self.intercept(name, request, metadata)
             if answered is not None:
                 return answered
             with self._counting:
-                self.calls[method[len(_SERVICE) :]] += 1
+                self.calls[name] += 1
             remaining = context.time_remaining()
             try:
                 reply = bytes(forward(request, timeout=remaining, metadata=metadata))
             except grpc.RpcError as error:
                 context.abort(error.code(), error.details())
                 raise  # unreachable: abort raises
-            if method.endswith("/Flush"):
+            if name == "Flush":
                 status = milvus_pb2.FlushResponse.FromString(reply).status
                 if status.code == 0 and status.error_code == 0:
                     _accepted_flush[self.target] = time.monotonic()
