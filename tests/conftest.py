@@ -42,14 +42,18 @@ def _in_turn(item: pytest.Item) -> bool:
 
 def _rank(item: pytest.Item) -> int:
     """Tests sharing the default server first, side by side on every worker; then those
-    holding it alone (a FlushAll: side by side with each other only); then, on one
-    worker, those on a server config of their own (each config's in a row: one restart
-    each), while the other workers run the tests needing no server."""
+    holding it alone (a FlushAll: side by side with each other only); then those holding
+    it by themselves, one after the other (in a row, so that the server changes hands
+    between the kinds once, not at every test); then, on one worker, those on a server
+    config of their own (each config's in a row: one restart each), while the other
+    workers run the tests needing no server."""
     if item.get_closest_marker("own_server") is not None:
+        return 3
+    if item.get_closest_marker("exclusive") is not None:
         return 2
-    if item.get_closest_marker("alone") or item.get_closest_marker("exclusive"):
+    if item.get_closest_marker("alone") is not None:
         return 1
-    return 0 if item.get_closest_marker("server") is not None else 3
+    return 0 if item.get_closest_marker("server") is not None else 4
 
 
 def _in_a_row(items: list[pytest.Item]) -> dict[str, int]:
