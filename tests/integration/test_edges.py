@@ -366,3 +366,46 @@ def test_a_lone_callers_timeout_does_not_speak_of_a_shared_flush(flavor: str) ->
         _flush_alone(flavor, server.uri)
     assert "no answer to the Flush" in info.value.message
     assert "shared" not in info.value.message
+
+
+class _CutShort:
+    """``stub.Flush``, whose caller gets a Ctrl-C as it waits for the reply, once the
+    server has the call; the real gRPC futures go to ``calls``."""
+
+    def __init__(self, real: Any, server: FakeMilvus) -> None:
+        self.real, self.server, self.calls = real, server, list[Any]()
+
+    def future(self, request: Any, **kwargs: Any) -> Any:
+        call = self.real.future(request, **kwargs)
+        self.calls.append(call)
+        server = self.server
+
+        class Waited:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(call, name)
+
+            def result(self, timeout: float | None = None) -> Any:
+                started = time.monotonic()
+                while not server.calls and time.monotonic() - started < 30:
+                    time.sleep(0.005)
+                raise KeyboardInterrupt
+
+        return Waited()
+
+
+def test_a_ctrl_c_leaves_no_call_in_its_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A call left in its channel hangs the interpreter's exit (``_sync.let_go``)
+    with hostile("never_answers") as server:
+        assert isinstance(server, FakeMilvus)
+        client = MilvusClient(server.uri)
+        try:
+            stub = client._get_connection()._stub
+            flush = _CutShort(stub.Flush, server)
+            monkeypatch.setattr(stub, "Flush", flush)
+            with pytest.raises(KeyboardInterrupt):
+                client.flush_sync("c0", timeout=30)
+            assert [(call.cancelled(), set(call._state.due)) for call in flush.calls] == [
+                (True, set())
+            ]
+        finally:
+            client.close()

@@ -4,6 +4,8 @@ two halves over one ``MockStream``: same RPCs, same answer, same cancellations."
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +25,7 @@ from pymilvus_flushsync._core import FlushMachine
 from pymilvus_flushsync._state import Phase
 
 from ..fakes import POLICY, Answer, FakeRpcError, FakeServer, flush_reply, state_reply
+from ..helpers import TOLERANCE
 
 
 def drive(
@@ -177,3 +180,32 @@ def test_the_async_driver_takes_a_stub_that_returns_coroutines() -> None:
 
     response = asyncio.run(_async.run(machine, client, sleep=no_sleep))
     assert response.flushed and server.sent[0] == ("Flush", ("a", "b"))
+
+
+class Cancelled:
+    """A cancelled gRPC future as grpc keeps it: ``_state.due`` holds its unfinished
+    parts until the channel's thread finishes it (``finish``)."""
+
+    def __init__(self) -> None:
+        self._state = SimpleNamespace(due={"receive_status"}, condition=threading.Condition())
+
+    def cancelled(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        with self._state.condition:
+            self._state.due.clear()
+            self._state.condition.notify_all()
+
+
+def test_after_a_ctrl_c_the_sync_driver_waits_for_grpc_to_let_go_and_no_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_sync, "LET_GO", 0.3)
+    finished, never = Cancelled(), Cancelled()
+    threading.Thread(target=finished.finish).start()
+    started = time.monotonic()
+    _sync.let_go((finished, never, SimpleNamespace()))  # a future of no gRPC: skipped
+    took = time.monotonic() - started
+    assert not finished._state.due and never._state.due
+    assert 0.3 <= took < 0.3 + TOLERANCE
