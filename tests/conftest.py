@@ -14,8 +14,8 @@ from .servers import BROKER_ENV, Broker, base_config
 _BROKER = pytest.StashKey[Broker]()
 _MEASURED = "measured: "  # the prefix of a measured outcome's user property
 #: The pytest-xdist group of the tests on a server config of their own (marked
-#: ``own_server``): one worker runs them in turn (``--dist loadgroup``), while the
-#: others go on with the tests that need no server.
+#: ``own_server``): one worker runs them in turn on the run's second server (``--dist
+#: loadgroup``, in collection order: ``_rank``), while the others share the first.
 IN_TURN = "server_in_turn"
 
 
@@ -41,19 +41,20 @@ def _in_turn(item: pytest.Item) -> bool:
 
 
 def _rank(item: pytest.Item) -> int:
-    """Tests sharing the default server first, side by side on every worker; then those
-    holding it alone (a FlushAll: side by side with each other only); then those holding
-    it by themselves, one after the other (in a row, so that the server changes hands
-    between the kinds once, not at every test); then, on one worker, those on a server
-    config of their own (each config's in a row: one restart each), while the other
-    workers run the tests needing no server."""
+    """Those on a server config of their own first: one group (``IN_TURN``), the first
+    unit of work, so one worker runs them from the start on the second server, each
+    config's in a row (one restart each). On the default server, then: the tests sharing
+    it, side by side on every other worker; those holding it alone (a FlushAll: side by
+    side with each other only); those holding it by themselves, one after the other (in
+    a row, so that the server changes hands between the kinds once, not at every test).
+    Then the tests needing no server."""
     if item.get_closest_marker("own_server") is not None:
-        return 3
+        return 0
     if item.get_closest_marker("exclusive") is not None:
-        return 2
+        return 3
     if item.get_closest_marker("alone") is not None:
-        return 1
-    return 0 if item.get_closest_marker("server") is not None else 4
+        return 2
+    return 1 if item.get_closest_marker("server") is not None else 4
 
 
 def _in_a_row(items: list[pytest.Item]) -> dict[str, int]:

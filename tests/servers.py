@@ -1,29 +1,36 @@
 """Real Milvus 2.3.5 standalones for the tests (the ``milvus`` wheel), shared by every
 process of one test run.
 
-Only one server can run per machine (its embedded etcd's peer port is fixed). So one
-process, pytest's own or pytest-xdist's controller, holds a ``Broker``: it owns the
-run's one server and hands out *leases* on it over a Unix socket, whose path it puts
-in ``$FLUSHSYNC_SERVERS`` for the workers. A lease names a config:
+Each ``Standalone`` runs on ports of its own, its embedded etcd's included: left to
+itself, that etcd listens on the fixed ports 2379 and 2380, so that one server at most
+could run per machine (and none beside anyone else's). So servers run side by side
+(docs/milvus.md, "Several 2.3.5 standalones on one machine").
+
+One process, pytest's own or pytest-xdist's controller, holds a ``Broker``: it owns the
+run's servers and hands out *leases* on them over a Unix socket, whose path it puts in
+``$FLUSHSYNC_SERVERS`` for the workers. It runs two servers: one on the default config,
+for most tests, and one for the configs of their own, one config at a time. A lease
+names a config:
 
 - a lease on the default config is shared: the tests on the default server use it
   side by side, each with collections of its own;
 - a lease on any other config is exclusive (a rate limit, authorization, TLS, a
-  ``kill -9``): the test owns the server until it returns the lease;
-- a lease *alone* on the default config is shared only with other leases alone, with
-  no restart: for a test that seals every collection of the server (a FlushAll:
-  ``flush_all_sync``, the command line's ``--server``), which would upset the shared
-  tests beside it that time their own flushes, but not another such test;
-- an *exclusive* lease on the default config is shared with no other, with no restart:
-  for a test that drops collections throughout, which would fail the FlushAlls beside it,
-  or one that times a FlushAll, which the proxy runs one at a time.
+  ``kill -9``): the test owns that server until it returns the lease;
+- a lease *alone* on the default config is shared only with other leases alone: for a
+  test that seals every collection of the server (a FlushAll: ``flush_all_sync``, the
+  command line's ``--server``), which would upset the shared tests beside it that time
+  their own flushes, but not another such test;
+- an *exclusive* lease on the default config is shared with no other: for a test that
+  drops collections throughout, which would fail the FlushAlls beside it, or one that
+  times a FlushAll, which the proxy runs one at a time.
 
-To grant a lease on another config, the broker waits until every lease is returned,
-then stops the server and starts one with that config. It prefers requests for the
-running config, so the server is restarted only when no one asks for it any more; the
-tests of a config of their own run last, on one worker (``tests/conftest.py``), so
-each config starts once. A lease is returned when its socket closes, also when its
-process dies. The broker stops its server when it closes, and at exit.
+To grant a lease on another config than the one its server runs, the broker waits until
+every lease on that server is returned, then stops it and starts one with that config.
+It prefers requests for the running config, so a server is restarted only when no one
+asks for it any more; the tests of a config of their own run on one worker, each config's
+in a row (``tests/conftest.py``), so each config starts once, while the other workers
+use the default server. A lease is returned when its socket closes, also when its
+process dies. The broker stops its servers when it closes, and at exit.
 """
 
 from __future__ import annotations
@@ -100,9 +107,38 @@ def _bind_reusing_address(port: int) -> socket.socket | None:
     return sock
 
 
+#: The environment variable through which Milvus reads ``etcd.config.path``: the
+#: wheel's config template has no line for that key.
+ETCD_CONFIG = "ETCD_CONFIG_PATH"
+#: One start at a time in a process: the wheel picks its ports by probing from the same
+#: defaults, and the etcd config reaches the server through this process's environment.
+_starting = threading.Lock()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _embedded_etcd(base_dir: str) -> str:
+    """A config for the server's embedded etcd, on free ports (module docstring); its
+    path. A restart on the same data directory finds it again."""
+    client, peer = (f"http://127.0.0.1:{_free_port()}" for _ in range(2))
+    path = os.path.join(base_dir, "embedEtcd.yaml")
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(
+            f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+            f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+            f"initial-cluster: default={peer}\n"
+        )
+    return path
+
+
 class Standalone:
-    """One Milvus standalone process on a temporary data directory (the benchmarks
-    start theirs directly; the tests lease the broker's).
+    """One Milvus standalone process on a temporary data directory and ports of its own
+    (the benchmarks start theirs directly; the tests lease the broker's).
 
     Args:
         config: extra ``milvus.yaml`` keys (``"quotaAndLimits.flushRate.max": "0.1"``).
@@ -113,14 +149,23 @@ class Standalone:
 
         self.config = dict(config)
         self.base_dir = tempfile.mkdtemp(prefix="flushsync-milvus-")
+        self._etcd = _embedded_etcd(self.base_dir)
         self.server: Any = MilvusServer()
         self.server.config.try_bind_port = _bind_reusing_address
         self.server.set_base_dir(self.base_dir)
         for key, value in self.config.items():
             self.server.config.set(key, value)
         atexit.register(self.stop)  # also when pytest is interrupted
-        self.server.start()
+        self._start()
         self.port = int(self.server.listen_port)
+
+    def _start(self) -> None:
+        with _starting:
+            os.environ[ETCD_CONFIG] = self._etcd
+            try:
+                self.server.start()
+            finally:
+                del os.environ[ETCD_CONFIG]
 
     @property
     def uri(self) -> str:
@@ -136,7 +181,7 @@ class Standalone:
     def restart(self) -> None:
         """Start again on the same data directory and port (after ``kill``)."""
         self.server.listen_port = self.port
-        self.server.start()
+        self._start()
         if int(self.server.listen_port) != self.port:
             raise RuntimeError(f"restarted on port {self.server.listen_port}, not {self.port}")
 
@@ -146,8 +191,42 @@ class Standalone:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
+class _Seat:
+    """One of the broker's servers, and its leases."""
+
+    def __init__(self) -> None:
+        self.server: Standalone | None = None
+        self.holders = 0
+        self.switching = False
+        self.idle_since = time.monotonic()
+        self.kind = SHARED  # of the leases held
+        self.waiting: list[tuple[dict[str, str], str]] = []  # (config, kind), in order
+
+    def grantable(self, wanted: dict[str, str], kind: str, default: dict[str, str]) -> bool:
+        """Whether a lease of ``kind`` may be granted now (module docstring; the config's
+        server may have to be started first)."""
+        running = self.server.config if self.server is not None else None
+        if self.switching:
+            return False
+        if self.holders:  # only the default config is shared, by leases of one kind
+            if EXCLUSIVE in (kind, self.kind):
+                return False
+            # Once another kind waits for this server, no more of this kind pass it.
+            other = any(c == running and k != kind for c, k in self.waiting)
+            return wanted == running == default and kind == self.kind and not other
+        if wanted == running:  # the kind that asked first for it goes first
+            return kind == next(k for c, k in self.waiting if c == running)
+        # A restart: only once no one wants the running config, after a grace, in order.
+        idle = time.monotonic() - self.idle_since
+        return (
+            not any(c == running for c, _ in self.waiting)
+            and (running is None or idle >= GRACE)
+            and self.waiting[0] == (wanted, kind)
+        )
+
+
 class Broker:
-    """The run's one server, leased to the tests of every process (module docstring).
+    """The run's servers, leased to the tests of every process (module docstring).
 
     Args:
         base_config: the default config's ``milvus.yaml`` keys; a lease's keys go on top.
@@ -156,13 +235,8 @@ class Broker:
     def __init__(self, base_config: Mapping[str, str]) -> None:
         self._base = dict(base_config)
         self._changed = threading.Condition()
-        self._server: Standalone | None = None
-        self._holders = 0
-        self._switching = False
+        self._default, self._own = _Seat(), _Seat()  # the default config's; the others'
         self._closed = False
-        self._idle_since = time.monotonic()
-        self._kind = SHARED  # of the leases held
-        self._waiting: list[tuple[dict[str, str], str]] = []  # (config, kind), in order
         self._dir = tempfile.mkdtemp(prefix="flushsync-broker-")
         self.path = os.path.join(self._dir, "socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -172,14 +246,15 @@ class Broker:
         threading.Thread(target=self._accept, name="milvus-broker", daemon=True).start()
 
     def close(self) -> None:
-        """Stop taking leases and stop the server (those still leased fail)."""
+        """Stop taking leases and stop the servers (those still leased fail)."""
         with contextlib.suppress(OSError):
             self._listener.close()
         with self._changed:
             self._closed = True
-            server, self._server = self._server, None
+            running = [seat.server for seat in (self._default, self._own) if seat.server]
+            self._default.server = self._own.server = None
             self._changed.notify_all()
-        if server is not None:
+        for server in running:
             server.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -196,8 +271,9 @@ class Broker:
         with connection, connection.makefile("rw", encoding="utf-8") as stream:
             request = json.loads(stream.readline())
             wanted, kind = {**self._base, **request["config"]}, str(request["kind"])
+            seat = self._default if wanted == self._base else self._own
             try:
-                server = self._acquire(wanted, kind)
+                server = self._acquire(seat, wanted, kind)
             except Exception as error:  # the test that asked raises it
                 _send(stream, {"error": f"{type(error).__name__}: {error}"})
                 return
@@ -210,64 +286,42 @@ class Broker:
             except OSError:  # the test process went away: its lease is returned
                 pass
             finally:
-                self._release()
+                self._release(seat)
 
-    def _acquire(self, wanted: dict[str, str], kind: str) -> Standalone:
+    def _acquire(self, seat: _Seat, wanted: dict[str, str], kind: str) -> Standalone:
         with self._changed:
-            self._waiting.append((wanted, kind))
+            seat.waiting.append((wanted, kind))
             try:
-                while self._closed or not self._grantable(wanted, kind):
+                while self._closed or not seat.grantable(wanted, kind, self._base):
                     if self._closed:  # never a server after close (the unit tests' fake)
                         raise RuntimeError("the broker has closed")
                     self._changed.wait(GRACE / 4)
             finally:
-                self._waiting.remove((wanted, kind))
-            self._holders += 1
-            self._kind = kind
-            if self._server is not None and self._server.config == wanted:
-                return self._server
-            self._switching, old, self._server = True, self._server, None
-        try:  # a restart (about 10 s): every other request waits for it
+                seat.waiting.remove((wanted, kind))
+            seat.holders += 1
+            seat.kind = kind
+            if seat.server is not None and seat.server.config == wanted:
+                return seat.server
+            seat.switching, old, seat.server = True, seat.server, None
+        try:  # a restart (about 10 s): every other request for this seat waits for it
             if old is not None:
                 old.stop()
             server = Standalone(wanted)
         except BaseException:
             with self._changed:
-                self._switching, self._holders = False, self._holders - 1
+                seat.switching, seat.holders = False, seat.holders - 1
                 self._changed.notify_all()
             raise
         with self._changed:
-            self._server, self._switching = server, False
+            seat.server, seat.switching = server, False
             self._changed.notify_all()
         return server
 
-    def _grantable(self, wanted: dict[str, str], kind: str) -> bool:
-        """Whether a lease of ``kind`` may be granted now (module docstring; the config's
-        server may have to be started first)."""
-        running = self._server.config if self._server is not None else None
-        if self._switching:
-            return False
-        if self._holders:  # only the default config is shared, by leases of one kind
-            if EXCLUSIVE in (kind, self._kind):
-                return False
-            # Once another kind waits for this server, no more of this kind pass it.
-            other = any(c == running and k != kind for c, k in self._waiting)
-            return wanted == running == self._base and kind == self._kind and not other
-        if wanted == running:  # the kind that asked first for it goes first
-            return kind == next(k for c, k in self._waiting if c == running)
-        # A restart: only once no one wants the running config, after a grace, in order.
-        idle = time.monotonic() - self._idle_since
-        return (
-            not any(c == running for c, _ in self._waiting)
-            and (running is None or idle >= GRACE)
-            and self._waiting[0] == (wanted, kind)
-        )
-
-    def _release(self) -> None:
+    def _release(self, seat: _Seat) -> None:
         with self._changed:
-            self._holders -= 1
-            if not self._holders:
-                self._idle_since = time.monotonic()
+            seat.holders -= 1
+            if not seat.holders:
+                seat.idle_since = time.monotonic()
             self._changed.notify_all()
 
 
@@ -277,7 +331,7 @@ def _send(stream: Any, message: dict[str, object]) -> None:
 
 
 class Server:
-    """A lease on the run's server (``Broker``): its address, and ``kill``/``restart``
+    """A lease on one of the run's servers (``Broker``): its address, and ``kill``/``restart``
     for a test that holds it alone. ``close`` returns it."""
 
     def __init__(self, broker: str, config: Mapping[str, str], kind: str = SHARED) -> None:
@@ -317,7 +371,7 @@ class Server:
 
 
 class Servers:
-    """Leases on the run's server, for fixtures: ``with servers.lease(config) as server``
+    """Leases on the run's servers, for fixtures: ``with servers.lease(config) as server``
     (``alone``: the default config's server, beside leases alone only; ``exclusive``:
     beside no other lease)."""
 

@@ -23,7 +23,7 @@ logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 @pytest.fixture(scope="session")
 def milvus_servers() -> Servers:
-    """Leases on the run's one server (``tests/servers.py``)."""
+    """Leases on the run's servers (``tests/servers.py``)."""
     return Servers(os.environ[BROKER_ENV])
 
 

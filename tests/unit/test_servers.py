@@ -1,4 +1,4 @@
-"""The broker that leases the run's one Milvus server (``tests/servers.py``), over a
+"""The broker that leases the run's Milvus servers (``tests/servers.py``), over a
 stand-in for the server process: who shares it, who waits, when it restarts."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..servers import Broker, Servers
 #: Long enough for a lease that should wait to show it would not be granted.
 NOT_GRANTED_WITHIN = 0.5
 LIMITED = {"quotaAndLimits.flushRate.max": "0.1"}
+OTHER = {"common.security.authorizationEnabled": "true"}
 
 
 class FakeStandalone:
@@ -64,12 +65,27 @@ def test_leases_on_the_default_config_share_one_server(broker: Servers) -> None:
     assert FakeStandalone.log == [("start", {})]
 
 
-def test_another_config_waits_for_every_shared_lease_then_restarts(broker: Servers) -> None:
-    with broker.lease():
-        granted, release, _ = _in_a_thread(broker, LIMITED, alone=False)
+def test_another_config_gets_a_server_of_its_own_beside_the_default_one(
+    broker: Servers,
+) -> None:
+    with broker.lease() as default, broker.lease(LIMITED) as limited:
+        assert default.port != limited.port
+    assert FakeStandalone.log == [("start", {}), ("start", LIMITED)]
+
+
+def test_a_third_config_waits_for_the_lease_on_the_second_server_then_restarts_it(
+    broker: Servers,
+) -> None:
+    with broker.lease(), broker.lease(LIMITED):
+        granted, release, _ = _in_a_thread(broker, OTHER, alone=False)
         assert not granted.wait(NOT_GRANTED_WITHIN)
     assert granted.wait(10)
-    assert FakeStandalone.log == [("start", {}), ("stop", {}), ("start", LIMITED)]
+    assert FakeStandalone.log == [
+        ("start", {}),
+        ("start", LIMITED),
+        ("stop", LIMITED),
+        ("start", OTHER),
+    ]
     release.set()
 
 
@@ -122,9 +138,14 @@ def test_an_exclusive_lease_waits_for_the_others_and_holds_the_server_by_itself(
 
 
 def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> None:
-    with broker.lease():
-        other, release_other, _ = _in_a_thread(broker, LIMITED, alone=False)
-        with broker.lease():  # granted at once, though the other config asked first
-            assert not other.wait(NOT_GRANTED_WITHIN)
+    with broker.lease(LIMITED):
+        other, release_other, _ = _in_a_thread(broker, OTHER, alone=False)
+        assert not other.wait(NOT_GRANTED_WITHIN)
+        again, release_again, _ = _in_a_thread(broker, LIMITED, alone=False)
+        assert not again.wait(NOT_GRANTED_WITHIN)
+    assert again.wait(10)  # though the other config asked first
+    assert not other.wait(NOT_GRANTED_WITHIN)
+    release_again.set()
     assert other.wait(10)
     release_other.set()
+    assert FakeStandalone.log == [("start", LIMITED), ("stop", LIMITED), ("start", OTHER)]
