@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, singledispatch
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +20,7 @@ from ._call import AllDatabases, connect_timeout, not_connected
 from ._compat import async_handler, async_stub
 from ._core import FlushMachine
 from ._group import Unanswered
-from ._io import Finished, Raised, Steps, advance, carriers, raise_first_failure
+from ._io import Finished, Raised, Steps, advance, carried, raise_first_failure
 from ._protocol import call
 from ._protocol import flush_all as all_stages
 from ._response import FlushAllSyncResponse, FlushSyncResponse
@@ -82,13 +82,20 @@ async def drive(steps: Steps[T], tasks: Tasks) -> T:
     return io.value
 
 
+@singledispatch
+def _carry(io: object, tasks: Tasks) -> Any:
+    """Carry out ``io`` with this driver's function for its kind (``@_carry.register``)."""
+    raise TypeError(f"no way to carry out {io!r}")
+
+
 async def _outcome(io: _io.Io, tasks: Tasks) -> Any:
     try:
-        return await _CARRY[type(io)](io, tasks)
+        return await _carry(io, tasks)
     except BaseException as error:  # cancellation too: thrown into the steps
         return Raised(error)
 
 
+@_carry.register
 async def _pause(io: _io.Pause, tasks: Tasks) -> None:
     if io.handoff:  # one turn of the loop runs every task released with this one
         await asyncio.sleep(0)
@@ -96,17 +103,20 @@ async def _pause(io: _io.Pause, tasks: Tasks) -> None:
         await tasks.sleep(io.seconds)
 
 
+@_carry.register
 async def _start(io: _io.Start, tasks: Tasks) -> Callable[[Any], Any]:
     method = getattr(await async_stub(tasks.client), io.method)
     start = partial(method, timeout=io.timeout, metadata=io.metadata)
     return partial(_task, start) if io.shared else lambda request: _cancellable(start(request))
 
 
+@_carry.register
 async def _wait(io: _io.Wait, tasks: Tasks) -> list[Any]:
-    if io.until is None:
+    if io.within is None:
         return [await call for call in io.handles]
+    until = time.monotonic() + io.within
     return [
-        await _result(task, io.until - time.monotonic(), io.what, callers)
+        await _result(task, until - time.monotonic(), io.what, callers)
         for task, callers in zip(io.handles, io.callers, strict=True)
     ]
 
@@ -123,14 +133,17 @@ async def _result(task: asyncio.Future[Any], seconds: float, what: str, callers:
     return task.result()
 
 
+@_carry.register
 async def _joined(io: _io.Joined, tasks: Tasks) -> Any:
     return io.batch.sent()  # the leader's task, made as it joined
 
 
+@_carry.register
 async def _landed(io: _io.Landed, tasks: Tasks) -> None:
     await asyncio.wait({io.batch.sent()}, timeout=max(io.seconds, 0.0))
 
 
+@_carry.register
 async def _lead(io: _io.Lead, tasks: Tasks) -> None:
     """The leader's part, in a task of its own: a member's cancellation does not
     cancel the Flush the others wait for (the task is the batch's handle)."""
@@ -143,6 +156,7 @@ async def _lead(io: _io.Lead, tasks: Tasks) -> None:
     io.group.led(io.batch, task)
 
 
+@_carry.register
 async def _run_all(io: _io.RunAll, tasks: Tasks) -> list[FlushSyncResponse]:
     """Drive every machine at once, a task each; the first failure cancels the rest."""
     running = [asyncio.ensure_future(run(machine, tasks.client)) for machine in io.machines]
@@ -178,4 +192,4 @@ def _cancellable(call: Any) -> Any:
     return call if callable(getattr(call, "cancel", None)) else asyncio.ensure_future(call)
 
 
-_CARRY = carriers(globals())
+carried(_carry)

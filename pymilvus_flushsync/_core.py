@@ -170,7 +170,7 @@ class FlushMachine:
         until: str = "persisted",
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
-        self._clock, self._timeout, self._hook = clock, timeout, on_progress
+        self.clock, self._timeout, self._hook = clock, timeout, on_progress
         start = clock() if since is None else since
         self._deadline = Deadline.after(timeout, start)
         self.table = staged(table or _table_of(names, seal), until, refresh=policy.refresh_load)
@@ -202,7 +202,7 @@ class FlushMachine:
             if hook is not None:  # once, the final response: a bar reaches its total
                 hook(response)
             return Done(response)
-        now = self._clock()
+        now = self.clock()
         left = self._deadline.remaining(now)
         if left <= 0:
             raise state.fail(self.timeout_error())
@@ -218,7 +218,7 @@ class FlushMachine:
         timeout = min(left, self.policy.rpc_timeout)
         self.in_flight = SendRpc(step.method, requests, timeout, self._metadata, step.shared)
         state.sent()
-        self.work.sent_at = self._clock()
+        self.work.sent_at = self.clock()
         return self.in_flight
 
     def _report(self) -> None:
@@ -274,7 +274,7 @@ class FlushMachine:
         """What the last ``SendRpc`` raised: a ``grpc.RpcError`` (sync or aio) is
         classified; anything else is final (``_errors.classify_exception``)."""
         action, step = self._answered()
-        if self._retries.cut_short(exc, self._deadline.remaining(now := self._clock()), now):
+        if self._retries.cut_short(exc, self._deadline.remaining(now := self.clock()), now):
             return  # next_action raises the timeout (or the spent budget's) last error
         what = step.describe(action.requests)
         classify = classify_rpc_error if isinstance(exc, grpc.RpcError) else classify_exception
@@ -295,13 +295,13 @@ class FlushMachine:
         work, rate = self.work, failure.rate
         work.polls.interrupted()
         at = step.retry_at(work, rate) if step.retry_at and rate is not None else None
-        now = self._clock()
+        now = self.clock()
         decision = self._retries.decide(failure, work.sent_at, now, what, at)
         _follow(self.state, step, work, failure, decision=decision, now=now)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (``None`` without one; 0 once passed)."""
-        left = self._deadline.remaining(self._clock())
+        left = self._deadline.remaining(self.clock())
         return None if math.isinf(left) else max(0.0, left)
 
     def progress(self) -> FlushSyncResponse:

@@ -62,7 +62,6 @@ What a group remembers (answers, leads, earlier questions) is aged in one place,
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -91,6 +90,8 @@ __all__ = [
     "poll_shared",
 ]
 
+#: A call's monotonic clock (``FlushMachine.clock``): the group reads no other.
+Clock = Callable[[], float]
 #: How long the members of a batch watch its lead instead of their own collections:
 #: collections sealed together flip within a tick or two; a lead that lags longer
 #: (another vchannel, a dropped collection) then delays no one.
@@ -425,67 +426,71 @@ class Group:
 # -- the protocol: steps both drivers carry out (``_io``) ---------------------------
 
 
-def flush_shared(group: Group, action: SendRpc, gather: float) -> Steps[Any]:
+def flush_shared(group: Group, action: SendRpc, gather: float, clock: Clock) -> Steps[Any]:
     """The reply to this call's Flush, sent in a batch with the group's other calls
-    (by its leader: ``lead``)."""
-    began = time.monotonic()
+    (by its leader: ``lead``); ``clock`` is the call's."""
+    began = clock()
     batch, leader = group.join(action.request, action.timeout)
     if leader:
-        yield Lead(lead(group, batch, action, gather), group, batch)
+        yield Lead(lead(group, batch, action, gather, clock), group, batch)
     try:
         io = yield Joined(batch, action.timeout)
-        reply = (yield Wait((io,), began + action.timeout, "Flush", (batch.members,)))[0]
+        left = action.timeout - (clock() - began)
+        reply = (yield Wait((io,), left, "Flush", (batch.members,)))[0]
     except BaseException:  # cancelled, or no answer in time: so is the Flush, if alone
         group.abandon(batch)
         raise
-    if group.finish(batch, reply, time.monotonic()):  # failed for good: its own names alone
-        spent = time.monotonic() - began
+    if group.finish(batch, reply, clock()):  # failed for good: its own names alone
+        spent = clock() - began
         alone = replace(action, timeout=max(action.timeout - spent, 0.001))
         return (yield from send(alone))[0]
     return reply
 
 
-def lead(group: Group, batch: Batch, action: SendRpc, gather: float) -> Steps[Any]:
+def lead(group: Group, batch: Batch, action: SendRpc, gather: float, clock: Clock) -> Steps[Any]:
     """The leader's part: let the callers released with it join, gather while other
     calls are in progress, let the previous Flush land, close the batch and start its
     Flush; the Flush's handle."""
-    began = time.monotonic()
+    began = clock()
     try:
         yield Pause(HANDOFF, handoff=True)
         window = min(group.gather(gather), action.timeout)
         if window > 0:
             yield Pause(window)
         if batch.after is not None:  # the previous Flush first
-            yield Landed(batch.after, action.timeout - (time.monotonic() - began))
+            yield Landed(batch.after, action.timeout - (clock() - began))
     finally:
         request, timeout = group.close(batch)
     start = yield Start("Flush", timeout, action.metadata)
     return start(request)
 
 
-def poll_shared(group: Group, action: SendRpc, asker: object) -> Steps[list[Any]]:
+def poll_shared(group: Group, action: SendRpc, asker: object, clock: Clock) -> Steps[list[Any]]:
     """The replies to a round of GetFlushState, asked through the group: a batch's
-    lead stands in for its members (``answers``)."""
-    asked = group.questions.stand_ins(action.requests, time.monotonic())
-    replies, again = answers(action.requests, asked, (yield from _ask(group, action, asked, asker)))
+    lead stands in for its members (``answers``); ``clock`` is the call's."""
+    asked = group.questions.stand_ins(action.requests, clock())
+    ask = partial(_ask, group, action, asker=asker, clock=clock)
+    replies, again = answers(action.requests, asked, (yield from ask(asked)))
     if again:
         real = [action.requests[i] for i in again]
-        for i, reply in zip(again, (yield from _ask(group, action, real, asker)), strict=True):
+        for i, reply in zip(again, (yield from ask(real)), strict=True):
             replies[i] = reply
     return replies
 
 
-def _ask(group: Group, action: SendRpc, requests: list[Any], asker: object) -> Steps[list[Any]]:
+def _ask(
+    group: Group, action: SendRpc, requests: list[Any], *, asker: object, clock: Clock
+) -> Steps[list[Any]]:
     """The replies to ``requests``; questions another call is asking already share
     its RPC, and known answers are not asked again."""
     start = yield Start("GetFlushState", action.timeout, action.metadata, shared=True)
-    now = time.monotonic()
+    now = clock()
     questions = group.questions
     waits = [questions.flight(request, partial(start, request), now, asker) for request in requests]
     flights = [wait for wait in waits if isinstance(wait, Flight)]
     try:
         calls, callers = tuple(f.call for f in flights), tuple(f.waiters for f in flights)
-        got = iter((yield Wait(calls, now + action.timeout, "GetFlushState", callers)))
+        got = iter((yield Wait(calls, action.timeout, "GetFlushState", callers)))
     finally:
         for call in questions.release(waits):
             call.cancel()

@@ -17,7 +17,6 @@ of the call's own. ``drive``'s loop, in both::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args
@@ -36,7 +35,7 @@ __all__ = [
     "Steps",
     "Wait",
     "advance",
-    "carriers",
+    "carried",
     "raise_first_failure",
     "send",
 ]
@@ -69,11 +68,11 @@ class Start:
 @dataclass(frozen=True)
 class Wait:
     """Give back the results of ``handles``, in order (raising the first failure).
-    With ``until`` (shared RPCs: a ``time.monotonic()`` reading), by then: else
-    ``_group.Unanswered`` for ``what``, which ``callers[i]`` calls were waiting for."""
+    With ``within`` (shared RPCs), within that many seconds: else ``_group.Unanswered``
+    for ``what``, which ``callers[i]`` calls were waiting for."""
 
     handles: tuple[Any, ...]
-    until: float | None = None
+    within: float | None = None
     what: str = ""
     callers: tuple[int, ...] = ()
 
@@ -117,18 +116,16 @@ class RunAll:
 
 Io = Pause | Start | Wait | Joined | Landed | Lead | RunAll
 Steps = Generator[Io, Any, T]
-#: Every kind of ``Io``: a driver carries out each with its function ``_<kind>``.
+#: Every kind of ``Io``: a driver carries out each (``carried``).
 KINDS: tuple[type, ...] = get_args(Io)
 
 
-def carriers(namespace: dict[str, Any]) -> dict[type, Any]:
-    """A driver's function for each kind of ``Io``, from its module's ``namespace``:
-    ``Pause`` -> ``_pause``, ``RunAll`` -> ``_run_all`` (a ``KeyError`` if one is missing)."""
-    return {kind: namespace["_" + _snake(kind.__name__)] for kind in KINDS}
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+def carried(carry: Any) -> None:
+    """Check that a driver's ``carry`` (a ``functools.singledispatch``) has a function
+    registered for every kind of ``Io``: as the driver is imported, not at a call."""
+    missing = [kind.__name__ for kind in KINDS if kind not in carry.registry]
+    if missing:
+        raise TypeError(f"no way to carry out {', '.join(missing)}")
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ def _send(group: Group | None, action: SendRpc, machine: FlushMachine) -> Steps[
     if group is None or action.shared is None:
         return (yield from send(action))
     if action.shared is Shared.FLUSH:
-        return [(yield from flush_shared(group, action, machine.policy.gather))]
-    return (yield from poll_shared(group, action, machine))
+        return [(yield from flush_shared(group, action, machine.policy.gather, machine.clock))]
+    return (yield from poll_shared(group, action, machine, machine.clock))
 
 
 def flush_all(stages: AllDatabases) -> Steps[FlushAllSyncResponse]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, singledispatch
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +20,7 @@ from ._call import AllDatabases
 from ._core import FlushMachine
 from ._errors import interrupted
 from ._group import Unanswered
-from ._io import Finished, Raised, Steps, advance, carriers, raise_first_failure
+from ._io import Finished, Raised, Steps, advance, carried, raise_first_failure
 from ._protocol import call
 from ._protocol import flush_all as all_stages
 from ._response import FlushAllSyncResponse, FlushSyncResponse
@@ -96,13 +96,20 @@ def _finished(state: Any) -> bool:
     return not state.due
 
 
+@singledispatch
+def _carry(io: object, blocking: Blocking) -> Any:
+    """Carry out ``io`` with this driver's function for its kind (``@_carry.register``)."""
+    raise TypeError(f"no way to carry out {io!r}")
+
+
 def _outcome(io: _io.Io, blocking: Blocking) -> Any:
     try:
-        return _CARRY[type(io)](io, blocking)
+        return _carry(io, blocking)
     except BaseException as error:  # thrown into the steps, which decide
         return Raised(error)
 
 
+@_carry.register
 def _pause(io: _io.Pause, blocking: Blocking) -> None:
     if io.handoff:  # really: the threads released with this one must get to run
         time.sleep(io.seconds)
@@ -110,16 +117,19 @@ def _pause(io: _io.Pause, blocking: Blocking) -> None:
         blocking.sleep(io.seconds)
 
 
+@_carry.register
 def _start(io: _io.Start, blocking: Blocking) -> Callable[[Any], Any]:
     stub = blocking.client._get_connection()._stub
     return partial(getattr(stub, io.method).future, timeout=io.timeout, metadata=io.metadata)
 
 
+@_carry.register
 def _wait(io: _io.Wait, blocking: Blocking) -> list[Any]:
-    if io.until is None:
+    if io.within is None:
         return [call.result() for call in io.handles]
+    until = time.monotonic() + io.within
     return [
-        _result(call, io.until - time.monotonic(), io.what, callers)
+        _result(call, until - time.monotonic(), io.what, callers)
         for call, callers in zip(io.handles, io.callers, strict=True)
     ]
 
@@ -132,14 +142,17 @@ def _result(call: Any, seconds: float, what: str, callers: int) -> Any:
         raise Unanswered.late(what, callers) from None
 
 
+@_carry.register
 def _joined(io: _io.Joined, blocking: Blocking) -> Any:
     return io.batch.sent(io.seconds)
 
 
+@_carry.register
 def _landed(io: _io.Landed, blocking: Blocking) -> None:
     io.batch.wait_landed(io.seconds)
 
 
+@_carry.register
 def _lead(io: _io.Lead, blocking: Blocking) -> None:
     """The leader's part, in this thread; whatever happens, the members stop waiting."""
     sent = None
@@ -149,6 +162,7 @@ def _lead(io: _io.Lead, blocking: Blocking) -> None:
         io.group.led(io.batch, sent)
 
 
+@_carry.register
 def _run_all(io: _io.RunAll, blocking: Blocking) -> list[FlushSyncResponse]:
     """Drive every machine at once, a thread each; the first failure stops the rest."""
     machines = io.machines
@@ -169,4 +183,4 @@ def _run_all(io: _io.RunAll, blocking: Blocking) -> list[FlushSyncResponse]:
         pool.shutdown(wait=False)
 
 
-_CARRY = carriers(globals())
+carried(_carry)

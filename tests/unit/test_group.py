@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeAlias
@@ -14,7 +15,14 @@ import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushPolicy, FlushSyncResponse, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync import (
+    FlushPolicy,
+    FlushSyncResponse,
+    FlushTimeoutError,
+    _async,
+    _group,
+    _sync,
+)
 from pymilvus_flushsync._core import FlushMachine
 from pymilvus_flushsync._group import LEAD_FOR, Group, for_client
 from pymilvus_flushsync._requests import flush_state_request, sealed_state
@@ -347,3 +355,19 @@ def test_a_shared_poll_cancelled_under_the_call_ends_it_with_a_milvus_exception(
     error = asyncio.run(main())
     assert isinstance(error, MilvusException) and not isinstance(error, FlushTimeoutError)
     assert error.code == 1 and "CANCELLED" in error.message
+
+
+def test_the_group_counts_on_the_calls_clock_alone() -> None:
+    # a clock of another epoch than time.monotonic(): mixing the two would wait ~1e6 s
+    # or not at all; the group module reads no clock of its own
+    server = FakeServer(seals_then(1))
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(time.monotonic() + 1e6)
+        return reads[-1]
+
+    machine = FlushMachine(("a",), "", 10.0, POLICY, clock=clock)
+    assert _sync.run(machine, server.client()).flushed
+    assert flushes(server) == [("a",)] and len(reads) > 3
+    assert not hasattr(_group, "time")
