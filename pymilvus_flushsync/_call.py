@@ -42,6 +42,7 @@ from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout, check_until
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
+from ._stages import PERSISTED
 from ._steps import SEAL, SWEPT, WAIT, Table
 from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel, for_endpoint
@@ -74,7 +75,7 @@ def prepare(
     table: Table | None = None,
     floor: int = 0,
     cover_ts: dict[str, int] | None = None,
-    until: Any = "persisted",
+    until: Any = PERSISTED.name,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
@@ -85,7 +86,7 @@ def prepare(
     ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
     FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
     ``cover_ts``: a ticket's flush timestamps, which cover its collections;
-    ``until``: the last stage to wait for (``_params.UNTIL``).
+    ``until``: the last stage to wait for (``_stages``).
     """
     check_hook(on_progress)
     stage = check_until(until)
@@ -131,7 +132,7 @@ def ticket_of(machine: FlushMachine) -> FlushTicket:
 
 def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
                  on_progress: ProgressHook | None, *, since: float | None = None,
-                 until: Any = "persisted") -> FlushMachine:  # fmt: skip
+                 until: Any = PERSISTED.name) -> FlushMachine:  # fmt: skip
     """``wait_flushed``'s machine for ``ticket`` (``_steps.WAIT``): its identities are
     checked before and after the polls; a Flush it must send again (the server lost
     it) may be covered at the ticket's flush timestamps."""

@@ -54,6 +54,7 @@ from ._response import (
     ProgressHook,
 )
 from ._schedule import FlushPolicy
+from ._stages import LOADED, stage_named
 from ._sync import flush_all, run
 from ._ticket import FlushTicket
 
@@ -384,7 +385,7 @@ def _connected(
         raise _not_connected(uri, exc, lite_errors, args.timeout, job) from None
     client.flush_sync_policy = replace(client.flush_sync_policy, heartbeat=args.heartbeat)
     try:
-        if args.until == "loaded" and is_lite(uri):
+        if args.until == LOADED.name and is_lite(uri):
             _load_on_lite(client, job.names)
         yield client
     finally:
@@ -541,7 +542,7 @@ def _progress_line(stream: TextIO) -> ProgressHook | None:
     def draw(progress: FlushSyncResponse) -> None:
         stage, states = progress.stage, progress.collections.values()
         done = sum(_reached(state, stage) for state in states)
-        word = "flushed" if stage == "persisted" else stage
+        word = stage_named(stage).done
         stream.write(
             f"\rwaiting: {done}/{len(states)} {word}, "
             f"{progress.elapsed:.1f} s, {progress.polls} polls"
@@ -664,11 +665,7 @@ def _lines(response: FlushSyncResponse) -> list[str]:
 
 def _reached(state: CollectionFlushState, stage: str) -> bool:
     """Has the collection reached ``stage`` (``FlushSyncResponse.stage``)?"""
-    if stage == "indexed":
-        return state.indexed_seconds is not None
-    if stage == "loaded":
-        return state.loaded_seconds is not None
-    return state.flushed
+    return getattr(state, stage_named(stage).seconds) is not None
 
 
 def _polled(response: FlushSyncResponse) -> str:

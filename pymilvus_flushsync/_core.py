@@ -63,6 +63,7 @@ from ._history import FlushHistory
 from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
 from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries
+from ._stages import PERSISTED
 from ._state import CallState, Event, Phase, Turn
 from ._steps import (
     EVERY,
@@ -167,7 +168,7 @@ class FlushMachine:
         on_progress: ProgressHook | None = None,
         cover_ts: dict[str, int] | None = None,
         floor: int = 0,
-        until: str = "persisted",
+        until: str = PERSISTED.name,
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
         self.clock, self._timeout, self._hook = clock, timeout, on_progress

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast
 
 from pymilvus.exceptions import ParamError
+
+from ._stages import STAGES
 
 __all__ = [
     "UNTIL",
@@ -19,11 +21,11 @@ __all__ = [
     "check_until",
 ]
 
-#: What a call waits for: each stage includes the ones before it
-#: (docs/guarantees.md, "Beyond persisted").
+#: What a call waits for, for type checkers: the names of ``_stages.STAGES``, where
+#: each stage is defined (docs/guarantees.md, "Beyond persisted").
 Until = Literal["persisted", "indexed", "loaded"]
-#: The stages, in order.
-UNTIL: tuple[Until, ...] = get_args(Until)
+#: The stages' names, in order.
+UNTIL = tuple(stage.name for stage in STAGES)
 
 
 def check_names(collection_names: Any) -> tuple[str, ...]:
@@ -84,7 +86,6 @@ def check_hook(on_progress: Any) -> None:
 
 def check_until(until: Any) -> Until:
     """One of ``UNTIL``."""
-    for stage in UNTIL:
-        if until == stage and isinstance(until, str):
-            return stage
+    if isinstance(until, str) and until in UNTIL:
+        return cast(Until, until)
     raise ParamError(message=f"until must be one of {', '.join(UNTIL)}, got {until!r}")

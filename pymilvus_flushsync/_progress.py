@@ -2,7 +2,7 @@
 
 ``Progress`` is the call's record: each collection's state (what Flush sealed,
 when it was reported flushed, indexed and served), which are still pending at
-each stage the call waits for (``_params.UNTIL``), how many polls were sent, and
+each stage the call waits for (``_stages``), how many polls were sent, and
 the database as the server named it. The machine's steps write it; every
 response, snapshot and ``FlushTimeoutError`` of the call is read from it.
 """
@@ -14,9 +14,9 @@ from dataclasses import replace
 from typing import Any
 
 from ._errors import Failure, FlushTimeoutError
-from ._params import UNTIL
 from ._requests import DEFAULT_DB, sealed_state
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
+from ._stages import PERSISTED, STAGES, Stage, stage_named
 
 __all__ = ["Progress"]
 
@@ -29,7 +29,7 @@ class Progress:
         db_name: the database as the caller asked for it (``""``: the default).
         start: the clock reading ``elapsed`` and each ``seconds`` count from.
         clock: the call's monotonic clock.
-        until: the last stage the call waits for (``_params.UNTIL``).
+        until: the last stage the call waits for (``_stages``).
     """
 
     def __init__(
@@ -38,14 +38,15 @@ class Progress:
         db_name: str,
         start: float,
         clock: Callable[[], float],
-        until: str = UNTIL[0],
+        until: str = PERSISTED.name,
     ) -> None:
         self.requested_db = db_name
         self.start = start
         self._clock = clock
         self.polled = 0
         self._reply_db = ""
-        self.stages = UNTIL[: UNTIL.index(until) + 1]
+        last = STAGES.index(stage_named(until))
+        self.stages = tuple(stage.name for stage in STAGES[: last + 1])
         self.states: dict[str, CollectionFlushState] = {}
         self.pending: list[str] = []  # not yet persisted
         self.waiting: dict[str, list[str]] = {}  # a later stage -> not yet reached
@@ -70,16 +71,12 @@ class Progress:
         stage = self.stage
         return self.pending if stage == self.stages[0] else self.waiting[stage]
 
-    def indexed(self, name: str, now: float, indexes: int) -> None:
-        """Every one of ``name``'s ``indexes`` covers its rows (none: nothing to build)."""
-        seconds = now - self.start
-        self.states[name] = replace(self.states[name], indexes=indexes, indexed_seconds=seconds)
-        self.waiting["indexed"].remove(name)
-
-    def served(self, name: str, now: float) -> None:
-        """The query nodes serve ``name``'s Flushed segments, with their index."""
-        self.states[name] = replace(self.states[name], loaded_seconds=now - self.start)
-        self.waiting["loaded"].remove(name)
+    def reached(self, stage: Stage, name: str, now: float, **fields: Any) -> None:
+        """``name`` reached ``stage``, one after persisted, at ``now``; ``fields``: more
+        of its state (``indexes``)."""
+        fields[stage.seconds] = now - self.start
+        self.states[name] = replace(self.states[name], **fields)
+        self.waiting[stage.name].remove(name)
 
     def sealed(self, reply: Any) -> list[str]:
         """A FlushResponse sealed the pending collections it names; the others, which
@@ -129,7 +126,7 @@ class Progress:
         """The ``FlushTimeoutError`` of the call as it stands (the deadline passed), its
         cause the ``last`` failure."""
         stage, behind = self.stage, self.behind
-        done = "flushed" if stage == self.stages[0] else stage
+        done = stage_named(stage).done
         message = f"flush_sync did not finish within its {timeout:g} s deadline; " + (
             f"not yet {done}: {', '.join(behind)}"
             if listed

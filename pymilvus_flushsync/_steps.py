@@ -88,6 +88,7 @@ from ._requests import (
 )
 from ._response import CollectionFlushState
 from ._schedule import Fail, FlushPolicy, PollSchedule
+from ._stages import INDEXED, LOADED, STAGES, Stage, stage_named
 from ._state import CallState, Event, Moves, Phase
 from ._ticks import TickModel
 
@@ -363,9 +364,9 @@ def _each(
     return lambda work: tuple(request(work.db, name) for name in names(work))
 
 
-def _waiting(stage: str) -> Callable[[Work], list[str]]:
+def _waiting(stage: Stage) -> Callable[[Work], list[str]]:
     """The collections that have not reached ``stage`` (``Progress.waiting``)."""
-    return lambda work: work.progress.waiting[stage]
+    return lambda work: work.progress.waiting[stage.name]
 
 
 def _segment_infos(db: str, name: str) -> Any:
@@ -410,15 +411,15 @@ def _index_read(work: Work, requests: Requests, replies: list[Any]) -> Next | Fa
     for request, reply in zip(requests, replies, strict=True):
         name = request.collection_name
         if reply.status.code == INDEX_NOT_FOUND:
-            work.progress.indexed(name, now, 0)
+            work.progress.reached(INDEXED, name, now, indexes=0)
             continue
         indexes = list(reply.index_descriptions)
         failed = next((i for i in indexes if i.state == _INDEX_FAILED), None)
         if failed is not None:
             return Fail(index_failed(name, failed.index_name, failed.index_state_fail_reason))
         if all(i.pending_index_rows == 0 and i.indexed_rows >= i.total_rows for i in indexes):
-            work.progress.indexed(name, now, len(indexes))
-    if work.progress.waiting["indexed"]:
+            work.progress.reached(INDEXED, name, now, indexes=len(indexes))
+    if work.progress.waiting[INDEXED.name]:
         return Next(Event.NOT_YET, _stage_delay(work))
     work.stage_round = 0  # the next stage's back-off starts again
     return Next(Event.INDEXED)
@@ -462,8 +463,8 @@ def _serving_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
         with_index = {i.segmentID for i in reply.infos if i.index_name}
         built = flushed.built if work.progress.states[name].indexes else frozenset()
         if flushed.rows <= served and built <= with_index:
-            work.progress.served(name, now)
-    if not work.progress.waiting["loaded"]:
+            work.progress.reached(LOADED, name, now)
+    if not work.progress.waiting[LOADED.name]:
         return Next(Event.SERVED)
     delay = _stage_delay(work)
     return Next(Event.RECHECK if now + delay >= work.recheck_at else Event.NOT_YET, delay)
@@ -472,8 +473,8 @@ def _serving_read(work: Work, requests: Requests, replies: list[Any]) -> Next:
 def _served_as_loaded(work: Work) -> None:
     """No segment listing (Milvus Lite): served once GetLoadState said Loaded."""
     now = work.clock()
-    for name in list(work.progress.waiting["loaded"]):
-        work.progress.served(name, now)
+    for name in list(work.progress.waiting[LOADED.name]):
+        work.progress.reached(LOADED, name, now)
 
 
 def _per_collection(method: str) -> Callable[[Requests], str]:
@@ -491,7 +492,7 @@ _LOAD_STATE = Step(
     "GetLoadState",
     milvus_pb2.GetLoadStateResponse,
     _each(
-        _waiting("loaded"),
+        _waiting(LOADED),
         lambda db, name: milvus_pb2.GetLoadStateRequest(db_name=db, collection_name=name),
     ),
     _load_state_read,
@@ -568,7 +569,7 @@ STEPS: Mapping[Phase, Step] = {
         "DescribeIndex",
         milvus_pb2.DescribeIndexResponse,
         _each(
-            _waiting("indexed"),
+            _waiting(INDEXED),
             lambda db, name: milvus_pb2.DescribeIndexRequest(db_name=db, collection_name=name),
         ),
         _index_read,
@@ -580,7 +581,7 @@ STEPS: Mapping[Phase, Step] = {
         "LoadCollection",
         common_pb2.Status,
         _each(
-            _waiting("loaded"),
+            _waiting(LOADED),
             lambda db, name: milvus_pb2.LoadCollectionRequest(
                 db_name=db, collection_name=name, refresh=True
             ),
@@ -593,7 +594,7 @@ STEPS: Mapping[Phase, Step] = {
     Phase.SEGMENTS_NOW: Step(
         "GetPersistentSegmentInfo",
         milvus_pb2.GetPersistentSegmentInfoResponse,
-        _each(_waiting("loaded"), _segment_infos),
+        _each(_waiting(LOADED), _segment_infos),
         _segments_now_read,
         lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
         fallback=Event.SERVED,  # Milvus Lite: loaded is what GetLoadState says
@@ -603,7 +604,7 @@ STEPS: Mapping[Phase, Step] = {
         "GetQuerySegmentInfo",
         milvus_pb2.GetQuerySegmentInfoResponse,
         _each(
-            _waiting("loaded"),
+            _waiting(LOADED),
             lambda db, name: milvus_pb2.GetQuerySegmentInfoRequest(dbName=db, collectionName=name),
         ),
         _serving_read,
@@ -725,45 +726,36 @@ FLUSH_ALL = Table(
 
 
 def staged(table: Table, until: str, *, refresh: bool = True) -> Table:
-    """``table`` waiting ``until`` a later stage than persisted (``_params.UNTIL``):
-    what moved to DONE once persisted (POLL, a ticket's CONFIRM) moves on to INDEX;
-    for ``"loaded"``, GetLoadState first (after LIST), the query coordinator asked to
-    load the new segments at once (``refresh``, as pymilvus's ``refresh_load``), and
-    the serving polls last::
+    """``table`` waiting ``until`` a later stage than persisted (``_stages``): what moved
+    to DONE once persisted (POLL, a ticket's CONFIRM) moves on to the next stage's
+    entry, each stage's moves end at the next one's entry and the last's at DONE, and a
+    stage's check comes before the table's first phase (after LIST, if it lists). As
+    the tables read, for ``"loaded"``::
 
-        INDEX -NOT_YET-> INDEX          INDEX -INDEXED-> DONE (indexed) / REFRESH
-        LOAD_CHECK -LOADABLE-> (the table's first phase, or what LIST led to)
-        REFRESH -REFRESHED-> STILL_LOADED (without ``refresh``: INDEXED leads there)
-        STILL_LOADED -LOADABLE-> SEGMENTS_NOW -FOUND-> SERVING -SERVED-> DONE
-        SERVING -NOT_YET-> SERVING; every stage_recheck: SERVING -RECHECK-> STILL_LOADED
-        (GetLoadState: released meanwhile fails; the Flushed segments again)
+        INDEX -NOT_YET-> INDEX          INDEX -INDEXED-> REFRESH (without ``refresh``:
+        LOAD_CHECK -LOADABLE-> (the table's first phase, or what LIST led to)  STILL_LOADED)
+        REFRESH -REFRESHED-> STILL_LOADED -LOADABLE-> SEGMENTS_NOW
+        SEGMENTS_NOW -FOUND-> SERVING -SERVED-> DONE;   SERVING -NOT_YET-> SERVING
+        every stage_recheck: SERVING -RECHECK-> STILL_LOADED
     """
-    if until == "persisted" or not table.persists:
+    later = STAGES[1 : STAGES.index(stage_named(until)) + 1]
+    if not later or not table.persists:
         return table
     moves = {phase: dict(row) for phase, row in table.moves.items()}
+    entries = [stage.entry(refresh) for stage in later]
     for phase in (Phase.POLL, Phase.CONFIRM):
         for event, to in moves.get(phase, {}).items():
             if to is Phase.DONE:
-                moves[phase][event] = Phase.INDEX
-    moves[Phase.INDEX] = {Event.NOT_YET: Phase.INDEX, Event.INDEXED: Phase.DONE}
+                moves[phase][event] = entries[0]
+    for stage, then in zip(later, [*entries[1:], Phase.DONE], strict=True):
+        moves.update({phase: dict(row) for phase, row in stage.moves(then, refresh).items()})
     first = table.first
-    if until == "loaded":
-        after_index = Phase.REFRESH if refresh else Phase.STILL_LOADED
-        moves[Phase.INDEX][Event.INDEXED] = after_index
-        moves[Phase.REFRESH] = {Event.REFRESHED: Phase.STILL_LOADED}
+    for check in [stage.check for stage in later if stage.check is not None]:
         if first is Phase.LIST:
-            moves[Phase.LOAD_CHECK] = {Event.LOADABLE: moves[Phase.LIST][Event.LISTED]}
-            moves[Phase.LIST][Event.LISTED] = Phase.LOAD_CHECK
+            moves[check] = {Event.LOADABLE: moves[Phase.LIST][Event.LISTED]}
+            moves[Phase.LIST][Event.LISTED] = check
         else:
-            moves[Phase.LOAD_CHECK] = {Event.LOADABLE: first}
-            first = Phase.LOAD_CHECK
-        moves[Phase.STILL_LOADED] = {Event.LOADABLE: Phase.SEGMENTS_NOW}
-        moves[Phase.SEGMENTS_NOW] = {Event.FOUND: Phase.SERVING, Event.SERVED: Phase.DONE}
-        moves[Phase.SERVING] = {
-            Event.NOT_YET: Phase.SERVING,
-            Event.RECHECK: Phase.STILL_LOADED,
-            Event.SERVED: Phase.DONE,
-        }
+            moves[check], first = {Event.LOADABLE: first}, check
     if Phase.LIST in moves:
         moves = _relisting(moves)
     return Table(f"{table.name} until {until}", first, table.steps, moves, table.persists)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
+
+from pymilvus_flushsync._params import UNTIL, Until
+from pymilvus_flushsync._stages import STAGES
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pymilvus_flushsync"
 MODULES = sorted(PACKAGE.glob("*.py"))
@@ -129,3 +133,38 @@ def test_every_module_names_what_it_exports(path: Path) -> None:
         if isinstance(target, ast.Name)
     }
     assert path.name in {"__main__.py", "_exits.py"} or "__all__" in names
+
+
+def _signature_defaults(tree: ast.Module) -> set[int]:
+    """The ids of the constants that are a signature's defaults: a function's, a
+    dataclass field's, or a ``Literal[...]``'s values (the public types); and an enum
+    member's value (``Event.INDEXED``: an event, not a stage)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            found.update(id(a.value) for a in node.body if isinstance(a, ast.Assign))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.update(id(d) for d in [*node.args.defaults, *node.args.kw_defaults] if d)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            found.add(id(node.value))
+        elif isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "Literal":
+            found.update(id(n) for n in ast.walk(node.slice))
+    return found
+
+
+def test_a_stage_is_named_in_the_registry_alone() -> None:
+    # a signature's default aside (``until="persisted"``), no module spells a stage
+    stages = set(UNTIL)
+    found = []
+    for path in MODULES:
+        if path.name == "_stages.py":
+            continue
+        tree = _tree(path)
+        allowed = _signature_defaults(tree)
+        found += [
+            f"{path.name}:{node.lineno} {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in stages and id(node) not in allowed
+        ]
+    assert found == []
+    assert get_args(Until) == UNTIL == tuple(stage.name for stage in STAGES)
