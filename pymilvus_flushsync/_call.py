@@ -24,7 +24,6 @@ docs/guarantees.md's "flush_all_sync and FlushAll":
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 import time
@@ -37,13 +36,20 @@ from pymilvus.grpc_gen import milvus_pb2
 
 from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
 from ._core import FlushMachine, SendRpc, flush_all_machine
-from ._errors import classify_exception, classify_rpc_error, classify_status, undecodable
+from ._errors import (
+    classify_exception,
+    classify_rpc_error,
+    classify_status,
+    interrupted,
+    undecodable,
+)
 from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout, check_until
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
 from ._stages import PERSISTED
-from ._steps import SEAL, SWEPT, WAIT, Table
+from ._state import CallState, Event, Phase
+from ._steps import ALL_DATABASES, SEAL, SWEPT, WAIT, Table
 from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel, for_endpoint
 
@@ -190,21 +196,15 @@ def broadcasts(version: str) -> bool:
     return found is not None and tuple(int(n) for n in found.groups()) >= BROADCAST_SINCE
 
 
-class _Stage(enum.Enum):
-    LISTING = "listing"  # what each database holds, before a broadcast
-    BROADCAST = "broadcast"  # one FlushAll and its polls
-    SWEEP = "sweep"  # one FlushAll, before SEALING covers what it sealed
-    SEALING = "sealing"  # per database: listing, Flush and polls
-    DONE = "done"
-
-
 class AllDatabases:
-    """One ``flush_all_sync`` call: its deadline and its stages (module docstring).
+    """One ``flush_all_sync`` call: its deadline, and its stages as the checked table
+    ``_steps.ALL_DATABASES`` (module docstring).
 
     A driver sends ``asks()`` (``ListDatabases`` and maybe ``GetVersion``; none when
     ``db_name`` names the database), hands their replies (or what each raised) to
     ``machines``, drives the machines it returns at once, hands their responses to
-    ``then`` for the next stage's, until there are none, and returns ``response()``.
+    ``then`` for the next stage's, until there are none, and returns ``response()``;
+    what any of it raised goes to ``failed``.
     """
 
     def __init__(
@@ -223,7 +223,7 @@ class AllDatabases:
             client, None, db_name, timeout, policy, every=True, since=self._started
         )
         self.lists = db_name is None
-        self._stage = _Stage.SEALING
+        self.state = CallState("flush_all_sync", Phase.ASK, ALL_DATABASES)
         self._names: list[str] = []  # the databases
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
         self._broadcast: FlushMachine | None = None  # its FlushAll (BROADCAST, SWEEP)
@@ -242,46 +242,46 @@ class AllDatabases:
         """The first stage, from the replies to ``asks()`` (raises ``ListDatabases``'s
         failure, a ``FlushTimeoutError`` once the deadline has passed)."""
         if not self.lists:
-            self._stage = _Stage.SEALING
+            self.state.move(Event.ONE_DATABASE)
             return [self.first]
         self._names = self._databases(replies[0])
         version = replies[1] if len(replies) > 1 else None
-        seal = not (
+        broadcast = (
             isinstance(version, milvus_pb2.GetVersionResponse)
             and version.status.code == 0
             and broadcasts(version.version)
         )
-        logger.debug("flush_all_sync: FlushAll is %sbroadcast", "not " if seal else "")
-        if not seal:
+        logger.debug("flush_all_sync: FlushAll is %sbroadcast", "" if broadcast else "not ")
+        if broadcast:
+            self.state.move(Event.BROADCASTS)
             return self._per_database(seal=False)
-        self._stage = _Stage.SWEEP
+        self.state.move(Event.SWEEPS)
         self._broadcast = self._flush_all(())
         return [self._broadcast]
 
     def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
         """The next stage after one ended with ``responses`` (none: the call is done)."""
-        if self._stage is _Stage.LISTING:
+        phase, swept = self.state.phase, self._broadcast
+        if phase is Phase.LISTING:
             self._listed = responses
             names = tuple(dict.fromkeys(name for one in responses for name in one.collections))
-            if not names:
-                self._stage = _Stage.DONE
-                return []
-            self._broadcast = self._flush_all(names)
-            self._stage = _Stage.BROADCAST
-            return [self._broadcast]
-        swept = self._broadcast
-        if self._stage is _Stage.SWEEP or (
-            self._stage is _Stage.BROADCAST and swept and not swept.work.broadcast
-        ):
-            assert swept is not None
-            if self._stage is _Stage.BROADCAST:
-                logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
-            self._broadcast, self._listed = None, []
-            return self._per_database(seal=True, floor=swept.work.floor)
-        if self._stage is _Stage.SEALING:
-            self._responses = responses
-        self._stage = _Stage.DONE
-        return []
+            self.state.move(Event.LISTED if names else Event.EMPTY)
+            self._broadcast = self._flush_all(names) if names else None
+            return [self._broadcast] if self._broadcast else []
+        if phase is Phase.SEALING or (phase is Phase.BROADCAST and swept and swept.work.broadcast):
+            self._responses = responses if phase is Phase.SEALING else []
+            self.state.move(Event.FLUSHED)
+            return []
+        assert swept is not None  # BROADCAST without one, or SWEEP: per database
+        if phase is Phase.BROADCAST:
+            logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
+        self.state.move(Event.NOT_BROADCAST if phase is Phase.BROADCAST else Event.SEALED)
+        self._broadcast, self._listed = None, []
+        return self._per_database(seal=True, floor=swept.work.floor)
+
+    def failed(self, exc: BaseException) -> None:
+        """What a stage raised (a machine's failure, an interrupt): the call FAILED."""
+        self.state.fail(exc if isinstance(exc, MilvusException) else interrupted(exc))
 
     def response(self) -> FlushAllSyncResponse:
         elapsed = time.monotonic() - self._started
@@ -318,7 +318,6 @@ class AllDatabases:
     def _per_database(self, *, seal: bool, floor: int = 0) -> list[FlushMachine]:
         """One machine per listed database: listing only (before a broadcast), or
         listing, flushing (covered at ``floor``, a FlushAll's timestamp) and waiting."""
-        self._stage = _Stage.SEALING if seal else _Stage.LISTING
         table = SWEPT if floor else None
         return [
             prepare(

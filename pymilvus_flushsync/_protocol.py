@@ -52,13 +52,17 @@ def _send(group: Group | None, action: SendRpc, machine: FlushMachine) -> Steps[
 def flush_all(stages: AllDatabases) -> Steps[FlushAllSyncResponse]:
     """``flush_all_sync``: the asks (what each raised is a reply too), then the stages
     of machines, each driven at once (``RunAll``)."""
-    replies: list[Any] = []
-    for ask in stages.asks():
-        try:
-            replies.append((yield from send(ask))[0])
-        except Exception as exc:
-            replies.append(exc)
-    machines = stages.machines(replies)
-    while machines:
-        machines = stages.then((yield RunAll(tuple(machines))))
+    try:
+        replies: list[Any] = []
+        for ask in stages.asks():
+            try:
+                replies.append((yield from send(ask))[0])
+            except Exception as exc:
+                replies.append(exc)
+        machines = stages.machines(replies)
+        while machines:
+            machines = stages.then((yield RunAll(tuple(machines))))
+    except BaseException as exc:
+        stages.failed(exc)
+        raise
     return stages.response()

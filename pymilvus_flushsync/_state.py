@@ -39,6 +39,12 @@ class Phase(enum.Enum):
     STILL_LOADED = "still_loaded"  # GetLoadState: not released meanwhile
     SEGMENTS_NOW = "segments_now"  # GetPersistentSegmentInfo: the Flushed segments now
     SERVING = "serving"  # GetQuerySegmentInfo: do the query nodes serve them, indexed?
+    # flush_all_sync's stages, each a set of machines driven at once (``_call``):
+    ASK = "ask"  # ListDatabases (and GetVersion): the databases, and FlushAll's kind
+    LISTING = "listing"  # one listing machine per database, before one broadcast
+    BROADCAST = "broadcast"  # one FlushAll of what they listed, and its polls
+    SWEEP = "sweep"  # one FlushAll before the per-database machines
+    SEALING = "sealing"  # one machine per database: it lists, flushes and waits
     DONE = "done"
     FAILED = "failed"
 
@@ -70,6 +76,9 @@ class Event(enum.Enum):
     SERVED = "served"  # the query nodes serve every Flushed segment, indexed
     RECHECK = "recheck"  # not yet, and time to check the load state and segments again
     GONE = "gone"  # a collection the call listed was dropped meanwhile: list again
+    ONE_DATABASE = "one_database"  # flush_all_sync was given its database
+    BROADCASTS = "broadcasts"  # the server answers FlushAll per channel (2.6.8+)
+    SWEEPS = "sweeps"  # it does not: one FlushAll, then each database
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
 
 

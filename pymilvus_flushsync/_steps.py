@@ -34,6 +34,11 @@ the sealing phase), else it stays. The tables, as they read::
     FLUSH_ALL               FLUSH_ALL -SEALED-> POLL_ALL  FLUSH_ALL -NOT_BROADCAST-> DONE
                             POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
                             POLL_ALL -LOST-> FLUSH_ALL    FLUSH_ALL -GONE-> FLUSH_ALL
+    ALL_DATABASES           ASK -ONE_DATABASE-> SEALING   ASK -BROADCASTS-> LISTING
+    (flush_all_sync: each   ASK -SWEEPS-> SWEEP           SWEEP -SEALED-> SEALING
+    phase drives machines)  LISTING -LISTED-> BROADCAST   LISTING -EMPTY-> DONE
+                            BROADCAST -FLUSHED-> DONE     BROADCAST -NOT_BROADCAST-> SEALING
+                            SEALING -FLUSHED-> DONE
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
@@ -93,6 +98,7 @@ from ._state import CallState, Event, Moves, Phase
 from ._ticks import TickModel
 
 __all__ = [
+    "ALL_DATABASES",
     "EVERY",
     "FLUSH",
     "FLUSH_ALL",
@@ -723,6 +729,21 @@ FLUSH_ALL = Table(
         },
     },
 )
+
+
+#: ``flush_all_sync``'s stages (``_call.AllDatabases``): each phase runs a set of machines
+#: at once, and the machines' outcome is the event (``_call``'s module docstring).
+ALL_DATABASES: Moves = {
+    Phase.ASK: {
+        Event.ONE_DATABASE: Phase.SEALING,
+        Event.BROADCASTS: Phase.LISTING,
+        Event.SWEEPS: Phase.SWEEP,
+    },
+    Phase.LISTING: {Event.LISTED: Phase.BROADCAST, Event.EMPTY: Phase.DONE},
+    Phase.BROADCAST: {Event.FLUSHED: Phase.DONE, Event.NOT_BROADCAST: Phase.SEALING},
+    Phase.SWEEP: {Event.SEALED: Phase.SEALING},
+    Phase.SEALING: {Event.FLUSHED: Phase.DONE},
+}
 
 
 def staged(table: Table, until: str, *, refresh: bool = True) -> Table:

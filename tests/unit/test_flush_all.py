@@ -8,19 +8,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 
-from pymilvus_flushsync import FlushAllSyncResponse, FlushTimeoutError, _async, _sync
+from pymilvus_flushsync import FlushAllSyncResponse, FlushTimeoutError, _async, _call, _sync
 from pymilvus_flushsync._call import broadcasts
 from pymilvus_flushsync._compat import BROADCAST_FIELDS
 from pymilvus_flushsync._requests import broadcast_ticks
-from pymilvus_flushsync._steps import UNEXPLAINED_LISTINGS
+from pymilvus_flushsync._state import CallState, Event, IllegalMove, Phase
+from pymilvus_flushsync._steps import ALL_DATABASES, UNEXPLAINED_LISTINGS
 
 from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36
 
@@ -275,3 +277,52 @@ def test_a_flush_all_that_keeps_answering_not_found_fails_with_its_error(flavor:
     error = flush_all(flavor, server)
     assert isinstance(error, MilvusException) and "channel not found" in error.message
     assert methods(server)["FlushAll"] == UNEXPLAINED_LISTINGS + 1
+
+
+class _Recorded(CallState):
+    """``flush_all_sync``'s state, recording each phase it moves to."""
+
+    phases: ClassVar[list[Phase]] = []
+
+    def move(self, event: Event) -> None:
+        super().move(event)
+        if self._name == "flush_all_sync":
+            self.phases.append(self.phase)
+
+
+def _broadcast_refused(cluster: Cluster) -> Cluster:
+    cluster.broadcasts = lambda: False  # type: ignore[method-assign]  # says 2.6.8, is not
+    return cluster
+
+
+PATHS = [
+    pytest.param(Cluster, {}, "LISTING BROADCAST DONE", marks=needs_fields, id="broadcast"),
+    pytest.param(
+        lambda: _broadcast_refused(Cluster()), {}, "LISTING BROADCAST SEALING DONE",
+        marks=needs_fields, id="not broadcast",
+    ),
+    pytest.param(lambda: Cluster(version="v2.3.5"), {}, "SWEEP SEALING DONE", id="sweep"),
+    pytest.param(Cluster, {"db_name": "x"}, "SEALING DONE", id="db_name"),
+    pytest.param(
+        lambda: Cluster(version="v2.3.5", flush_all_gone=UNEXPLAINED_LISTINGS + 1), {},
+        "SWEEP FAILED", id="failed",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize(("cluster", "kwargs", "path"), PATHS)
+def test_flush_all_sync_moves_through_its_checked_table(
+    monkeypatch: pytest.MonkeyPatch,
+    flavor: str,
+    cluster: Callable[[], Cluster],
+    kwargs: dict[str, Any],
+    path: str,
+) -> None:
+    monkeypatch.setattr(_call, "CallState", _Recorded)
+    _Recorded.phases = []
+    flush_all(flavor, FakeServer(cluster()), **kwargs)
+    assert " ".join(phase.name for phase in _Recorded.phases) == path
+    state = CallState("flush_all_sync", Phase.SWEEP, ALL_DATABASES)
+    with pytest.raises(IllegalMove):  # a move the table does not list
+        state.move(Event.FLUSHED)
