@@ -49,7 +49,7 @@ from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResp
 from ._schedule import FlushPolicy
 from ._stages import PERSISTED
 from ._state import CallState, Event, Phase
-from ._steps import ALL_DATABASES, SEAL, SWEPT, WAIT, Table
+from ._steps import ALL_DATABASES, SEAL, SWEPT, WAIT, Known, Table
 from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel, for_endpoint
 
@@ -80,8 +80,8 @@ def prepare(
     on_progress: ProgressHook | None = None,
     table: Table | None = None,
     floor: int = 0,
-    cover_ts: dict[str, int] | None = None,
     until: Any = PERSISTED.name,
+    known: Known | None = None,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
@@ -91,8 +91,8 @@ def prepare(
     ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
     ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
     FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
-    ``cover_ts``: a ticket's flush timestamps, which cover its collections;
-    ``until``: the last stage to wait for (``_stages``).
+    ``known``: a ticket's states, identities and cover (``_steps.Known``); ``until``:
+    the last stage to wait for (``_stages``).
     """
     check_hook(on_progress)
     stage = check_until(until)
@@ -112,9 +112,10 @@ def prepare(
         seal=seal,
         on_progress=on_progress,
         table=table,
-        cover_ts=cover_ts,
+        cover_ts=known.cover_ts if known else None,
         floor=floor,
         until=stage,
+        known=known,
     )
 
 
@@ -144,20 +145,15 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
     it) may be covered at the ticket's flush timestamps."""
     if not isinstance(ticket, FlushTicket):
         raise ParamError(message=f"ticket must be a FlushTicket, not {type(ticket).__name__}")
-    machine = prepare(
-        client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
-        table=WAIT, since=since, until=until,
-        cover_ts={one.name: one.flush_ts for one in ticket.collections},
+    known = Known(
+        {one.name: CollectionFlushState(one.name, one.segment_ids, flush_ts=one.flush_ts)
+         for one in ticket.collections},
+        {one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections},
     )  # fmt: skip
-    work = machine.work
-    for one in ticket.collections:
-        work.progress.states[one.name] = CollectionFlushState(
-            one.name, segment_ids=one.segment_ids, flush_ts=one.flush_ts
-        )
-    work.expected = {
-        one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections
-    }
-    return machine
+    return prepare(
+        client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
+        table=WAIT, since=since, until=until, known=known,
+    )  # fmt: skip
 
 
 def connect_timeout(machine: FlushMachine) -> float | None:

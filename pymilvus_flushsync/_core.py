@@ -71,6 +71,7 @@ from ._steps import (
     FLUSH_ALL,
     LISTING,
     UNEXPLAINED_LISTINGS,
+    Known,
     Shared,
     Step,
     Table,
@@ -143,10 +144,9 @@ class FlushMachine:
             ``since`` (default: now; the CLI connects first).
         clock, rng, ticks, history: the monotonic clock, the jitter's source, the
             endpoint's learned tick phase (``None``: off) and accepted Flush times.
-        seal: ``False`` only lists; ``table``: the kind of call (``_steps``).
-        cover_ts, floor: a ticket's flush timestamps, a FlushAll's (``_steps.SWEPT``):
-            a refused Flush is covered at them, else at a fresh ``AllocTimestamp``;
-            ``until``: the last stage to wait for (``_steps.staged``).
+        seal, table, until: ``False`` only lists; the kind of call; the last stage.
+        cover_ts, floor, known: a ticket's and a FlushAll's (``SWEPT``) flush timestamps,
+            covering a refused Flush (else a fresh ``AllocTimestamp``); a ticket's states.
         on_progress: called with a snapshot before every sleep and with the final
             response (``ProgressHook``); what it raises fails the call, unchanged.
     """
@@ -169,6 +169,7 @@ class FlushMachine:
         cover_ts: dict[str, int] | None = None,
         floor: int = 0,
         until: str = PERSISTED.name,
+        known: Known | None = None,
     ) -> None:
         self.policy = policy = policy or FlushPolicy()
         self.clock, self._timeout, self._hook = clock, timeout, on_progress
@@ -178,7 +179,7 @@ class FlushMachine:
         self.state = self.table.state()
         self.every = names is None  # every collection of the database
         progress = Progress(names or (), db_name, start, clock, until)
-        self.work = Work.of(progress, policy, ticks, clock, history, cover_ts or {}, floor)
+        self.work = Work.of(progress, policy, ticks, clock, history, cover_ts or {}, floor, known)
         self._retries = Retries.of(policy, timeout, rng)
         self._metadata = (("dbname", db_name),) if db_name else None
         self.in_flight: SendRpc | None = None

@@ -106,6 +106,7 @@ __all__ = [
     "SEAL",
     "SWEPT",
     "WAIT",
+    "Known",
     "Next",
     "Shared",
     "Step",
@@ -124,6 +125,20 @@ class Shared(enum.Enum):
 
     FLUSH = "flush"
     POLL = "poll"
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a call knows of its collections before it starts (a ticket's, for
+    ``wait_flushed``): each one's state as sealed, and its identity to check."""
+
+    states: Mapping[str, CollectionFlushState]
+    expected: Mapping[str, tuple[int, int]]
+
+    @property
+    def cover_ts(self) -> dict[str, int]:
+        """The flush timestamps that cover a refused Flush of each collection."""
+        return {name: state.flush_ts for name, state in self.states.items()}
 
 
 @dataclass(eq=False)
@@ -159,10 +174,16 @@ class Work:
         history: FlushHistory | None,
         cover_ts: dict[str, int],
         floor: int,
+        known: Known | None = None,
     ) -> Work:
-        """A call's work, with its policy's schedules (``FlushMachine``)."""
+        """A call's work, with its policy's schedules (``FlushMachine``), and what a
+        ticket knows (``known``) in place before the first step."""
         polls = PollSchedule(policy.poll, ticks)
-        return cls(progress, polls, clock, policy, history, cover_ts=dict(cover_ts), floor=floor)
+        work = cls(progress, polls, clock, policy, history, cover_ts=dict(cover_ts), floor=floor)
+        if known is not None:
+            progress.states.update(known.states)
+            work.expected = dict(known.expected)
+        return work
 
     @property
     def db(self) -> str:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
@@ -21,12 +25,31 @@ IN_TURN = "server_in_turn"
 
 def pytest_configure(config: pytest.Config) -> None:
     """The run's first process (not a pytest-xdist worker) holds the Milvus broker
-    (``tests/servers.py``); its workers inherit ``$FLUSHSYNC_SERVERS``."""
+    (``tests/servers.py``); its workers inherit ``$FLUSHSYNC_SERVERS``. Each worker
+    has a home of its own under Milvus Lite 2.x (``_lite_home``)."""
+    if hasattr(config, "workerinput"):
+        _lite_home(str(config.workerinput["workerid"]))
     if hasattr(config, "workerinput") or BROKER_ENV in os.environ:
         return
     broker = Broker(base_config())
     config.stash[_BROKER] = broker
     os.environ[BROKER_ENV] = broker.path
+
+
+def _lite_home(worker: str) -> None:
+    """Milvus Lite 2.x servers keep their mmap files in ``$HOME/.cache/milvus``, which
+    each empties as it starts: two starting at once, on two workers, can leave one
+    unable to create a collection ("Mmap manager has not been init", CI run 13). So
+    under Lite 2.x each worker, and the processes it starts, get a home of their own
+    (docs/milvus.md, "Milvus Lite 2.5 processes share a folder")."""
+    try:
+        lite = version("milvus-lite")
+    except PackageNotFoundError:
+        return
+    if int(lite.split(".")[0]) < 3:
+        home = tempfile.mkdtemp(prefix=f"flushsync-home-{worker}-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        os.environ["HOME"] = home
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
