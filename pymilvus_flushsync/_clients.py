@@ -93,7 +93,7 @@ class FlushSyncMixin:
             sealed segment IDs and the flush timestamp, and the database.
 
         Raises:
-            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``.
+            MilvusException: as ``flush_sync`` (``ParamError``, ``FlushTimeoutError``).
         """
         machine = prepare_seal(self, collection_names, db_name, timeout, self.flush_sync_policy)
         _sync.run(machine, self)
@@ -135,8 +135,8 @@ class FlushSyncMixin:
             A frozen ``FlushAllSyncResponse``: one ``FlushSyncResponse`` per database.
 
         Raises:
-            ParamError, FlushTimeoutError, MilvusException: as ``flush_sync``; the
-            first database's failure ends the call (the others stop).
+            MilvusException: as ``flush_sync`` (``ParamError``, ``FlushTimeoutError``);
+                the first database's failure ends the call (the others stop).
         """
         return _sync.flush_all(self, db_name, timeout, self.flush_sync_policy)
 
