@@ -88,7 +88,7 @@ def test_both_drivers_send_the_same_rpcs_and_return_the_same_answer() -> None:
 
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_a_progress_bar_reaches_its_total(flavor: str) -> None:
-    """The README's tqdm example over a server whose collections flip at polls 1, 3, 5."""
+    """The guide's progress hook over a server whose collections flip at polls 1, 3, 5."""
     answer = flipping({"a": 1, "b": 3, "c": 5}.__getitem__)
     response, progress = drive(flavor, FakeServer(answer), ("a", "b", "c"))
     assert isinstance(response, FlushSyncResponse) and response.flushed
