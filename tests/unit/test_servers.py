@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -149,3 +150,18 @@ def test_the_running_config_goes_first_while_it_is_wanted(broker: Servers) -> No
     assert other.wait(10)
     release_other.set()
     assert FakeStandalone.log == [("start", LIMITED), ("stop", LIMITED), ("start", OTHER)]
+
+
+def test_a_server_bound_to_one_index_node_must_have_added_no_other(tmp_path: Path) -> None:
+    # 2.3.5's data coordinator may also add the embedded index node as it starts
+    standalone = object.__new__(servers.Standalone)
+    standalone.base_dir, standalone.config = str(tmp_path), dict(servers.CRASHABLE_UNBUILT)
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "milvus-stdout.log"
+    added = '[datacoord/indexnode_manager.go:83] ["add IndexNode"] [nodeID={}] ["node address"=x]\n'
+    log.write_text(added.format(9999))
+    assert standalone._bound_alone()
+    log.write_text(added.format(9999) + added.format(1))
+    assert not standalone._bound_alone()
+    standalone.config = {}  # not bound: nothing to check
+    assert standalone._bound_alone()
