@@ -8,14 +8,14 @@ the benchmark all start a call here and hand it to a driver (``_sync.run``,
 at once under the call's one deadline; which stages, per server line and why, is
 docs/guarantees.md's "flush_all_sync and FlushAll":
 
-* a broadcast (``db_name=None``, Milvus 2.6.8+ by ``GetVersion``, protos with 2.6.8's
-  fields): ``ListDatabases``, one listing machine per database (``seal=False``:
-  what the response names), then one FlushAll machine (``flush_all_machine``);
-* otherwise, over every database: ``ListDatabases``, one FlushAll machine (the
-  sweep: FlushAll is not rate-limited), then one machine per database
-  (``_steps.SWEPT``: it lists its collections and covers them at the FlushAll's
-  timestamp, with a Flush only for what the FlushAll did not seal). A FlushAll reply
-  without per-channel messages on 2.6.8+ leads to the same per-database stage.
+* over every database (``db_name=None``): ``ListDatabases``, one listing machine per
+  database (``seal=False``: what the response names, and what a timeout names
+  pending), then one FlushAll machine (``flush_all_machine``). On Milvus 2.6.8+ (by
+  ``GetVersion``, protos with 2.6.8's fields) it is a broadcast, and its polls end
+  the call. Otherwise (the sweep: FlushAll is not rate-limited) one machine per
+  database follows (``_steps.SWEPT``: it lists its collections and covers them at
+  the FlushAll's timestamp, with a Flush only for what the FlushAll did not seal),
+  as it does after a 2.6.8+ FlushAll reply without per-channel messages.
 * ``db_name`` given, or FlushAll UNIMPLEMENTED (Milvus Lite): one machine per
   database (``_steps.EVERY``: it lists its collections, flushes them and waits). A
   server without databases (``ListDatabases`` UNIMPLEMENTED: Milvus Lite 2.x) has
@@ -222,7 +222,7 @@ class AllDatabases:
         self.state = CallState("flush_all_sync", Phase.ASK, ALL_DATABASES)
         self._names: list[str] = []  # the databases
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
-        self._broadcast: FlushMachine | None = None  # its FlushAll (BROADCAST, SWEEP)
+        self._broadcast: FlushMachine | None = None  # its FlushAll (FLUSH_ALL)
         self._responses: list[FlushSyncResponse] = []
 
     def asks(self) -> list[SendRpc]:
@@ -248,12 +248,8 @@ class AllDatabases:
             and broadcasts(version.version)
         )
         logger.debug("flush_all_sync: FlushAll is %sbroadcast", "" if broadcast else "not ")
-        if broadcast:
-            self.state.move(Event.BROADCASTS)
-            return self._per_database(seal=False)
-        self.state.move(Event.SWEEPS)
-        self._broadcast = self._flush_all(())
-        return [self._broadcast]
+        self.state.move(Event.BROADCASTS if broadcast else Event.SWEEPS)
+        return self._per_database(seal=False)
 
     def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
         """The next stage after one ended with ``responses`` (none: the call is done)."""
@@ -264,14 +260,13 @@ class AllDatabases:
             self.state.move(Event.LISTED if names else Event.EMPTY)
             self._broadcast = self._flush_all(names) if names else None
             return [self._broadcast] if self._broadcast else []
-        if phase is Phase.SEALING or (phase is Phase.BROADCAST and swept and swept.work.broadcast):
+        if phase is Phase.SEALING or (swept and swept.work.broadcast):
             self._responses = responses if phase is Phase.SEALING else []
             self.state.move(Event.FLUSHED)
             return []
-        assert swept is not None  # BROADCAST without one, or SWEEP: per database
-        if phase is Phase.BROADCAST:
-            logger.info("flush_all_sync: FlushAll was not broadcast; flushing per database")
-        self.state.move(Event.NOT_BROADCAST if phase is Phase.BROADCAST else Event.SEALED)
+        assert swept is not None  # FLUSH_ALL, not broadcast: per database
+        logger.debug("flush_all_sync: FlushAll was not broadcast; covering per database")
+        self.state.move(Event.NOT_BROADCAST)
         self._broadcast, self._listed = None, []
         return self._per_database(seal=True, floor=swept.work.floor)
 
@@ -302,7 +297,7 @@ class AllDatabases:
         )
 
     def _flush_all(self, names: tuple[str, ...]) -> FlushMachine:
-        """The one FlushAll (``names``: what a broadcast reports; none for a sweep)."""
+        """The one FlushAll (``names``: what LISTING listed, what a timeout names)."""
         return flush_all_machine(
             names,
             check_timeout(self._timeout),

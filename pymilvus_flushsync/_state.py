@@ -31,7 +31,7 @@ class Phase(enum.Enum):
     STAMP = "stamp"  # AllocTimestamp: a timestamp after the call began
     COVER = "cover"  # GetFlushState at that timestamp: sealed by another?
     SEGMENTS = "segments"  # GetPersistentSegmentInfo: the segments another's Flush sealed
-    FLUSH_ALL = "flush_all"  # FlushAll, broadcast per channel (Milvus 2.6.8+)
+    FLUSH_ALL = "flush_all"  # FlushAll (flush_all_sync's stage: of what LISTING listed)
     POLL_ALL = "poll_all"  # GetFlushAllState on the channels' time ticks
     LOAD_CHECK = "load_check"  # GetLoadState before the Flush (until="loaded")
     INDEX = "index"  # DescribeIndex: has every index covered the persisted rows?
@@ -41,9 +41,7 @@ class Phase(enum.Enum):
     SERVING = "serving"  # GetQuerySegmentInfo: do the query nodes serve them, indexed?
     # flush_all_sync's stages, each a set of machines driven at once (``_call``):
     ASK = "ask"  # ListDatabases (and GetVersion): the databases, and FlushAll's kind
-    LISTING = "listing"  # one listing machine per database, before one broadcast
-    BROADCAST = "broadcast"  # one FlushAll of what they listed, and its polls
-    SWEEP = "sweep"  # one FlushAll before the per-database machines
+    LISTING = "listing"  # one listing machine per database, before the FlushAll
     SEALING = "sealing"  # one machine per database: it lists, flushes and waits
     DONE = "done"
     FAILED = "failed"
@@ -78,7 +76,7 @@ class Event(enum.Enum):
     GONE = "gone"  # a collection the call listed was dropped meanwhile: list again
     ONE_DATABASE = "one_database"  # flush_all_sync was given its database
     BROADCASTS = "broadcasts"  # the server answers FlushAll per channel (2.6.8+)
-    SWEEPS = "sweeps"  # it does not: one FlushAll, then each database
+    SWEEPS = "sweeps"  # it does not: one FlushAll, then each database covered at it
     FAILED = "failed"  # a final failure, the deadline, the retry budget, an interrupt
 
 

@@ -35,10 +35,9 @@ the sealing phase), else it stays. The tables, as they read::
                             POLL_ALL -NOT_YET-> POLL_ALL  POLL_ALL -FLUSHED-> DONE
                             POLL_ALL -LOST-> FLUSH_ALL    FLUSH_ALL -GONE-> FLUSH_ALL
     ALL_DATABASES           ASK -ONE_DATABASE-> SEALING   ASK -BROADCASTS-> LISTING
-    (flush_all_sync: each   ASK -SWEEPS-> SWEEP           SWEEP -SEALED-> SEALING
-    phase drives machines)  LISTING -LISTED-> BROADCAST   LISTING -EMPTY-> DONE
-                            BROADCAST -FLUSHED-> DONE     BROADCAST -NOT_BROADCAST-> SEALING
-                            SEALING -FLUSHED-> DONE
+    (flush_all_sync: each   ASK -SWEEPS-> LISTING         LISTING -LISTED-> FLUSH_ALL
+    phase drives machines)  LISTING -EMPTY-> DONE         FLUSH_ALL -FLUSHED-> DONE
+                            FLUSH_ALL -NOT_BROADCAST-> SEALING  SEALING -FLUSHED-> DONE
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
@@ -758,11 +757,10 @@ ALL_DATABASES: Moves = {
     Phase.ASK: {
         Event.ONE_DATABASE: Phase.SEALING,
         Event.BROADCASTS: Phase.LISTING,
-        Event.SWEEPS: Phase.SWEEP,
+        Event.SWEEPS: Phase.LISTING,
     },
-    Phase.LISTING: {Event.LISTED: Phase.BROADCAST, Event.EMPTY: Phase.DONE},
-    Phase.BROADCAST: {Event.FLUSHED: Phase.DONE, Event.NOT_BROADCAST: Phase.SEALING},
-    Phase.SWEEP: {Event.SEALED: Phase.SEALING},
+    Phase.LISTING: {Event.LISTED: Phase.FLUSH_ALL, Event.EMPTY: Phase.DONE},
+    Phase.FLUSH_ALL: {Event.FLUSHED: Phase.DONE, Event.NOT_BROADCAST: Phase.SEALING},
     Phase.SEALING: {Event.FLUSHED: Phase.DONE},
 }
 

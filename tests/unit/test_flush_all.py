@@ -24,7 +24,7 @@ from pymilvus_flushsync._requests import broadcast_ticks
 from pymilvus_flushsync._state import CallState, Event, IllegalMove, Phase
 from pymilvus_flushsync._steps import ALL_DATABASES, UNEXPLAINED_LISTINGS
 
-from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36
+from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36, status
 
 needs_fields = pytest.mark.skipif(
     not BROADCAST_FIELDS, reason="this pymilvus's protos lack Milvus 2.6.8's FlushAll fields"
@@ -228,6 +228,27 @@ def test_the_deadline_names_every_listed_collection(flavor: str) -> None:
     assert "not yet flushed: " in str(error)
 
 
+@pytest.mark.parametrize("version", ["v2.3.5", "v2.6.8"])
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_flush_all_that_outlives_the_deadline_names_every_listed_collection(
+    flavor: str, version: str
+) -> None:
+    # 2.3.5's FlushAll seals every collection of the server in turn, and answers its
+    # own "context deadline exceeded" when that outlives the RPC's timeout (CI stop 34)
+    cluster = Cluster(version=version)
+
+    def answer(method: str, request: Any) -> Any:
+        if method == "FlushAll":
+            timed_out = status(10001, "context deadline exceeded")
+            return milvus_pb2.FlushAllResponse(status=timed_out)
+        return cluster(method, request)
+
+    error = flush_all(flavor, FakeServer(answer), timeout=0.2)
+    assert isinstance(error, FlushTimeoutError)
+    assert sorted(error.pending) == ["a", "b", "c"]
+    assert "context deadline exceeded" in str(error.__cause__)
+
+
 @needs_fields
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_a_channel_message_without_a_time_tick_is_final(flavor: str) -> None:
@@ -296,16 +317,18 @@ def _broadcast_refused(cluster: Cluster) -> Cluster:
 
 
 PATHS = [
-    pytest.param(Cluster, {}, "LISTING BROADCAST DONE", marks=needs_fields, id="broadcast"),
+    pytest.param(Cluster, {}, "LISTING FLUSH_ALL DONE", marks=needs_fields, id="broadcast"),
     pytest.param(
-        lambda: _broadcast_refused(Cluster()), {}, "LISTING BROADCAST SEALING DONE",
+        lambda: _broadcast_refused(Cluster()), {}, "LISTING FLUSH_ALL SEALING DONE",
         marks=needs_fields, id="not broadcast",
     ),
-    pytest.param(lambda: Cluster(version="v2.3.5"), {}, "SWEEP SEALING DONE", id="sweep"),
+    pytest.param(
+        lambda: Cluster(version="v2.3.5"), {}, "LISTING FLUSH_ALL SEALING DONE", id="sweep",
+    ),
     pytest.param(Cluster, {"db_name": "x"}, "SEALING DONE", id="db_name"),
     pytest.param(
         lambda: Cluster(version="v2.3.5", flush_all_gone=UNEXPLAINED_LISTINGS + 1), {},
-        "SWEEP FAILED", id="failed",
+        "LISTING FLUSH_ALL FAILED", id="failed",
     ),
 ]  # fmt: skip
 
@@ -323,6 +346,6 @@ def test_flush_all_sync_moves_through_its_checked_table(
     _Recorded.phases = []
     flush_all(flavor, FakeServer(cluster()), **kwargs)
     assert " ".join(phase.name for phase in _Recorded.phases) == path
-    state = CallState("flush_all_sync", Phase.SWEEP, ALL_DATABASES)
+    state = CallState("flush_all_sync", Phase.LISTING, ALL_DATABASES)
     with pytest.raises(IllegalMove):  # a move the table does not list
         state.move(Event.FLUSHED)
