@@ -31,7 +31,7 @@ from pymilvus.exceptions import MilvusException, ParamError
 from . import __version__
 from ._call import prepare, prepare_seal, prepare_wait, ticket_of
 from ._clients import MilvusClient
-from ._compat import GRPC_MAX_TIMEOUT, release_lite
+from ._compat import GRPC_MAX_TIMEOUT, OWN_CONNECTION, release_lite
 from ._connection import (
     TLS_FLAGS,
     NotConnected,
@@ -376,6 +376,7 @@ def _connected(
             client = MilvusClient(
                 uri, user=target.user, password=target.password, token=target.token,
                 db_name=job.db_name or "", timeout=connecting, **target.tls.kwargs(),
+                **OWN_CONNECTION,
             )  # fmt: skip
     except ValueError as exc:  # the URI does not parse (e.g. a port that is not a number)
         raise _failure(
@@ -772,7 +773,7 @@ def _demo(rows: int) -> int:
         client: MilvusClient | None = None
         try:
             _out(f"Milvus Lite database: {uri}")
-            client = MilvusClient(uri)
+            client = MilvusClient(uri, **OWN_CONNECTION)
             code = _demo_in(client, rows, held)
         finally:
             if client is not None:

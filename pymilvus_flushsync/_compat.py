@@ -16,6 +16,7 @@ from pymilvus.grpc_gen import milvus_pb2
 __all__ = [
     "BROADCAST_FIELDS",
     "GRPC_MAX_TIMEOUT",
+    "OWN_CONNECTION",
     "async_handler",
     "async_stub",
     "check_lite",
@@ -35,6 +36,25 @@ BROADCAST_FIELDS = (
 #: nanoseconds since the epoch, so ``now + 1e10`` s wraps into the past and the call
 #: fails at once with DEADLINE_EXCEEDED (measured: 1e10 fails, 1e9 works).
 GRPC_MAX_TIMEOUT = 1e9
+
+
+def _own_connection() -> dict[str, Any]:
+    try:
+        from pymilvus.client.connection_manager import ConnectionManager
+    except ImportError:  # pymilvus 2.5: a closed client closes its own connection
+        return {}
+    takes = inspect.signature(ConnectionManager.get_or_create).parameters
+    return {"dedicated": True} if "dedicated" in takes else {}
+
+
+#: What gives a ``MilvusClient`` a connection of its own, closed by ``close()``, for
+#: the command line's clients. pymilvus 2.6+ shares one per address and token for
+#: the life of the process (its ``ConnectionManager``; ``close()`` only forgets the
+#: client). A channel still open as the interpreter exits is closed by its finaliser,
+#: which waits for the gRPC threads that watch it: a watch of the connection lasts up
+#: to 0.2 s after connecting, and a thread that wakes during exit never returns, so a
+#: Ctrl-C that soon after connecting hung the command (5 in 120 on a loaded machine).
+OWN_CONNECTION = _own_connection()
 
 
 def current_db_name(client: Any) -> str:

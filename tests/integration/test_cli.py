@@ -19,7 +19,7 @@ from pymilvus.exceptions import MilvusException
 import pymilvus_flushsync
 from pymilvus_flushsync import AsyncMilvusClient
 from pymilvus_flushsync._cli import DEFAULT_TIMEOUT, _clear, _parser, _progress_line, main
-from pymilvus_flushsync._compat import release_lite
+from pymilvus_flushsync._compat import OWN_CONNECTION, release_lite
 from pymilvus_flushsync._core import FlushMachine
 
 from ..helpers import Backend, broadcast_only, server_only
@@ -358,6 +358,28 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
         out, err = process.communicate(timeout=30)
     assert server.calls
     assert (process.returncode, out, err) == (130, "", "interrupted\n")
+
+
+@pytest.mark.skipif(not OWN_CONNECTION, reason="pymilvus 2.5: close() closes the connection")
+def test_the_command_closes_its_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    """pymilvus 2.6+ keeps a closed client's connection open for the life of the process;
+    one still open at exit can hang it (``_compat.OWN_CONNECTION``): the command's is
+    closed as it ends."""
+    from pymilvus.client.connection_manager import ConnectionManager
+
+    manager = ConnectionManager.get_instance()
+    with hostile("flush_refused") as server:
+        assert isinstance(server, FakeMilvus)
+        code, _, _ = run_cli(capsys, "flush", "--uri", server.uri, "c0")
+        port = f":{server.port}"
+        with manager._lock:
+            handlers = [
+                managed.handler
+                for managed in [*manager._registry.values(), *manager._dedicated.values()]
+                if port in managed.config.key
+            ]
+    assert code == 1 and server.calls == ["Flush"]
+    assert all(handler._channel is None for handler in handlers)
 
 
 def test_a_reader_that_went_away_is_not_an_error(lite: Backend) -> None:
