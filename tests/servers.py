@@ -114,6 +114,9 @@ def _bind_reusing_address(port: int) -> socket.socket | None:
 ETCD_CONFIG = "ETCD_CONFIG_PATH"
 #: Starts of one server before its config is given up on (``Standalone._bound_alone``).
 STARTS = 5
+#: What the proxy logs once it serves, and how long after the wheel's start it may take.
+PROXY_HEALTHY = '["update state code"] [role=proxy] [State=Healthy]'
+SERVING_WITHIN = 60.0
 #: One start at a time in a process: the wheel picks its ports by probing from the same
 #: defaults, and the etcd config reaches the server through this process's environment.
 _starting = threading.Lock()
@@ -172,10 +175,22 @@ class Standalone:
                     self.server.start()
                 finally:
                     del os.environ[ETCD_CONFIG]
+            self._serving()
             if self._bound_alone():
                 return
             self.server.stop()  # started as its config does not say: again
         raise RuntimeError(f"no start of {STARTS} bound the index coordinator alone")
+
+    def _serving(self) -> None:
+        """Wait until the proxy says it serves. The wheel's start waits for ``/healthz``,
+        which can say OK before the proxy is Healthy: a client then got "Milvus Proxy
+        is not ready yet" (CI run 21, a TLS server started under load)."""
+        log = Path(self.base_dir, "logs", "milvus-stdout.log")
+        until = time.monotonic() + SERVING_WITHIN
+        while PROXY_HEALTHY not in log.read_text(errors="replace"):
+            if time.monotonic() > until or not self.server.running:
+                raise RuntimeError(f"the proxy did not say it serves within {SERVING_WITHIN} s")
+            time.sleep(0.05)
 
     def _bound_alone(self) -> bool:
         """Whether a server bound to one index node (``CRASHABLE_UNBUILT``) added no

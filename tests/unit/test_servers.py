@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -165,3 +166,17 @@ def test_a_server_bound_to_one_index_node_must_have_added_no_other(tmp_path: Pat
     assert not standalone._bound_alone()
     standalone.config = {}  # not bound: nothing to check
     assert standalone._bound_alone()
+
+
+def test_a_server_is_up_once_its_proxy_says_it_serves(tmp_path: Path) -> None:
+    # the wheel's /healthz may say OK before the proxy is Healthy
+    standalone = object.__new__(servers.Standalone)
+    standalone.base_dir = str(tmp_path)
+    standalone.server = SimpleNamespace(running=False)
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "milvus-stdout.log"
+    log.write_text('[proxy/service.go:623] ["update Proxy\'s state to Initializing"]\n')
+    with pytest.raises(RuntimeError, match="did not say it serves"):
+        standalone._serving()  # (the server stopped: no wait)
+    log.write_text(f"[proxy/proxy.go:420] {servers.PROXY_HEALTHY}\n")
+    standalone._serving()
