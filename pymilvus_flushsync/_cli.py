@@ -368,10 +368,13 @@ def _connected(
         reach(target, args.timeout, started, FlushPolicy())
     except NotConnected as exc:
         raise _failure(exc.code, _shown(exc.line), job) from None
+    left = left_of(args.timeout, started)
+    if left is not None and left <= 0:  # a silent server's TLS probe took it all
+        line = f"timed out: no connection to {_shown(uri)} within {args.timeout:g} s"
+        raise _failure(Exit.TIMEOUT, line, job)
     try:
         # the connection's own wait, under what is left of the deadline
-        left = left_of(args.timeout, started)
-        connecting = None if left is None else min(max(left, 0.001), GRPC_MAX_TIMEOUT)
+        connecting = None if left is None else min(left, GRPC_MAX_TIMEOUT)
         with _quiet_pymilvus():
             client = MilvusClient(
                 uri, user=target.user, password=target.password, token=target.token,

@@ -24,8 +24,11 @@ pymilvus line:
    server rejects, or one the client cannot verify, is final (exit 1), named. Without
    TLS, a server that completes a TLS handshake is named too ("pass --secure"): plain
    gRPC to it can never work.
-3. Then pymilvus connects with what is left of the deadline. A refused login is what
-   fails there at once, with the server's answer (``UNAUTHENTICATED``) as its cause.
+3. Then pymilvus connects with what is left of the deadline; with nothing left (a
+   silent server's probe waits for it all) the command times out without asking it:
+   a connect that fails still costs its close, where gRPC waits up to 0.2 s for the
+   connectivity watch pymilvus's wait started. A refused login is what fails there at
+   once, with the server's answer (``UNAUTHENTICATED``) as its cause.
 """
 
 from __future__ import annotations

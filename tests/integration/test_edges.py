@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient
+from pymilvus_flushsync import AsyncMilvusClient, FlushPolicy, FlushTimeoutError, MilvusClient, _cli
 from pymilvus_flushsync._cli import main
 
 from ..helpers import CONNECT_RETRIED, TOLERANCE, Backend, forget_connections
@@ -198,6 +198,26 @@ def test_cli_with_a_deadline(capsys: pytest.CaptureFixture[str], kind: str, form
         assert DEADLINE - 0.01 <= took <= DEADLINE + TOLERANCE
     else:
         assert took <= AT_ONCE
+
+
+def test_cli_does_not_connect_without_the_time_to_close(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent server takes the TLS probe's whole wait (``HANDSHAKE_TIMEOUT``, cut to the
+    deadline): pymilvus is then not asked to connect, since a failed connect's close
+    alone may take 0.2 s more (0.75 s for a 0.5 s deadline was measured)."""
+    constructed: list[str] = []
+
+    class Recorded(MilvusClient):
+        def __init__(self, uri: str, **kwargs: Any) -> None:
+            constructed.append(uri)
+            super().__init__(uri, **kwargs)
+
+    monkeypatch.setattr(_cli, "MilvusClient", Recorded)
+    with hostile("tcp:silent") as server:
+        code, _, err, took = run_cli(capsys, "flush", "--uri", server.uri, "--timeout", "0.5", "c0")
+    assert code == 3 and err.startswith("timed out: no connection to"), err
+    assert constructed == [] and DEADLINE - 0.01 <= took <= DEADLINE + TOLERANCE
 
 
 @pytest.mark.parametrize("form", ["NAME", "--all"])
