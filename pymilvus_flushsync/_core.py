@@ -55,14 +55,13 @@ from ._errors import (
     classify_exception,
     classify_rpc_error,
     classify_status,
-    gone,
     interrupted,
     undecodable,
 )
 from ._history import FlushHistory
 from ._progress import Progress
 from ._response import FlushSyncResponse, ProgressHook
-from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries
+from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries, Retry
 from ._stages import PERSISTED
 from ._state import CallState, Event, Phase, Turn
 from ._steps import (
@@ -76,6 +75,7 @@ from ._steps import (
     Step,
     Table,
     Work,
+    failure_events,
     staged,
 )
 from ._ticks import TickModel
@@ -265,9 +265,9 @@ class FlushMachine:
         if step.settles:
             self._retries.succeeded()
         read = step.read(self.work, action.requests, replies)
-        if isinstance(read, Fail):
-            if not _relist(self.state, self.work, read.error):
-                self.state.fail(read.error)
+        if isinstance(read, Fail):  # final, unless a collection was dropped meanwhile
+            failure, now = Failure(read.error), self.clock()
+            _follow(self.state, step, self.work, failure, decision=read, now=now)
         else:
             self.state.move(read.event)
             self.state.owe(read.delay)
@@ -324,48 +324,49 @@ def _table_of(names: tuple[str, ...] | None, seal: bool) -> Table:
 def _follow(
     state: CallState, step: Step, work: Work, failure: Failure, *, decision: Decision, now: float
 ) -> None:
-    """Where a failed RPC's ``decision`` leads: FAILED; on the step's ``fallback``
-    (UNIMPLEMENTED or PERMISSION_DENIED); into the shared window (a rate-limited
-    Flush, ``refused``); back to sealing (the server may have lost the Flush:
-    ``LOST``); or a retry after the delay, in the same phase."""
-    if isinstance(decision, Fail):
-        if _relist(state, work, failure.error):
-            return
-        declined = failure.declined or step.optional
-        if not (declined and step.fallback and state.can(step.fallback)):
-            state.fail(decision.error)
-            return
-        if step.on_fallback is not None:
-            step.on_fallback(work)
-        state.move(step.fallback)
-        state.owe(max(0.0, work.reflush_at - now))
-        return
-    if failure.rate is not None and step.refused is not None and state.can(Event.REFUSED):
+    """A failed RPC (or a reply its step read as final) moves on the first of its events
+    (``_steps.failure_events``) open to it (``_open``), as its table says, owing the
+    delay that event's move owes."""
+    event = next(e for e in failure_events(step, failure, decision) if _open(state, work, e))
+    if event is Event.FAILED:
+        state.fail(failure.error)
+    elif event is Event.GONE:
+        _relist(state, work, failure.error)
+    elif event is Event.REFUSED:  # the shared window: which of its events, and when
+        assert isinstance(decision, Retry) and step.refused is not None
         state.move(step.refused(work, now + decision.delay))
         state.owe(0.0)
-        return
-    if decision.reflush and state.can(Event.LOST):
-        state.move(Event.LOST)
-    state.owe(decision.delay)
+    elif isinstance(decision, Fail):  # the step's fallback: the server declined it
+        if step.on_fallback is not None:
+            step.on_fallback(work)
+        state.move(event)
+        state.owe(max(0.0, work.reflush_at - now))
+    else:  # LOST (seal again first) or RETRY, after the back-off
+        state.move(event)
+        state.owe(decision.delay)
 
 
-def _relist(state: CallState, work: Work, error: MilvusException) -> bool:
-    """Whether a call that lists its collections lists them again (``Event.GONE``):
-    ``error`` says one may have been dropped by another client since the listing. The
-    new listing must lack one, or ``error`` stands (``_steps``); a call given its names
-    fails at once."""
-    if not gone(error) or not state.can(Event.GONE):
-        return False
-    if state.phase is Phase.FLUSH_ALL:  # no listing of its own to shrink: a bounded retry
+def _open(state: CallState, work: Work, event: Event) -> bool:
+    """Whether the call may move on ``event``: its table lists it; a FlushAll, which
+    has no listing of its own to shrink, is sent again at most ``UNEXPLAINED_LISTINGS``
+    times (``_steps``: a listing's own bound is counted as it reads)."""
+    if event is Event.FAILED:
+        return True
+    if event is Event.GONE and state.phase is Phase.FLUSH_ALL:
+        return state.can(event) and work.unexplained < UNEXPLAINED_LISTINGS
+    return state.can(event)
+
+
+def _relist(state: CallState, work: Work, error: MilvusException) -> None:
+    """List again (``GONE``), or send the FlushAll again: ``error`` says a collection
+    may have been dropped by another client since (``_steps``)."""
+    if state.phase is Phase.FLUSH_ALL:
         work.unexplained += 1
-        if work.unexplained > UNEXPLAINED_LISTINGS:
-            return False
     work.gone = error
     again = "sending FlushAll" if state.phase is Phase.FLUSH_ALL else "listing"
     logger.info("flush_sync: %s: dropped meanwhile; %s again", error.message, again)
     state.move(Event.GONE)
     state.owe(work.policy.retry.initial * work.unexplained)  # at once, the first time
-    return True
 
 
 def _failure(step: Step, action: SendRpc, replies: list[Any], what: str) -> Failure | None:

@@ -68,6 +68,7 @@ class Event(enum.Enum):
     FOUND = "found"  # the segments another client's Flush sealed are known
     REFLUSH = "reflush"  # not all: the allowance has come, Flush again
     LOST = "lost"  # a retried failure after which the server may have lost the Flush
+    RETRY = "retry"  # a retried failure: the same phase again, after the back-off
     LOADABLE = "loadable"  # every collection is loaded (or loading)
     INDEXED = "indexed"  # every index of every collection covers its rows
     REFRESHED = "refreshed"  # the query coordinator was asked to load the new segments

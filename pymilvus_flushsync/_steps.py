@@ -18,10 +18,14 @@ built, how a successful reply is read (into an ``Event``) and how the step is
 described in logs and errors. A ``Table`` holds the steps of one kind of call
 and its moves, ``phase -> {event: next phase}``, which ``_state.CallState``
 checks, in one place, at every move. Every phase but DONE may move to FAILED (a
-final failure, the deadline, the retry budget, an exception mid-step). After a
-retried failure that may have cost the server its Flush (it was unreachable or
-restarting), the machine moves on ``LOST`` where the table lists it (back to
-the sealing phase), else it stays. The tables, as they read::
+final failure, the deadline, the retry budget, an exception mid-step). A failed RPC
+is an event too (``failure_events``), and the call takes the first of its events that
+its table lists: ``RETRY`` (every phase with a step retries itself after the
+back-off: ``Table`` lists it), ``LOST`` (a retried failure that may have cost the
+server its Flush, as it was unreachable or restarting: back to the sealing phase),
+``REFUSED``/``UNSTAMPED`` (a rate-limited Flush: the shared window), the step's
+``fallback`` (the server declined the RPC), ``GONE`` (below). The tables, as they
+read (``RETRY`` left out)::
 
     FLUSH (names given)     FLUSH -SEALED-> POLL          FLUSH -UNMENTIONED-> CHECK
                             CHECK -CHECKED-> CHECK        CHECK -EXIST-> POLL
@@ -75,8 +79,10 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from ._errors import (
     INDEX_NOT_FOUND,
+    Failure,
     collection_not_found,
     collection_not_loaded,
+    gone,
     index_failed,
     ticket_mismatch,
     undecodable,
@@ -91,7 +97,7 @@ from ._requests import (
     flush_state_request,
 )
 from ._response import CollectionFlushState
-from ._schedule import Fail, FlushPolicy, PollSchedule
+from ._schedule import Decision, Fail, FlushPolicy, PollSchedule
 from ._stages import INDEXED, LOADED, STAGES, Stage, stage_named
 from ._state import CallState, Event, Moves, Phase
 from ._ticks import TickModel
@@ -111,6 +117,7 @@ __all__ = [
     "Step",
     "Table",
     "Work",
+    "failure_events",
     "staged",
 ]
 
@@ -249,6 +256,9 @@ class Table:
         reached = {self.first, *self.moves, *targets} - ends
         if not reached <= set(self.steps):
             raise ValueError(f"table {self.name}: a phase without a step")
+        # every phase with a step retries itself (``failure_events``)
+        retrying = {phase: {**self.moves.get(phase, {}), Event.RETRY: phase} for phase in reached}
+        object.__setattr__(self, "moves", {**self.moves, **retrying})
 
     def state(self) -> CallState:
         """A call's state at the table's first phase."""
@@ -656,6 +666,26 @@ STEPS: Mapping[Phase, Step] = {
         polls=True,
     ),
 }
+
+# -- failures as events ---------------------------------------------------------------
+
+
+def failure_events(step: Step, failure: Failure, decision: Decision) -> tuple[Event, ...]:
+    """The events a failed RPC of ``step`` may move on, in order: the call follows the
+    first its table lists (``_core._follow``). A final failure: ``GONE`` where it may
+    say a collection was dropped meanwhile, the step's ``fallback`` where the server
+    declined (or the step is optional), else ``FAILED``. A retried one: ``REFUSED`` (a
+    rate-limited Flush: the shared window; ``step.refused`` says which of REFUSED or
+    UNSTAMPED), ``LOST`` where the server may have lost the Flush, else ``RETRY``."""
+    if isinstance(decision, Fail):
+        relist = (Event.GONE,) if gone(failure.error) else ()
+        declined = failure.declined or step.optional
+        fallback = (step.fallback,) if declined and step.fallback else ()
+        return (*relist, *fallback, Event.FAILED)
+    refused = (Event.REFUSED,) if failure.rate is not None and step.refused else ()
+    lost = (Event.LOST,) if decision.reflush else ()
+    return (*refused, *lost, Event.RETRY)
+
 
 # -- the tables (module docstring) ----------------------------------------------------
 

@@ -9,9 +9,11 @@ from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import _async, _sync
 from pymilvus_flushsync._core import FlushMachine, SendRpc, Sleep
+from pymilvus_flushsync._errors import Failure
 from pymilvus_flushsync._io import KINDS, Pause, carried
+from pymilvus_flushsync._schedule import Fail, Retry
 from pymilvus_flushsync._state import CallState, Event, IllegalMove, Phase, Turn
-from pymilvus_flushsync._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, STEPS, Table
+from pymilvus_flushsync._steps import EVERY, FLUSH, FLUSH_ALL, LISTING, STEPS, Table, failure_events
 
 from ..fakes import POLICY, flush_reply, state_reply
 
@@ -113,3 +115,28 @@ def test_a_driver_without_a_way_to_carry_out_an_io_is_refused_at_once() -> None:
         carried(carry)
     for driver in (_sync, _async):  # each carries out every kind, by a function it names
         assert set(KINDS) <= set(driver._carry.registry)
+
+
+_GONE = MilvusException(code=100, message="collection not found[collection=a]")
+_OTHER = MilvusException(code=65535, message="no")
+
+
+@pytest.mark.parametrize(
+    ("phase", "failure", "decision", "events"),
+    [
+        (Phase.CHECK, Failure(_GONE), Fail(_GONE), (Event.GONE, Event.FAILED)),
+        (Phase.STAMP, Failure(_OTHER, declined=True), Fail(_OTHER), (Event.NO_STAMP, Event.FAILED)),
+        (Phase.REFRESH, Failure(_OTHER), Fail(_OTHER), (Event.REFRESHED, Event.FAILED)),
+        (Phase.POLL, Failure(_OTHER), Fail(_OTHER), (Event.FAILED,)),
+        (Phase.FLUSH, Failure(_OTHER, True, rate=0.1), Retry(1.0), (Event.REFUSED, Event.RETRY)),
+        (Phase.POLL, Failure(_OTHER, True, True), Retry(1.0, True), (Event.LOST, Event.RETRY)),
+        (Phase.POLL, Failure(_OTHER, True), Retry(1.0), (Event.RETRY,)),
+    ],
+)  # fmt: skip
+def test_a_failure_is_one_of_its_tables_events(
+    phase: Phase, failure: Failure, decision: Retry | Fail, events: tuple[Event, ...]
+) -> None:
+    # the call moves on the first its table lists (_core._follow); RETRY: every phase
+    assert failure_events(STEPS[phase], failure, decision) == events
+    for table in (FLUSH, EVERY, FLUSH_ALL, LISTING):
+        assert all(row[Event.RETRY] is phase for phase, row in table.moves.items())
