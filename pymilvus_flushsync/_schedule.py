@@ -52,6 +52,8 @@ from pymilvus.exceptions import MilvusException
 from ._errors import Failure
 from ._ticks import TickModel
 
+logger = logging.getLogger("pymilvus_flushsync")
+
 __all__ = [
     "Backoff",
     "Deadline",
@@ -62,8 +64,6 @@ __all__ = [
     "Retries",
     "Retry",
 ]
-
-logger = logging.getLogger("pymilvus_flushsync")
 
 
 @dataclass(frozen=True)

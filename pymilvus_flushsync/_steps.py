@@ -517,6 +517,11 @@ def _per_collection(method: str) -> Callable[[Requests], str]:
     return lambda requests: f"{method} {collection_names(requests)}"
 
 
+def _per_collection_name(method: str) -> Callable[[Requests], str]:
+    """``describe`` for requests that spell it ``collectionName``."""
+    return lambda requests: f"{method} {[r.collectionName for r in requests]}"
+
+
 _DESCRIBE = Step(
     "DescribeCollection",
     milvus_pb2.DescribeCollectionResponse,
@@ -596,7 +601,7 @@ STEPS: Mapping[Phase, Step] = {
         milvus_pb2.GetPersistentSegmentInfoResponse,
         _each(lambda work: work.progress.pending, _segment_infos),
         _segments_read,
-        lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
+        _per_collection_name("GetPersistentSegmentInfo"),
         settles=False,
     ),
     Phase.LOAD_CHECK: _LOAD_STATE,
@@ -632,7 +637,7 @@ STEPS: Mapping[Phase, Step] = {
         milvus_pb2.GetPersistentSegmentInfoResponse,
         _each(_waiting(LOADED), _segment_infos),
         _segments_now_read,
-        lambda requests: f"GetPersistentSegmentInfo {[r.collectionName for r in requests]}",
+        _per_collection_name("GetPersistentSegmentInfo"),
         fallback=Event.SERVED,  # Milvus Lite: loaded is what GetLoadState says
         on_fallback=_served_as_loaded,
     ),
@@ -644,7 +649,7 @@ STEPS: Mapping[Phase, Step] = {
             lambda db, name: milvus_pb2.GetQuerySegmentInfoRequest(dbName=db, collectionName=name),
         ),
         _serving_read,
-        lambda requests: f"GetQuerySegmentInfo {[r.collectionName for r in requests]}",
+        _per_collection_name("GetQuerySegmentInfo"),
         polls=True,
         fallback=Event.SERVED,
         on_fallback=_served_as_loaded,
@@ -725,14 +730,16 @@ def _relisting(moves: Moves) -> dict[Phase, dict[Event, Phase]]:
 
 _SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
-EVERY = Table(
-    "flush_sync of every collection",
-    Phase.LIST,
-    STEPS,
-    _relisting(
-        {Phase.LIST: {Event.LISTED: Phase.FLUSH, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT}
-    ),
-)
+
+
+def _listing_first(name: str, listed: Phase) -> Table:
+    """A call over every collection of a database: it lists them, then goes to
+    ``listed`` (and lists again when one was dropped meanwhile)."""
+    listing = {Phase.LIST: {Event.LISTED: listed, Event.EMPTY: Phase.DONE}}
+    return Table(name, Phase.LIST, STEPS, _relisting({**listing, **_SEAL_AND_WAIT}))
+
+
+EVERY = _listing_first("flush_sync of every collection", Phase.FLUSH)
 SEAL = Table(
     "start_flush",
     Phase.DESCRIBE,
@@ -751,14 +758,7 @@ WAIT = Table(
         Phase.CONFIRM: {Event.DESCRIBED: Phase.DONE},
     },
 )
-SWEPT = Table(
-    "flush_sync of every collection, after a FlushAll",
-    Phase.LIST,
-    STEPS,
-    _relisting(
-        {Phase.LIST: {Event.LISTED: Phase.COVER, Event.EMPTY: Phase.DONE}, **_SEAL_AND_WAIT}
-    ),
-)
+SWEPT = _listing_first("flush_sync of every collection, after a FlushAll", Phase.COVER)
 LISTING = Table(
     "listing", Phase.LIST, STEPS, {Phase.LIST: {Event.LISTED: Phase.DONE, Event.EMPTY: Phase.DONE}}
 )
