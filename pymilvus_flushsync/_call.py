@@ -257,9 +257,12 @@ class AllDatabases:
         if phase is Phase.LISTING:
             self._listed = responses
             names = tuple(dict.fromkeys(name for one in responses for name in one.collections))
-            self.state.move(Event.LISTED if names else Event.EMPTY)
-            self._broadcast = self._flush_all(names) if names else None
-            return [self._broadcast] if self._broadcast else []
+            if not names:
+                self.state.move(Event.EMPTY)
+                return []
+            self.state.move(Event.LISTED)
+            self._broadcast = self._flush_all(names)
+            return [self._broadcast]
         if phase is Phase.SEALING or (swept and swept.work.broadcast):
             self._responses = responses if phase is Phase.SEALING else []
             self.state.move(Event.FLUSHED)
