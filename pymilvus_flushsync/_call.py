@@ -35,8 +35,9 @@ from pymilvus.exceptions import MilvusException, MilvusUnavailableException, Par
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
-from ._core import FlushMachine, SendRpc, flush_all_machine
+from ._core import FlushMachine, SendRpc, flush_all_machine, stage_timeout
 from ._errors import (
+    FlushTimeoutError,
     classify_exception,
     classify_rpc_error,
     classify_status,
@@ -224,6 +225,8 @@ class AllDatabases:
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
         self._broadcast: FlushMachine | None = None  # its FlushAll (FLUSH_ALL)
         self._responses: list[FlushSyncResponse] = []
+        self._stage: list[FlushMachine] = []  # the machines driven now
+        self._known: dict[str, tuple[str, ...]] = {}  # LISTING: database -> collections
 
     def asks(self) -> list[SendRpc]:
         """``ListDatabases``, then ``GetVersion`` where a broadcast could follow."""
@@ -237,6 +240,24 @@ class AllDatabases:
     def machines(self, replies: list[Any]) -> list[FlushMachine]:
         """The first stage, from the replies to ``asks()`` (raises ``ListDatabases``'s
         failure, a ``FlushTimeoutError`` once the deadline has passed)."""
+        self._stage = self._first_stage(replies)
+        return self._stage
+
+    def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
+        """The next stage after one ended with ``responses`` (none: the call is done)."""
+        self._stage = self._next_stage(responses)
+        return self._stage
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """What a stage raised (a machine's failure, an interrupt): the call FAILED;
+        what it raises. A timeout names what every machine of the stage had pending
+        (``_core.stage_timeout``), not only the first's to see the deadline."""
+        if isinstance(exc, FlushTimeoutError) and len(self._stage) > 1:
+            exc = stage_timeout(self._stage, exc, self._known)
+        self.state.fail(exc if isinstance(exc, MilvusException) else interrupted(exc))
+        return exc
+
+    def _first_stage(self, replies: list[Any]) -> list[FlushMachine]:
         if not self.lists:
             self.state.move(Event.ONE_DATABASE)
             return [self.first]
@@ -251,11 +272,14 @@ class AllDatabases:
         self.state.move(Event.BROADCASTS if broadcast else Event.SWEEPS)
         return self._per_database(seal=False)
 
-    def then(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
-        """The next stage after one ended with ``responses`` (none: the call is done)."""
+    def _next_stage(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
         phase, swept = self.state.phase, self._broadcast
         if phase is Phase.LISTING:
             self._listed = responses
+            self._known = {
+                machine.work.progress.requested_db: tuple(one.collections)
+                for machine, one in zip(self._stage, responses, strict=True)
+            }
             names = tuple(dict.fromkeys(name for one in responses for name in one.collections))
             if not names:
                 self.state.move(Event.EMPTY)
@@ -272,10 +296,6 @@ class AllDatabases:
         self.state.move(Event.NOT_BROADCAST)
         self._broadcast, self._listed = None, []
         return self._per_database(seal=True, floor=swept.work.floor)
-
-    def failed(self, exc: BaseException) -> None:
-        """What a stage raised (a machine's failure, an interrupt): the call FAILED."""
-        self.state.fail(exc if isinstance(exc, MilvusException) else interrupted(exc))
 
     def response(self) -> FlushAllSyncResponse:
         elapsed = time.monotonic() - self._started

@@ -40,9 +40,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -59,8 +59,8 @@ from ._errors import (
     undecodable,
 )
 from ._history import FlushHistory
-from ._progress import Progress
-from ._response import FlushSyncResponse, ProgressHook
+from ._progress import Progress, not_yet, timeout_message
+from ._response import FlushStatus, FlushSyncResponse, ProgressHook
 from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries, Retry
 from ._stages import PERSISTED
 from ._state import CallState, Event, Phase, Turn
@@ -87,6 +87,7 @@ __all__ = [
     "SendRpc",
     "Sleep",
     "flush_all_machine",
+    "stage_timeout",
 ]
 
 logger = logging.getLogger("pymilvus_flushsync")
@@ -312,7 +313,7 @@ class FlushMachine:
 
     def timeout_error(self) -> FlushTimeoutError:
         """The ``FlushTimeoutError`` for this call as it stands (the deadline passed)."""
-        listed = self.phase is not Phase.LIST
+        listed = self.state.stood is not Phase.LIST
         return self.work.progress.timeout_error(self._timeout, listed, self._retries.last)
 
 
@@ -391,3 +392,35 @@ def flush_all_machine(
     ``flush_all_sync`` over every database; ``names``: the collections listed before,
     across databases, which it reports (a ``FlushTimeoutError`` names them pending)."""
     return FlushMachine(names, "", timeout, policy, table=FLUSH_ALL, **kwargs)
+
+
+def stage_timeout(
+    machines: Sequence[FlushMachine],
+    raised: FlushTimeoutError,
+    earlier: Mapping[str, tuple[str, ...]],
+) -> FlushTimeoutError:
+    """The deadline passed during a stage of ``flush_all_sync``'s machines, one per
+    database, ``raised`` the first to say so: what every database had pending (one
+    not yet listed again: what an ``earlier`` listing found there), and how many were
+    not yet listed at all. The response is ``raised``'s; the cause, the last failure
+    of the first database that had one."""
+    pending: dict[str, None] = {}
+    unlisted = 0
+    for machine in machines:
+        db = machine.work.progress.requested_db
+        if machine.state.stood is not Phase.LIST:
+            pending.update(dict.fromkeys(machine.timeout_error().pending))
+        elif db in earlier:
+            pending.update(dict.fromkeys(earlier[db]))
+        else:
+            unlisted += 1
+    said = [not_yet(raised.response.stage, list(pending))] if pending or not unlisted else []
+    if unlisted:
+        of = f"{unlisted} of {len(machines)} databases"
+        said.append(f"the collections of {of} were not yet listed")
+    last = next((m._retries.last for m in machines if m._retries.last is not None), None)
+    message = timeout_message("flush_all_sync", machines[0]._timeout, "; ".join(said), last)
+    response = replace(raised.response, status=FlushStatus.timed_out(message))
+    error = FlushTimeoutError(message, response, tuple(pending))
+    error.__cause__ = last.error if last else None
+    return error

@@ -23,7 +23,8 @@ request limit (4); a server that is starting or has lost a node (2, 901, 902,
 904, 905; and 1 or 65535 only when the reason says so: Milvus Lite answers 1
 for any unexpected failure, Milvus 2.3 loses codes across internal hops);
 gRPC UNAVAILABLE and a per-RPC DEADLINE_EXCEEDED, or a status saying the server's own
-context for the RPC ran out ("context deadline exceeded"). Everything else
+context for the RPC ran out ("context deadline exceeded", "TaskCondition context
+Done"). Everything else
 (PERMISSION_DENIED, UNAUTHENTICATED, a missing collection, a reply that cannot
 be decoded, ...) is final at once. Without a deadline, an unbroken run of
 retries ends after ``FlushPolicy.retry_budget`` seconds with the last error
@@ -83,11 +84,14 @@ _TRANSIENT_REASONS = (
     "node not match",
     "node not available",
 )
-#: What a server says when its own context for the RPC ran out (Go's
-#: ``context.DeadlineExceeded``; 2.3.5's proxy, code 10001, when a FlushAll outlived
-#: the timeout the call sent): as gRPC's DEADLINE_EXCEEDED, retried while the deadline
-#: allows, so that the call's own deadline raises ``FlushTimeoutError`` (CI run 17).
-_SERVER_DEADLINE = "context deadline exceeded"
+#: What a server says when its own context for the RPC ran out: Go's
+#: ``context.DeadlineExceeded`` (2.3.5's proxy, code 10001, when a FlushAll outlived
+#: the timeout the call sent), or, from a request still queued in the proxy when it
+#: did, 2.3.5's "proxy TaskCondition context Done" (code 65535, measured: forty
+#: databases' ShowCollections at once; ``internal/proxy/condition.go``). As gRPC's
+#: DEADLINE_EXCEEDED: retried while the deadline allows, so that the call's own
+#: deadline raises ``FlushTimeoutError`` (CI run 17).
+_SERVER_DEADLINE = ("context deadline exceeded", "taskcondition context done")
 #: How a rate limit names its rate: "... rate limit exceeded[rate=0.1]".
 _RATE = re.compile(r"\[rate=([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\]")
 #: gRPC codes that mean "the server is (temporarily) out of reach".
@@ -191,7 +195,7 @@ def classify_status(status: Any, what: str) -> Failure | None:
     transient = code in TRANSIENT_STATUS_CODES or (
         code in _TRANSIENT_IF_SAID and any(text in reason for text in _TRANSIENT_REASONS)
     )
-    timed_out = _SERVER_DEADLINE in reason
+    timed_out = any(text in reason.lower() for text in _SERVER_DEADLINE)
     return Failure(error, retryable=transient or timed_out, reflush=transient)
 
 

@@ -9,7 +9,7 @@ response, snapshot and ``FlushTimeoutError`` of the call is read from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +18,7 @@ from ._requests import DEFAULT_DB, sealed_state
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._stages import PERSISTED, STAGES, Stage, stage_named
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "not_yet", "timeout_message"]
 
 
 class Progress:
@@ -126,15 +126,21 @@ class Progress:
         """The ``FlushTimeoutError`` of the call as it stands (the deadline passed), its
         cause the ``last`` failure."""
         stage, behind = self.stage, self.behind
-        done = stage_named(stage).done
-        message = f"flush_sync did not finish within its {timeout:g} s deadline; " + (
-            f"not yet {done}: {', '.join(behind)}"
-            if listed
-            else "the collections were not yet listed"
-        )
-        if last is not None:
-            message += f"; last error: {last.describe()}"
+        said = not_yet(stage, behind) if listed else "the collections were not yet listed"
+        message = timeout_message("flush_sync", timeout, said, last)
         response = self.response(flushed=False, status=FlushStatus.timed_out(message))
         error = FlushTimeoutError(message, response, tuple(behind))
         error.__cause__ = last.error if last else None
         return error
+
+
+def not_yet(stage: str, behind: Sequence[str]) -> str:
+    """What a timeout says of the collections ``behind`` at ``stage``."""
+    return f"not yet {stage_named(stage).done}: {', '.join(behind)}"
+
+
+def timeout_message(call: str, timeout: float | None, said: str, last: Failure | None) -> str:
+    """A ``FlushTimeoutError``'s message: ``said`` of the collections, and the last
+    failure (its cause), if any."""
+    message = f"{call} did not finish within its {timeout:g} s deadline; {said}"
+    return message if last is None else f"{message}; last error: {last.describe()}"

@@ -63,6 +63,8 @@ def flush_all(stages: AllDatabases) -> Steps[FlushAllSyncResponse]:
         while machines:
             machines = stages.then((yield RunAll(tuple(machines))))
     except BaseException as exc:
-        stages.failed(exc)
-        raise
+        raised = stages.failed(exc)
+        if raised is exc:
+            raise
+        raise raised from raised.__cause__
     return stages.response()

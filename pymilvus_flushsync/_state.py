@@ -112,6 +112,12 @@ class CallState:
         self.turn = Turn.SEND
         self.owed = 0.0  # seconds, while the turn is SLEEP
         self.error: MilvusException | None = None  # raised from FAILED
+        self.failed_in: Phase | None = None  # where it stood when it FAILED
+
+    @property
+    def stood(self) -> Phase:
+        """The phase it is in; once FAILED, the one it failed in."""
+        return self.failed_in or self.phase
 
     def can(self, event: Event) -> bool:
         return event in self._moves.get(self.phase, {})
@@ -119,7 +125,8 @@ class CallState:
     def move(self, event: Event) -> None:
         """Follow ``event`` from the current phase, as the table says."""
         if event is Event.FAILED and self.phase is not Phase.DONE:
-            self.phase = Phase.FAILED
+            if self.phase is not Phase.FAILED:
+                self.failed_in, self.phase = self.phase, Phase.FAILED
             return
         to = self._moves.get(self.phase, {}).get(event)
         if to is None:

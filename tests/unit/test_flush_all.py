@@ -24,7 +24,7 @@ from pymilvus_flushsync._requests import broadcast_ticks
 from pymilvus_flushsync._state import CallState, Event, IllegalMove, Phase
 from pymilvus_flushsync._steps import ALL_DATABASES, UNEXPLAINED_LISTINGS
 
-from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36, status
+from ..fakes import POLICY, Cluster, FakeRpcError, FakeServer, base36, state_reply, status
 
 needs_fields = pytest.mark.skipif(
     not BROADCAST_FIELDS, reason="this pymilvus's protos lack Milvus 2.6.8's FlushAll fields"
@@ -247,6 +247,63 @@ def test_a_flush_all_that_outlives_the_deadline_names_every_listed_collection(
     assert isinstance(error, FlushTimeoutError)
     assert sorted(error.pending) == ["a", "b", "c"]
     assert "context deadline exceeded" in str(error.__cause__)
+
+
+@pytest.mark.parametrize("version", ["v2.3.5", "milvus_lite-3.2.2"])
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_deadline_while_every_database_waits_names_the_collections_of_each(
+    flavor: str, version: str
+) -> None:
+    # each database is its own machine; the first to see the deadline named only its own
+    cluster = Cluster(version=version)
+
+    def answer(method: str, request: Any) -> Any:
+        return state_reply(False) if method == "GetFlushState" else cluster(method, request)
+
+    error = flush_all(flavor, FakeServer(answer), timeout=0.2)
+    assert isinstance(error, FlushTimeoutError)
+    assert sorted(error.pending) == ["a", "b", "c"]
+    assert str(error).count("not yet flushed: ") == 1
+    assert error.response.status.reason == error.message
+
+
+@pytest.mark.parametrize("version", ["v2.3.5", "v2.6.8"])
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_deadline_while_listing_names_what_was_listed(flavor: str, version: str) -> None:
+    """Database x never answers its ShowCollections (retried until the deadline); the
+    default database listed a and b: the timeout names them, and counts x."""
+    cluster = Cluster(version=version)
+
+    def answer(method: str, request: Any) -> Any:
+        if method == "ShowCollections" and request.db_name == "x":
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        return cluster(method, request)
+
+    error = flush_all(flavor, FakeServer(answer), timeout=0.2)
+    assert isinstance(error, FlushTimeoutError)
+    assert error.pending == ("a", "b")
+    assert "the collections of 1 of 2 databases were not yet listed" in str(error)
+    assert "connection reset" in str(error.__cause__)
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_database_not_yet_listed_again_is_named_as_first_listed(flavor: str) -> None:
+    """2.3.5: after the FlushAll each database is listed again; x's second listing
+    never comes back: c, which the first listing found, is still named."""
+    cluster = Cluster(version="v2.3.5")
+    listings: Counter[str] = Counter()
+
+    def answer(method: str, request: Any) -> Any:
+        if method == "ShowCollections":
+            listings[request.db_name] += 1
+            if request.db_name == "x" and listings["x"] > 1:
+                raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        return state_reply(False) if method == "GetFlushState" else cluster(method, request)
+
+    error = flush_all(flavor, FakeServer(answer), timeout=0.2)
+    assert isinstance(error, FlushTimeoutError)
+    assert sorted(error.pending) == ["a", "b", "c"]
+    assert "not yet listed" not in str(error)
 
 
 @needs_fields
