@@ -2,7 +2,7 @@
 flush_all_sync beside their references and peers, on one real Milvus 2.3.5 started here.
 
     python benchmarks/bench_many.py [--trials 5] [--no-node]
-        [--modes all,broadcast,scale,callers,loaded]
+        [--modes all,broadcast,scale,callers,questions,loaded]
 
 Modes (each names its reference; clients alternate within a trial):
 
@@ -15,6 +15,10 @@ Modes (each names its reference; clients alternate within a trial):
 * ``callers``: 16 threads on one client over 4 overlapping sets of 2 collections,
   beside one caller of one set and one caller of their union: GetFlushState per
   second.
+* ``questions``: ``callers``' 16 threads with ``_group.Questions`` as it is, without
+  its stand-ins, and without them or its kept answers (only RPCs in flight shared),
+  beside one caller of the union: what each part saves in GetFlushState and costs in
+  time.
 * ``all``: 3 collections in 2 databases x 400 rows: flush_all_sync, a raw FlushAll +
   GetFlushAllState every 5 ms, the Node SDK's flushAllSync, pymilvus's flush_all;
   after each, whether every row inserted before the call is in a Flushed segment.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -39,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -47,6 +53,7 @@ from pymilvus import MilvusClient as PlainClient
 from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import MilvusClient
+from pymilvus_flushsync._group import Questions
 from pymilvus_flushsync._requests import broadcast_ticks, flush_state_request, sealed_state
 from pymilvus_flushsync._response import CollectionFlushState
 from tests.helpers import DIM, Backend, rows
@@ -78,6 +85,8 @@ TARGETS: list[tuple[str, str, float]] = [
         "callers16_polls_beside_watch_excess",
         0,
     ),
+    # _group.Questions keeps what pays for itself: its stand-ins and kept answers
+    ("16 callers: Questions' polls <= 0.5x without its stand-ins", "questions_polls_ratio", 0.5),
     ("flush_all_sync <= 1.15x raw FlushAll poller's return", "all_ratio_raw", 1.15),
     ("flush_all_sync <= 1.15x the raw poller's rows persisted", "all_ratio_raw_persisted", 1.15),
     ("flush_all_sync ahead of Node flushAllSync", "all_ratio_node", 1.0),
@@ -237,43 +246,67 @@ def callers(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
         client.close()
 
 
+#: The four collections of ``callers`` and ``questions``, and the 4 overlapping sets
+#: of 2 that 16 threads flush, 4 threads each.
+CALLERS = [f"callers_{i}" for i in range(4)]
+SETS = [[CALLERS[i], CALLERS[(i + 1) % 4]] for i in range(4)]
+
+
+@dataclass
+class Round:
+    """One round of ``callers``: its time, GetFlushState count, and the polls beside
+    the watched collection's stream (whose rate is the cap)."""
+
+    took: float
+    polls: int
+    beside: int
+
+
+def one_round(
+    client: MilvusClient, counting: CountingStub, admin: PlainClient, who: str, start: int
+) -> Round:
+    """``who``: one caller of one set, one caller of the union, or sixteen threads over
+    the four sets, once 50 rows per caller were inserted in each collection."""
+    callers = 16 if who == "sixteen" else 1
+    for name in CALLERS:
+        admin.insert(name, rows(start, 50 * callers))
+    barrier = threading.Barrier(callers)
+    counting.reset()
+
+    def call(i: int) -> None:
+        barrier.wait()
+        client.flush_sync(CALLERS if who == "union" else SETS[i % 4], timeout=120)
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(call, range(callers)))
+    took = time.monotonic() - began
+    beside = counting.polls - max(counting.by_name.values())
+    print(
+        f"  callers {who:14} {took:6.2f} s  GetFlushState/s {counting.polls / took:5.1f}"
+        f"  beside the watched stream {beside}",
+        flush=True,
+    )
+    return Round(took, counting.polls, beside)
+
+
 def callers16(
     client: MilvusClient, counting: CountingStub, admin: PlainClient, trials: int
 ) -> dict[str, Any]:
     """16 threads over 4 overlapping sets of 2 collections, against one caller of one set
     and one caller of their union (the same work as the 16)."""
-    names = [f"callers_{i}" for i in range(4)]
-    for name in names:
+    for name in CALLERS:
         admin.create_collection(name, dimension=DIM)
-    sets = [[names[i], names[(i + 1) % 4]] for i in range(4)]
     start = 0
     rates: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
     beyond: dict[str, list[float]] = {"one": [], "union": [], "sixteen": []}
     for _ in range(trials):
-        for who, callers in (("one", 1), ("union", 1), ("sixteen", 16)):
-            for name in names:
-                admin.insert(name, rows(start, 50 * callers))
-            start += 50 * callers
-            barrier = threading.Barrier(callers)
-            counting.reset()
-
-            def call(i: int, barrier: threading.Barrier = barrier, who: str = who) -> None:
-                barrier.wait()
-                client.flush_sync(names if who == "union" else sets[i % 4], timeout=120)
-
-            began = time.monotonic()
-            with ThreadPoolExecutor(callers) as pool:
-                list(pool.map(call, range(callers)))
-            took = time.monotonic() - began
-            rates[who].append(counting.polls / took)
-            # the polls beside the one watched collection's stream (whose rate is the cap)
-            beyond[who].append(counting.polls - max(counting.by_name.values()))
-            print(
-                f"  callers {who:8} {took:6.2f} s  GetFlushState/s {counting.polls / took:5.1f}"
-                f"  beside the watched stream {beyond[who][-1]}",
-                flush=True,
-            )
-    for name in names:
+        for who in ("one", "union", "sixteen"):
+            done = one_round(client, counting, admin, who, start)
+            start += 50 * 16
+            rates[who].append(done.polls / done.took)
+            beyond[who].append(done.beside)
+    for name in CALLERS:
         admin.drop_collection(name)
     return {
         "callers1_polls_per_s": median(rates["one"]),
@@ -286,6 +319,66 @@ def callers16(
         "callers16_polls_beside_watch_max": max(beyond["sixteen"]),
         "callers16_polls_beside_watch_excess": median(beyond["sixteen"]) - median(beyond["union"]),
     }
+
+
+# -- what the group's questions pay for -----------------------------------------------
+
+#: ``questions``' variants of ``_group.Questions``: as it is; without stand-ins (the
+#: members of a batch watch their own collections); and without them or the answers
+#: it keeps (only the RPCs in flight are shared).
+VARIANTS = ("as_is", "no_stand_ins", "in_flight_only")
+
+
+@contextmanager
+def questions_as(variant: str) -> Iterator[None]:
+    """``_group.Questions`` as ``variant`` says, for the time of the block."""
+    kept = Questions.sealed_together, Questions._flight_done
+
+    def in_flight_only(self: Questions, key: bytes, flight: Any, call: Any) -> None:
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    if variant != "as_is":
+        Questions.sealed_together = lambda *_, **__: None  # type: ignore[method-assign]
+    if variant == "in_flight_only":
+        Questions._flight_done = in_flight_only  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Questions.sealed_together, Questions._flight_done = kept  # type: ignore[method-assign]
+
+
+def questions(uri: str, admin: PlainClient, trials: int) -> dict[str, Any]:
+    """``callers``' sixteen threads with each of ``VARIANTS`` (and one caller of the
+    union, the floor), in a shuffled order each trial: what the stand-ins and the kept
+    answers save, and what they cost in time."""
+    client, counting = counted(uri)
+    for name in CALLERS:
+        admin.create_collection(name, dimension=DIM)
+    rounds: dict[str, list[Round]] = {who: [] for who in (*VARIANTS, "union")}
+    start = 0
+    try:
+        for trial in range(trials):
+            order = list(rounds)
+            random.Random(trial).shuffle(order)
+            for who in order:
+                with questions_as("as_is" if who == "union" else who):
+                    kind = "union" if who == "union" else "sixteen"
+                    rounds[who].append(one_round(client, counting, admin, kind, start))
+                start += 50 * 16
+    finally:
+        client.close()
+        for name in CALLERS:
+            admin.drop_collection(name)
+    out: dict[str, Any] = {}
+    for who, done in rounds.items():
+        out[f"questions_{who}_polls"] = median([r.polls for r in done])
+        out[f"questions_{who}_beside_watch"] = median([r.beside for r in done])
+        out[f"questions_{who}_s"] = median([r.took for r in done])
+    without = out["questions_no_stand_ins_polls"]
+    out["questions_polls_ratio"] = out["questions_as_is_polls"] / without
+    return out
 
 
 # -- whole server --------------------------------------------------------------------
@@ -460,7 +553,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2000, help="rows per trial, loaded mode")
     parser.add_argument("--no-node", action="store_true", help="skip the Node SDK peer")
-    parser.add_argument("--modes", default="all,broadcast,scale,callers,loaded")
+    parser.add_argument("--modes", default="all,broadcast,scale,callers,questions,loaded")
     args = parser.parse_args()
     modes = set(args.modes.split(","))
     print("starting Milvus 2.3.5 standalone ...", flush=True)
@@ -480,6 +573,8 @@ def main() -> int:
             measured |= scale(uri, admin, args.trials)
         if "callers" in modes:
             measured |= callers(uri, admin, args.trials)
+        if "questions" in modes:
+            measured |= questions(uri, admin, args.trials)
         if "loaded" in modes:
             bench = ServerBench(uri, address, Clients(uri, None), args.rows)
             measured |= loaded(bench, args.trials)

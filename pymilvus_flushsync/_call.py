@@ -35,9 +35,8 @@ from pymilvus.exceptions import MilvusException, MilvusUnavailableException, Par
 from pymilvus.grpc_gen import milvus_pb2
 
 from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
-from ._core import FlushMachine, SendRpc, flush_all_machine, stage_timeout
+from ._core import FlushMachine, SendRpc, flush_all_machine, stage_failure
 from ._errors import (
-    FlushTimeoutError,
     classify_exception,
     classify_rpc_error,
     classify_status,
@@ -223,7 +222,7 @@ class AllDatabases:
         self.state = CallState("flush_all_sync", Phase.ASK, ALL_DATABASES)
         self._names: list[str] = []  # the databases
         self._listed: list[FlushSyncResponse] = []  # broadcast: what each database holds
-        self._broadcast: FlushMachine | None = None  # its FlushAll (FLUSH_ALL)
+        self._one: FlushMachine | None = None  # the one FlushAll, of either kind (FLUSH_ALL)
         self._responses: list[FlushSyncResponse] = []
         self._stage: list[FlushMachine] = []  # the machines driven now
         self._known: dict[str, tuple[str, ...]] = {}  # LISTING: database -> collections
@@ -251,9 +250,8 @@ class AllDatabases:
     def failed(self, exc: BaseException) -> BaseException:
         """What a stage raised (a machine's failure, an interrupt): the call FAILED;
         what it raises. A timeout names what every machine of the stage had pending
-        (``_core.stage_timeout``), not only the first's to see the deadline."""
-        if isinstance(exc, FlushTimeoutError) and len(self._stage) > 1:
-            exc = stage_timeout(self._stage, exc, self._known)
+        (``_core.stage_failure``), not only the first's to see the deadline."""
+        exc = stage_failure(self._stage, exc, self._known)
         self.state.fail(exc if isinstance(exc, MilvusException) else interrupted(exc))
         return exc
 
@@ -273,7 +271,7 @@ class AllDatabases:
         return self._per_database(seal=False)
 
     def _next_stage(self, responses: list[FlushSyncResponse]) -> list[FlushMachine]:
-        phase, swept = self.state.phase, self._broadcast
+        phase, flush_all = self.state.phase, self._one
         if phase is Phase.LISTING:
             self._listed = responses
             self._known = {
@@ -285,24 +283,24 @@ class AllDatabases:
                 self.state.move(Event.EMPTY)
                 return []
             self.state.move(Event.LISTED)
-            self._broadcast = self._flush_all(names)
-            return [self._broadcast]
-        if phase is Phase.SEALING or (swept and swept.work.broadcast):
+            self._one = self._flush_all(names)
+            return [self._one]
+        if phase is Phase.SEALING or (flush_all and flush_all.work.broadcast):
             self._responses = responses if phase is Phase.SEALING else []
             self.state.move(Event.FLUSHED)
             return []
-        assert swept is not None  # FLUSH_ALL, not broadcast: per database
+        assert flush_all is not None  # FLUSH_ALL, not broadcast: per database
         logger.debug("flush_all_sync: FlushAll was not broadcast; covering per database")
         self.state.move(Event.NOT_BROADCAST)
-        self._broadcast, self._listed = None, []
-        return self._per_database(seal=True, floor=swept.work.floor)
+        self._one, self._listed = None, []
+        return self._per_database(seal=True, floor=flush_all.work.floor)
 
     def response(self) -> FlushAllSyncResponse:
         elapsed = time.monotonic() - self._started
         if not self._listed:
             databases = {r.db_name: r for r in self._responses}
             return FlushAllSyncResponse(flushed=True, databases=databases, elapsed=elapsed)
-        broadcast = self._broadcast
+        broadcast = self._one  # set only while the FlushAll was a broadcast
         states = broadcast.progress().collections if broadcast else {}
         databases = {
             one.db_name: replace(

@@ -375,8 +375,7 @@ def _connected(
         raise _failure(exc.code, _shown(exc.line), job) from None
     left = left_of(args.timeout, started)
     if left is not None and left <= 0:  # a silent server's TLS probe took it all
-        line = f"timed out: no connection to {_shown(uri)} within {args.timeout:g} s"
-        raise _failure(Exit.TIMEOUT, line, job)
+        raise _no_connection_within(uri, args.timeout, job)
     try:
         # the connection's own wait, under what is left of the deadline
         connecting = None if left is None else min(left, GRPC_MAX_TIMEOUT)
@@ -460,6 +459,12 @@ def _failure(code: Exit, line: str, job: _Job) -> Failed:
     return Failed(code, line, job.failed(status))
 
 
+def _no_connection_within(uri: str, timeout: float, job: _Job) -> Failed:
+    """The deadline passed before the connection was made."""
+    line = f"timed out: no connection to {_shown(uri)} within {timeout:g} s"
+    return _failure(Exit.TIMEOUT, line, job)
+
+
 def _not_connected(
     uri: str, exc: Exception, lite_errors: list[BaseException], timeout: float | None, job: _Job
 ) -> Failed:
@@ -475,8 +480,7 @@ def _not_connected(
     # clock tells them apart (its wait ends at the timeout, not before).
     took = 0.0 if job.started is None else time.monotonic() - job.started
     if timeout is not None and took >= timeout - 0.01:
-        line = f"timed out: no connection to {_shown(uri)} within {timeout:g} s"
-        return _failure(Exit.TIMEOUT, line, job)
+        return _no_connection_within(uri, timeout, job)
     line = f"cannot connect to {_shown(uri)}: {_shown(str(reason))}"
     refusal = login_refused(exc)
     if refusal is not None:

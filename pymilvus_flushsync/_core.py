@@ -87,6 +87,7 @@ __all__ = [
     "SendRpc",
     "Sleep",
     "flush_all_machine",
+    "stage_failure",
     "stage_timeout",
 ]
 
@@ -394,16 +395,29 @@ def flush_all_machine(
     return FlushMachine(names, "", timeout, policy, table=FLUSH_ALL, **kwargs)
 
 
+def stage_failure(
+    machines: Sequence[FlushMachine],
+    raised: BaseException,
+    earlier: Mapping[str, tuple[str, ...]],
+) -> BaseException:
+    """What a stage of ``flush_all_sync``'s machines, one per database, raises when
+    one of them raised ``raised``: that, but for a deadline met by several; then
+    what every database had pending (``stage_timeout``)."""
+    if isinstance(raised, FlushTimeoutError) and len(machines) > 1:
+        return stage_timeout(machines, raised, earlier)
+    return raised
+
+
 def stage_timeout(
     machines: Sequence[FlushMachine],
     raised: FlushTimeoutError,
     earlier: Mapping[str, tuple[str, ...]],
 ) -> FlushTimeoutError:
-    """The deadline passed during a stage of ``flush_all_sync``'s machines, one per
-    database, ``raised`` the first to say so: what every database had pending (one
-    not yet listed again: what an ``earlier`` listing found there), and how many were
-    not yet listed at all. The response is ``raised``'s; the cause, the last failure
-    of the first database that had one."""
+    """The deadline passed during a stage of ``flush_all_sync``'s machines, ``raised``
+    the first to say so: what every database had pending (one not yet listed again:
+    what an ``earlier`` listing found there), and how many were not yet listed at all.
+    The response is ``raised``'s; the cause, the last failure of the first database
+    that had one."""
     pending: dict[str, None] = {}
     unlisted = 0
     for machine in machines:

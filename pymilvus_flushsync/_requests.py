@@ -74,8 +74,12 @@ def broadcast_ticks(reply: Any) -> dict[str, int]:
 
 
 def collection_names(requests: tuple[Any, ...]) -> list[str]:
-    """The collections a round of per-collection requests asks about."""
-    return [request.collection_name for request in requests]
+    """The collections a round of per-collection requests asks about (some requests
+    spell the field ``collectionName``)."""
+    return [
+        request.collection_name if hasattr(request, "collection_name") else request.collectionName
+        for request in requests
+    ]
 
 
 def _ids(segment_map: Any, name: str) -> tuple[int, ...]:

@@ -221,14 +221,16 @@ class Step:
     its successful reply ends a run of failures (not the shared window's, which wait
     on a refused Flush: its back-off goes on growing); ``answers``: status codes that
     are answers for ``read``, not failures (DescribeIndex's "index not found");
-    ``on_fallback``: what the ``fallback`` records first.
+    ``on_fallback``: what the ``fallback`` records first; ``label``: how logs and
+    errors name a round of its requests (by default the method and the collections
+    they ask about).
     """
 
     method: str
     reply: type
     build: Callable[[Work], Requests]
     read: Callable[[Work, Requests, list[Any]], Next | Fail]
-    describe: Callable[[Requests], str]
+    label: Callable[[Requests], str] | None = None
     polls: bool = False
     shared: Shared | None = None
     retry_at: Callable[[Work, float], float | None] | None = None
@@ -238,6 +240,12 @@ class Step:
     answers: frozenset[int] = frozenset()
     on_fallback: Callable[[Work], None] | None = None
     optional: bool = False
+
+    def describe(self, requests: Requests) -> str:
+        """A round of its requests, as logs and errors name it."""
+        if self.label is not None:
+            return self.label(requests)
+        return f"{self.method} {collection_names(requests)}"
 
 
 @dataclass(frozen=True)
@@ -513,21 +521,11 @@ def _served_as_loaded(work: Work) -> None:
         work.progress.reached(LOADED, name, now)
 
 
-def _per_collection(method: str) -> Callable[[Requests], str]:
-    return lambda requests: f"{method} {collection_names(requests)}"
-
-
-def _per_collection_name(method: str) -> Callable[[Requests], str]:
-    """``describe`` for requests that spell it ``collectionName``."""
-    return lambda requests: f"{method} {[r.collectionName for r in requests]}"
-
-
 _DESCRIBE = Step(
     "DescribeCollection",
     milvus_pb2.DescribeCollectionResponse,
     _describe_build,
     _describe_read,
-    _per_collection("DescribeCollection"),
 )
 _LOAD_STATE = Step(
     "GetLoadState",
@@ -537,7 +535,6 @@ _LOAD_STATE = Step(
         lambda db, name: milvus_pb2.GetLoadStateRequest(db_name=db, collection_name=name),
     ),
     _load_state_read,
-    _per_collection("GetLoadState"),
 )
 STEPS: Mapping[Phase, Step] = {
     Phase.LIST: Step(
@@ -564,14 +561,12 @@ STEPS: Mapping[Phase, Step] = {
             milvus_pb2.HasCollectionRequest(db_name=work.db, collection_name=work.unchecked[0]),
         ),
         _check_read,
-        _per_collection("HasCollection"),
     ),
     Phase.POLL: Step(
         "GetFlushState",
         milvus_pb2.GetFlushStateResponse,
         _poll_build,
         _poll_read,
-        _per_collection("GetFlushState"),
         polls=True,
         shared=Shared.POLL,
     ),
@@ -591,7 +586,6 @@ STEPS: Mapping[Phase, Step] = {
         milvus_pb2.GetFlushStateResponse,
         _cover_build,
         _cover_read,
-        _per_collection("GetFlushState"),
         polls=True,
         shared=Shared.POLL,
         settles=False,
@@ -601,7 +595,6 @@ STEPS: Mapping[Phase, Step] = {
         milvus_pb2.GetPersistentSegmentInfoResponse,
         _each(lambda work: work.progress.pending, _segment_infos),
         _segments_read,
-        _per_collection_name("GetPersistentSegmentInfo"),
         settles=False,
     ),
     Phase.LOAD_CHECK: _LOAD_STATE,
@@ -614,7 +607,6 @@ STEPS: Mapping[Phase, Step] = {
             lambda db, name: milvus_pb2.DescribeIndexRequest(db_name=db, collection_name=name),
         ),
         _index_read,
-        _per_collection("DescribeIndex"),
         polls=True,
         answers=frozenset({INDEX_NOT_FOUND}),
     ),
@@ -628,7 +620,7 @@ STEPS: Mapping[Phase, Step] = {
             ),
         ),
         lambda work, requests, replies: Next(Event.REFRESHED),
-        _per_collection("LoadCollection(refresh)"),
+        label=lambda requests: f"LoadCollection(refresh) {collection_names(requests)}",
         fallback=Event.REFRESHED,  # refused (not fully loaded yet, no privilege): poll
         optional=True,
     ),
@@ -637,7 +629,6 @@ STEPS: Mapping[Phase, Step] = {
         milvus_pb2.GetPersistentSegmentInfoResponse,
         _each(_waiting(LOADED), _segment_infos),
         _segments_now_read,
-        _per_collection_name("GetPersistentSegmentInfo"),
         fallback=Event.SERVED,  # Milvus Lite: loaded is what GetLoadState says
         on_fallback=_served_as_loaded,
     ),
@@ -649,7 +640,6 @@ STEPS: Mapping[Phase, Step] = {
             lambda db, name: milvus_pb2.GetQuerySegmentInfoRequest(dbName=db, collectionName=name),
         ),
         _serving_read,
-        _per_collection_name("GetQuerySegmentInfo"),
         polls=True,
         fallback=Event.SERVED,
         on_fallback=_served_as_loaded,

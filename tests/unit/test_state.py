@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from functools import singledispatch
+from typing import Any
 
 import pytest
 from pymilvus.exceptions import MilvusException
+from pymilvus.grpc_gen import milvus_pb2
 
 from pymilvus_flushsync import _async, _sync
 from pymilvus_flushsync._core import FlushMachine, SendRpc, Sleep
@@ -140,3 +142,30 @@ def test_a_failure_is_one_of_its_tables_events(
     assert failure_events(STEPS[phase], failure, decision) == events
     for table in (FLUSH, EVERY, FLUSH_ALL, LISTING):
         assert all(row[Event.RETRY] is phase for phase, row in table.moves.items())
+
+
+@pytest.mark.parametrize(
+    ("phase", "request_", "said"),
+    [
+        (Phase.POLL, milvus_pb2.GetFlushStateRequest(collection_name="a"), "GetFlushState ['a']"),
+        (
+            Phase.SEGMENTS,  # spelt collectionName
+            milvus_pb2.GetPersistentSegmentInfoRequest(collectionName="a"),
+            "GetPersistentSegmentInfo ['a']",
+        ),
+        (
+            Phase.REFRESH,
+            milvus_pb2.LoadCollectionRequest(collection_name="a", refresh=True),
+            "LoadCollection(refresh) ['a']",
+        ),
+        (
+            Phase.LIST,
+            milvus_pb2.ShowCollectionsRequest(db_name=""),
+            "ShowCollections [database 'default']",
+        ),
+    ],
+)
+def test_logs_and_errors_name_a_round_by_its_method_and_collections(
+    phase: Phase, request_: Any, said: str
+) -> None:
+    assert STEPS[phase].describe((request_,)) == said
