@@ -42,7 +42,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -59,8 +59,8 @@ from ._errors import (
     undecodable,
 )
 from ._history import FlushHistory
-from ._progress import Progress, not_yet, timeout_message
-from ._response import FlushStatus, FlushSyncResponse, ProgressHook
+from ._progress import Progress, not_yet, timed_out
+from ._response import FlushSyncResponse, ProgressHook
 from ._schedule import Deadline, Decision, Fail, FlushPolicy, Retries, Retry
 from ._stages import PERSISTED
 from ._state import CallState, Event, Phase, Turn
@@ -423,7 +423,8 @@ def stage_timeout(
     for machine in machines:
         db = machine.work.progress.requested_db
         if machine.state.stood is not Phase.LIST:
-            pending.update(dict.fromkeys(machine.timeout_error().pending))
+            # a copy first: under the sync driver, the machine's thread may still run
+            pending.update(dict.fromkeys(tuple(machine.work.progress.behind)))
         elif db in earlier:
             pending.update(dict.fromkeys(earlier[db]))
         else:
@@ -433,8 +434,7 @@ def stage_timeout(
         of = f"{unlisted} of {len(machines)} databases"
         said.append(f"the collections of {of} were not yet listed")
     last = next((m._retries.last for m in machines if m._retries.last is not None), None)
-    message = timeout_message("flush_all_sync", machines[0]._timeout, "; ".join(said), last)
-    response = replace(raised.response, status=FlushStatus.timed_out(message))
-    error = FlushTimeoutError(message, response, tuple(pending))
-    error.__cause__ = last.error if last else None
-    return error
+    return timed_out(
+        "flush_all_sync", machines[0]._timeout, "; ".join(said), last, raised.response,
+        tuple(pending),
+    )  # fmt: skip

@@ -18,7 +18,7 @@ from ._requests import DEFAULT_DB, sealed_state
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
 from ._stages import PERSISTED, STAGES, Stage, stage_named
 
-__all__ = ["Progress", "not_yet", "timeout_message"]
+__all__ = ["Progress", "not_yet", "timed_out"]
 
 
 class Progress:
@@ -127,11 +127,8 @@ class Progress:
         cause the ``last`` failure."""
         stage, behind = self.stage, self.behind
         said = not_yet(stage, behind) if listed else "the collections were not yet listed"
-        message = timeout_message("flush_sync", timeout, said, last)
-        response = self.response(flushed=False, status=FlushStatus.timed_out(message))
-        error = FlushTimeoutError(message, response, tuple(behind))
-        error.__cause__ = last.error if last else None
-        return error
+        response = self.response(flushed=False)
+        return timed_out("flush_sync", timeout, said, last, response, tuple(behind))
 
 
 def not_yet(stage: str, behind: Sequence[str]) -> str:
@@ -139,8 +136,20 @@ def not_yet(stage: str, behind: Sequence[str]) -> str:
     return f"not yet {stage_named(stage).done}: {', '.join(behind)}"
 
 
-def timeout_message(call: str, timeout: float | None, said: str, last: Failure | None) -> str:
-    """A ``FlushTimeoutError``'s message: ``said`` of the collections, and the last
-    failure (its cause), if any."""
+def timed_out(  # noqa: PLR0917  # the error's parts, each its own
+    call: str,
+    timeout: float | None,
+    said: str,
+    last: Failure | None,
+    response: FlushSyncResponse,
+    pending: tuple[str, ...],
+) -> FlushTimeoutError:
+    """The ``FlushTimeoutError`` of ``call``: its message (``said`` of the collections,
+    and the ``last`` failure, its cause, if any) is also ``response``'s status."""
     message = f"{call} did not finish within its {timeout:g} s deadline; {said}"
-    return message if last is None else f"{message}; last error: {last.describe()}"
+    if last is not None:
+        message += f"; last error: {last.describe()}"
+    status = FlushStatus.timed_out(message)
+    error = FlushTimeoutError(message, replace(response, status=status), pending)
+    error.__cause__ = last.error if last else None
+    return error
