@@ -131,7 +131,14 @@ def ticket_of(machine: FlushMachine) -> FlushTicket:
     return FlushTicket(
         work.progress.db_name,
         tuple(
-            TicketCollection(name, *work.identity[name], state.segment_ids, state.flush_ts)
+            TicketCollection(
+                # until the STAMP of #30: the Flush's timestamp covers every write before it
+                name,
+                *work.identity[name],
+                state.segment_ids,
+                state.flush_ts,
+                state.flush_ts,
+            )
             for name, state in work.progress.states.items()
         ),
     )

@@ -10,6 +10,15 @@ report ``flushed=True`` (docs/guarantees.md, "Tickets"). A collection whose rows
 another client's Flush had already sealed (the shared limit window) has no
 segment IDs and, as ``flush_ts``, a timestamp taken after ``start_flush`` began.
 
+Each collection also carries ``visible_ts``: a timestamp that covers every write
+acknowledged before the call (``covers``: ``"all"``, by any client; ``"process"``:
+only this process's, where the server gave no timestamp). A reader whose reads are
+guaranteed that timestamp sees those writes (``until="visible"``). A version 1 ticket
+reads with its ``flush_ts`` there: a Flush's timestamp covers every write before it.
+
+Several writers' tickets ``combine`` into one: per collection the latest, as a wait on
+all of them would need (docs/design/visible.md).
+
 The JSON form is plain (``to_json``/``from_json``): MPI broadcasts, queues,
 files. Anything malformed is a ``ParamError``.
 """
@@ -24,10 +33,13 @@ from pymilvus.exceptions import ParamError
 
 __all__ = ["FlushTicket", "TicketCollection"]
 
-#: The version of the JSON shape; ``from_json`` refuses any other.
-TICKET_VERSION = 1
-_INT_FIELDS = ("collection_id", "created_timestamp", "flush_ts")
-_KEYS = ("name", "segment_ids", *_INT_FIELDS)
+#: The version of the JSON shape ``to_json`` writes; ``from_json`` reads it and 1.
+TICKET_VERSION = 2
+_V1_INTS = ("collection_id", "created_timestamp", "flush_ts")
+_INT_FIELDS = (*_V1_INTS, "visible_ts")
+_KEYS = {1: ("name", "segment_ids", *_V1_INTS), 2: ("name", "segment_ids", *_INT_FIELDS)}
+#: What a ticket's ``visible_ts`` covers: every write before the call, or this process's.
+COVERS = ("all", "process")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,11 @@ class TicketCollection:
     created_timestamp: int
     segment_ids: tuple[int, ...] = ()
     flush_ts: int = 0
+    visible_ts: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.collection_id, self.created_timestamp
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,21 +64,40 @@ class TicketCollection:
             "created_timestamp": self.created_timestamp,
             "segment_ids": list(self.segment_ids),
             "flush_ts": self.flush_ts,
+            "visible_ts": self.visible_ts,
         }
 
     @classmethod
-    def from_dict(cls, raw: Any) -> TicketCollection:
-        if not isinstance(raw, dict) or set(raw) != set(_KEYS):
-            raise _malformed(f"a collection entry must have exactly {sorted(_KEYS)}")
+    def from_dict(cls, raw: Any, version: int = TICKET_VERSION) -> TicketCollection:
+        keys = _KEYS[version]
+        if not isinstance(raw, dict) or set(raw) != set(keys):
+            raise _malformed(f"a collection entry must have exactly {sorted(keys)}")
         name, segments = raw["name"], raw["segment_ids"]
         if not isinstance(name, str) or not name:
             raise _malformed("a collection name must be a non-empty string")
         if not isinstance(segments, list) or not all(_is_uint(s) for s in segments):
             raise _malformed(f"segment_ids of {name!r} must be a list of integers >= 0")
-        if not all(_is_uint(raw[key]) for key in _INT_FIELDS):
-            raise _malformed(f"{', '.join(_INT_FIELDS)} of {name!r} must be integers >= 0")
-        ints = [int(raw[key]) for key in _INT_FIELDS]
-        return cls(name, ints[0], ints[1], tuple(int(s) for s in segments), ints[2])
+        ints = [key for key in keys if key not in ("name", "segment_ids")]
+        if not all(_is_uint(raw[key]) for key in ints):
+            raise _malformed(f"{', '.join(ints)} of {name!r} must be integers >= 0")
+        flush_ts = int(raw["flush_ts"])
+        visible_ts = int(raw.get("visible_ts", flush_ts))  # version 1: the Flush's
+        return cls(
+            name, int(raw["collection_id"]), int(raw["created_timestamp"]),
+            tuple(int(s) for s in segments), flush_ts, visible_ts,
+        )  # fmt: skip
+
+    def merged(self, other: TicketCollection) -> TicketCollection:
+        """This collection's entry and ``other``'s (the same name) as one: the later
+        identity's (an older one was dropped, and its rows with it); of the same, every
+        sealed segment and the latest timestamps."""
+        if self.identity != other.identity:
+            return max(self, other, key=lambda one: one.created_timestamp)
+        return TicketCollection(
+            self.name, self.collection_id, self.created_timestamp,
+            tuple(dict.fromkeys((*self.segment_ids, *other.segment_ids))),
+            max(self.flush_ts, other.flush_ts), max(self.visible_ts, other.visible_ts),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,16 +111,33 @@ class FlushTicket:
 
     db_name: str
     collections: tuple[TicketCollection, ...]
+    covers: str = "all"
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(one.name for one in self.collections)
+
+    @classmethod
+    def combine(cls, *tickets: FlushTicket) -> FlushTicket:
+        """Several writers' tickets of one database as one: per collection the latest
+        (``TicketCollection.merged``); it covers "all" only if each of them does."""
+        if not tickets or not all(isinstance(one, FlushTicket) for one in tickets):
+            raise ParamError(message="combine takes one FlushTicket or more")
+        if len({one.db_name for one in tickets}) > 1:
+            raise ParamError(message="tickets of different databases do not combine")
+        merged: dict[str, TicketCollection] = {}
+        for ticket in tickets:
+            for one in ticket.collections:
+                merged[one.name] = merged[one.name].merged(one) if one.name in merged else one
+        covers = "all" if all(one.covers == "all" for one in tickets) else "process"
+        return cls(tickets[0].db_name, tuple(merged.values()), covers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "flush_ticket": TICKET_VERSION,
             "db_name": self.db_name,
             "collections": [one.to_dict() for one in self.collections],
+            "covers": self.covers,
         }
 
     def to_json(self) -> str:
@@ -102,19 +155,25 @@ class FlushTicket:
 
     @classmethod
     def from_dict(cls, raw: Any) -> FlushTicket:
-        if not isinstance(raw, dict) or set(raw) != {"flush_ticket", "db_name", "collections"}:
-            raise _malformed('expected {"flush_ticket", "db_name", "collections"}')
-        if raw["flush_ticket"] != TICKET_VERSION or isinstance(raw["flush_ticket"], bool):
-            raise _malformed(f"unknown version {raw['flush_ticket']!r} (this one reads 1)")
+        version = raw.get("flush_ticket") if isinstance(raw, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool) or version not in _KEYS:
+            shown = "none" if version is None else repr(version)
+            raise _malformed(f"unknown version {shown} (this one reads 1 and 2)")
+        keys = {"flush_ticket", "db_name", "collections"} | ({"covers"} if version > 1 else set())
+        if set(raw) != keys:
+            raise _malformed(f"expected {sorted(keys)}")
         db, entries = raw["db_name"], raw["collections"]
         if not isinstance(db, str) or not db:
             raise _malformed("db_name must be a non-empty string")
         if not isinstance(entries, list) or not entries:
             raise _malformed("collections must be a non-empty list")
-        collections = tuple(TicketCollection.from_dict(one) for one in entries)
+        covers = raw.get("covers", "all")
+        if covers not in COVERS:
+            raise _malformed(f"covers must be one of {list(COVERS)}")
+        collections = tuple(TicketCollection.from_dict(one, version) for one in entries)
         if len({one.name for one in collections}) != len(collections):
             raise _malformed("a collection is named twice")
-        return cls(db, collections)
+        return cls(db, collections, covers)
 
 
 def _is_uint(value: Any) -> bool:

@@ -93,7 +93,7 @@ def test_a_ticket_is_flushed_once_its_segments_are(flavor: str) -> None:
     streaming = Streaming()
     server = FakeServer(streaming)
     ticket = _seal(flavor, server)
-    assert ticket.collections == (TicketCollection("a", 11, 22, (1, 2), 5000),)
+    assert ticket.collections == (TicketCollection("a", 11, 22, (1, 2), 5000, 5000),)
     response = _wait(flavor, server, ticket)
     assert response.flushed and streaming.polls == 3
 
