@@ -23,6 +23,7 @@ __all__ = [
     "current_db_name",
     "endpoint",
     "release_lite",
+    "session_reads_at",
 ]
 
 #: Whether this pymilvus's protos carry Milvus 2.6.8's FlushAll fields
@@ -191,3 +192,24 @@ def write_timestamps(names: tuple[str, ...], db_name: str) -> dict[str, int]:
         if ts:
             found[name] = int(ts)
     return found
+
+
+def session_reads_at(address: str, db_name: str, timestamps: dict[str, int]) -> None:
+    """From now on, this process's Session reads of each collection through a client of
+    ``address`` (its handler's ``server_address``) and ``db_name`` are guaranteed at
+    least its timestamp: pymilvus's per-collection last write timestamp, raised, never
+    lowered (pymilvus keeps the greater). pymilvus 2.6+ keys it by endpoint, database
+    and name, the database as the client's call context names it (``""`` for the
+    default unless the client named it): the default database is set under both
+    spellings; 2.5 keys it by name alone, for the whole process."""
+    from pymilvus.client import ts_utils
+
+    if getattr(ts_utils, "GlobalCache", None) is None:  # pymilvus 2.5
+        for name, ts in timestamps.items():
+            ts_utils.update_collection_ts(name, ts)
+        return
+    dbs = {db_name, ""} if db_name in ("", "default") else {db_name}
+    dbs |= {"default"} if "" in dbs else set()
+    for db in sorted(dbs):
+        for name, ts in timestamps.items():
+            ts_utils.update_collection_ts(name, ts, address, db)
