@@ -34,7 +34,7 @@ import grpc
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint
+from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint, session_reads_at
 from ._core import FlushMachine, SendRpc, flush_all_machine, stage_failure
 from ._errors import (
     classify_exception,
@@ -47,7 +47,7 @@ from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout, check_until
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
-from ._stages import PERSISTED
+from ._stages import PERSISTED, VISIBLE
 from ._state import CallState, Event, Phase
 from ._steps import ALL_DATABASES, SEAL, SWEPT, WAIT, Known, Table
 from ._ticket import FlushTicket, TicketCollection
@@ -126,22 +126,31 @@ def prepare_seal(client: Any, collection_names: Any, db_name: Any, timeout: Any,
 
 
 def ticket_of(machine: FlushMachine) -> FlushTicket:
-    """What ``start_flush``'s machine sealed, as a ticket (``_ticket``)."""
+    """What ``start_flush``'s machine sealed, or ``until="visible"``'s found, as a
+    ticket (``_ticket``): visible at the call's timestamp, else (until every call
+    takes one, #30) at the Flush's, which covers every write before it."""
     work = machine.work
     return FlushTicket(
         work.progress.db_name,
         tuple(
             TicketCollection(
-                # until the STAMP of #30: the Flush's timestamp covers every write before it
                 name,
                 *work.identity[name],
                 state.segment_ids,
                 state.flush_ts,
-                state.flush_ts,
+                work.cover_ts.get(name) or state.flush_ts,
             )
             for name, state in work.progress.states.items()
         ),
     )
+
+
+def with_ticket(machine: FlushMachine, response: FlushSyncResponse) -> FlushSyncResponse:
+    """``response`` with its ticket, where the call knows every identity (visible)."""
+    work = machine.work
+    if work.progress.stages != (VISIBLE.name,) or not work.progress.states:
+        return response
+    return replace(response, ticket=ticket_of(machine))
 
 
 def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
@@ -161,6 +170,13 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
         client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
         table=WAIT, since=since, until=until, known=known,
     )  # fmt: skip
+
+
+def reads_see(handler: Any, ticket: FlushTicket) -> None:
+    """The ticket's collections waited on: from now on the client of ``handler`` reads
+    them, at ``consistency_level="Session"``, at the ticket's timestamps at least."""
+    timestamps = {one.name: one.visible_ts for one in ticket.collections if one.visible_ts}
+    session_reads_at(getattr(handler, "server_address", ""), ticket.db_name, timestamps)
 
 
 def connect_timeout(machine: FlushMachine) -> float | None:

@@ -54,7 +54,7 @@ from ._response import (
     ProgressHook,
 )
 from ._schedule import FlushPolicy
-from ._stages import LOADED, stage_named
+from ._stages import LOADED, PERSISTED, stage_named
 from ._sync import flush_all, run
 from ._ticket import FlushTicket
 
@@ -206,7 +206,7 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until",
         choices=UNTIL,
-        default=UNTIL[0],
+        default=PERSISTED.name,
         help="wait until the rows are persisted (default), indexed, or loaded and served",
     )
     parser.add_argument(
@@ -314,7 +314,7 @@ def _flush_job(args: argparse.Namespace, parser: _Parser, started: float) -> _Jo
     if args.names_from is not None:
         args.names += _names_from(args.names_from, parser)
         started = time.monotonic() if args.names_from == "-" else started
-    staged = args.until != UNTIL[0]
+    staged = args.until != PERSISTED.name
     conflicts = [
         (args.no_wait and staged, "--no-wait seals only: --until applies to flush and wait"),
         (args.server and staged, "--until applies to named collections and --all, not --server"),

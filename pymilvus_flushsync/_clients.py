@@ -10,11 +10,13 @@ it to its driver (``_sync``, ``_async``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import pymilvus
 
 from . import _async, _sync
-from ._call import prepare, prepare_seal, prepare_wait, ticket_of
+from ._call import prepare, prepare_seal, prepare_wait, reads_see, ticket_of, with_ticket
+from ._compat import async_handler
 from ._params import Until
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
@@ -71,7 +73,7 @@ class FlushSyncMixin:
         machine = prepare(
             self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
         )
-        return _sync.run(machine, self)
+        return with_ticket(machine, _sync.run(machine, self))
 
     # fmt: off
     def start_flush(
@@ -117,7 +119,9 @@ class FlushSyncMixin:
         """
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
-        return _sync.run(machine, self)
+        response = _sync.run(machine, self)
+        reads_see(cast(Any, self)._get_connection(), ticket)
+        return response
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None
@@ -181,7 +185,7 @@ class AsyncFlushSyncMixin:
         machine = prepare(
             self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
         )
-        return await _async.run(machine, self)
+        return with_ticket(machine, await _async.run(machine, self))
 
     # fmt: off
     async def start_flush(
@@ -203,7 +207,9 @@ class AsyncFlushSyncMixin:
         """The asyncio twin of ``FlushSyncMixin.wait_flushed``."""
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
-        return await _async.run(machine, self)
+        response = await _async.run(machine, self)
+        reads_see(await async_handler(self), ticket)
+        return response
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

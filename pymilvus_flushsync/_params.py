@@ -23,7 +23,7 @@ __all__ = [
 
 #: What a call waits for, for type checkers: the names of ``_stages.STAGES``, where
 #: each stage is defined (docs/guarantees.md, "Beyond persisted").
-Until = Literal["persisted", "indexed", "loaded"]
+Until = Literal["visible", "persisted", "indexed", "loaded"]
 #: The stages' names, in order.
 UNTIL = tuple(stage.name for stage in STAGES)
 

@@ -16,7 +16,7 @@ from typing import Any
 from ._errors import Failure, FlushTimeoutError
 from ._requests import DEFAULT_DB, sealed_state
 from ._response import CollectionFlushState, FlushStatus, FlushSyncResponse
-from ._stages import PERSISTED, STAGES, Stage, stage_named
+from ._stages import PERSISTED, Stage, stage_named, stages_until
 
 __all__ = ["Progress", "not_yet", "timed_out"]
 
@@ -45,8 +45,7 @@ class Progress:
         self._clock = clock
         self.polled = 0
         self._reply_db = ""
-        last = STAGES.index(stage_named(until))
-        self.stages = tuple(stage.name for stage in STAGES[: last + 1])
+        self.stages = tuple(stage.name for stage in stages_until(until))
         self.states: dict[str, CollectionFlushState] = {}
         self.pending: list[str] = []  # not yet persisted
         self.waiting: dict[str, list[str]] = {}  # a later stage -> not yet reached
@@ -89,6 +88,11 @@ class Progress:
             else:
                 unmentioned.append(name)
         return unmentioned
+
+    def visible(self, name: str, now: float) -> None:
+        """``name`` reached the first stage, visible (``until="visible"``), at ``now``."""
+        self.states[name] = replace(self.states[name], visible_seconds=now - self.start)
+        self.pending.remove(name)
 
     def flushed(self, name: str, now: float, flush_ts: int | None = None) -> None:
         """``name`` was reported flushed at ``now`` (FlushAll: at ``flush_ts``)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ._ticket import FlushTicket
+
 __all__ = [
     "CollectionFlushState",
     "FlushAllSyncResponse",
@@ -62,6 +64,7 @@ class CollectionFlushState:
         indexed_seconds, loaded_seconds: seconds from the start of the call until
             every index covered its rows, and until the query nodes served its
             segments with their index; ``None`` while not reached (or not asked).
+        visible_seconds: ``until="visible"``: seconds until its ticket was known.
     """
 
     name: str
@@ -75,6 +78,7 @@ class CollectionFlushState:
     indexes: int | None = None
     indexed_seconds: float | None = None
     loaded_seconds: float | None = None
+    visible_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -90,6 +94,7 @@ class CollectionFlushState:
             "indexes": self.indexes,
             "indexed_seconds": self.indexed_seconds,
             "loaded_seconds": self.loaded_seconds,
+            "visible_seconds": self.visible_seconds,
         }
 
 
@@ -115,6 +120,9 @@ class FlushSyncResponse:
         stage: in a progress snapshot, the stage the call waits for now (the first
             some collection has not reached: ``"persisted"``, ``"indexed"``,
             ``"loaded"``); in the response, the last it waited for (``until``).
+        ticket: what a reader elsewhere needs to see these rows
+            (``wait_flushed(ticket, until="visible")``); for now only after
+            ``until="visible"``, else ``None``.
     """
 
     flushed: bool
@@ -124,6 +132,7 @@ class FlushSyncResponse:
     polls: int
     status: FlushStatus = field(default_factory=FlushStatus)
     stage: str = "persisted"
+    ticket: FlushTicket | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collections", _frozen_mapping(self.collections))
@@ -138,6 +147,7 @@ class FlushSyncResponse:
             self.polls,
             self.status,
             self.stage,
+            self.ticket,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +160,7 @@ class FlushSyncResponse:
             "polls": self.polls,
             "stage": self.stage,
             "collections": {name: state.to_dict() for name, state in self.collections.items()},
+            "ticket": None if self.ticket is None else self.ticket.to_dict(),
         }
 
     def __repr__(self) -> str:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from ._state import Event, Moves, Phase
 
-__all__ = ["INDEXED", "LOADED", "PERSISTED", "STAGES", "Stage", "stage_named"]
+__all__ = [
+    "INDEXED", "LOADED", "PERSISTED", "STAGES", "VISIBLE", "Stage", "stage_named", "stages_until",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ def _loaded_moves(then: Phase, refresh: bool) -> Moves:
     }
 
 
+#: Every reader that reads at the call's ticket sees every row written before the call:
+#: no Flush; a table of its own (``_steps.staged``), which later stages do not pass.
+VISIBLE = Stage("visible", done="visible", seconds="visible_seconds")
 #: Every row written before the call is persisted: the call's own table.
 PERSISTED = Stage("persisted", done="flushed", seconds="seconds")
 #: Every index of each collection covers its rows (DescribeIndex's counts).
@@ -75,7 +80,15 @@ LOADED = Stage(
     moves=_loaded_moves, check=Phase.LOAD_CHECK,
 )  # fmt: skip
 #: The stages, in order.
-STAGES = (PERSISTED, INDEXED, LOADED)
+STAGES = (VISIBLE, PERSISTED, INDEXED, LOADED)
+
+
+def stages_until(until: str) -> tuple[Stage, ...]:
+    """The stages a call waiting ``until`` passes: ``visible`` alone, or persisted (the
+    call's own table) and the later ones up to ``until``."""
+    if until == VISIBLE.name:
+        return (VISIBLE,)
+    return STAGES[STAGES.index(PERSISTED) : STAGES.index(stage_named(until)) + 1]
 
 
 def stage_named(name: str) -> Stage:

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymilvus.exceptions import MilvusException
@@ -98,7 +98,7 @@ from ._requests import (
 )
 from ._response import CollectionFlushState
 from ._schedule import Decision, Fail, FlushPolicy, PollSchedule
-from ._stages import INDEXED, LOADED, STAGES, Stage, stage_named
+from ._stages import INDEXED, LOADED, VISIBLE, Stage, stages_until
 from ._state import CallState, Event, Moves, Phase
 from ._ticks import TickModel
 
@@ -771,6 +771,65 @@ FLUSH_ALL = Table(
 )
 
 
+def _stamp_visible(work: Work, requests: Requests, replies: list[Any]) -> Next:
+    """``until="visible"``: a timestamp taken now covers every write acknowledged
+    before the call, by any client: each collection is visible at it."""
+    now = work.clock()
+    for name in list(work.progress.pending):
+        work.cover_ts[name] = int(replies[0].timestamp)
+        work.progress.visible(name, now)
+    return Next(Event.STAMPED)
+
+
+def _visible_unstamped(work: Work) -> None:
+    """No timestamp from the server (Milvus Lite: every read sees every write)."""
+    now = work.clock()
+    for name in list(work.progress.pending):
+        work.progress.visible(name, now)
+
+
+def _identified(work: Work, requests: Requests, replies: list[Any]) -> Next | Fail:
+    """A ticket's identities checked: its collections are visible at its timestamps."""
+    checked = _describe_read(work, requests, replies)
+    if isinstance(checked, Fail):
+        return checked
+    _visible_unstamped(work)
+    return Next(Event.DESCRIBED)
+
+
+_VISIBLE_STEPS: Mapping[Phase, Step] = {
+    **STEPS,
+    Phase.STAMP: replace(STEPS[Phase.STAMP], read=_stamp_visible, on_fallback=_visible_unstamped),
+}
+_STAMPED: Moves = {
+    Phase.DESCRIBE: {Event.DESCRIBED: Phase.STAMP},
+    Phase.STAMP: {Event.STAMPED: Phase.DONE, Event.NO_STAMP: Phase.DONE},
+}
+#: ``until="visible"``: no Flush; what identifies each collection, then a timestamp.
+VISIBLE_FLUSH = Table("flush_sync until visible", Phase.DESCRIBE, _VISIBLE_STEPS, _STAMPED)
+VISIBLE_EVERY = Table(
+    "flush_sync of every collection until visible",
+    Phase.LIST,
+    _VISIBLE_STEPS,
+    _relisting({Phase.LIST: {Event.LISTED: Phase.DESCRIBE, Event.EMPTY: Phase.DONE}, **_STAMPED}),
+)
+#: ``wait_flushed(until="visible")``: the ticket's identities, and nothing to wait for.
+VISIBLE_WAIT = Table(
+    "wait_flushed until visible",
+    Phase.DESCRIBE,
+    {**STEPS, Phase.DESCRIBE: replace(STEPS[Phase.DESCRIBE], read=_identified)},
+    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.DONE}},
+)
+
+
+def _visible(table: Table) -> Table:
+    """The table of ``table``'s call waiting until visible."""
+    tables = {FLUSH.name: VISIBLE_FLUSH, EVERY.name: VISIBLE_EVERY, WAIT.name: VISIBLE_WAIT}
+    if table.name not in tables:
+        raise ValueError(f"{table.name} has no visible stage")
+    return tables[table.name]
+
+
 #: ``flush_all_sync``'s stages (``_call.AllDatabases``): each phase runs a set of machines
 #: at once, and the machines' outcome is the event (``_call``'s module docstring).
 ALL_DATABASES: Moves = {
@@ -798,7 +857,9 @@ def staged(table: Table, until: str, *, refresh: bool = True) -> Table:
         SEGMENTS_NOW -FOUND-> SERVING -SERVED-> DONE;   SERVING -NOT_YET-> SERVING
         every stage_recheck: SERVING -RECHECK-> STILL_LOADED
     """
-    later = STAGES[1 : STAGES.index(stage_named(until)) + 1]
+    if until == VISIBLE.name:
+        return _visible(table)
+    later = stages_until(until)[1:]
     if not later or not table.persists:
         return table
     moves = {phase: dict(row) for phase, row in table.moves.items()}

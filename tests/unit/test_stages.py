@@ -260,7 +260,9 @@ def test_a_long_build_is_polled_with_a_back_off(flavor: str) -> None:
 
 def test_an_unknown_until_is_a_param_error_before_any_rpc() -> None:
     server = FakeServer(Stages())
-    with pytest.raises(ParamError, match="until must be one of persisted, indexed, loaded"):
+    with pytest.raises(
+        ParamError, match="until must be one of visible, persisted, indexed, loaded"
+    ):
         prepare(server.client(), "a", None, 10.0, POLICY, until="built")
     assert server.sent == []
 
