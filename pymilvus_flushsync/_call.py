@@ -34,7 +34,14 @@ import grpc
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException, ParamError
 from pymilvus.grpc_gen import milvus_pb2
 
-from ._compat import BROADCAST_FIELDS, check_lite, current_db_name, endpoint, session_reads_at
+from ._compat import (
+    BROADCAST_FIELDS,
+    check_lite,
+    current_db_name,
+    endpoint,
+    session_reads_at,
+    write_timestamps,
+)
 from ._core import FlushMachine, SendRpc, flush_all_machine, stage_failure
 from ._errors import (
     classify_exception,
@@ -47,10 +54,10 @@ from ._history import history_for
 from ._params import check_db_name, check_hook, check_names, check_timeout, check_until
 from ._response import CollectionFlushState, FlushAllSyncResponse, FlushSyncResponse, ProgressHook
 from ._schedule import FlushPolicy
-from ._stages import PERSISTED, VISIBLE
+from ._stages import PERSISTED
 from ._state import CallState, Event, Phase
-from ._steps import ALL_DATABASES, SEAL, SWEPT, WAIT, Known, Table
-from ._ticket import FlushTicket, TicketCollection
+from ._steps import ALL_DATABASES, IDENTIFIED, SEAL, SWEPT, WAIT, Known, Table
+from ._ticket import FlushTicket
 from ._ticks import TickModel, for_endpoint
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
     "prepare",
     "prepare_seal",
     "prepare_wait",
+    "reads_see",
     "ticket_of",
 ]
 
@@ -82,6 +90,7 @@ def prepare(
     floor: int = 0,
     until: Any = PERSISTED.name,
     known: Known | None = None,
+    identify: bool = False,
 ) -> FlushMachine:
     """Check the arguments (``ParamError`` before any RPC), resolve the database and
     the endpoint's tick model, and start the deadline (now, or at ``since``).
@@ -91,14 +100,13 @@ def prepare(
     ``seal=False`` it only lists them. ``on_progress``: the caller's hook;
     ``table``: the kind of call (``_steps.SEAL`` for ``start_flush``); ``floor``: a
     FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
-    ``known``: a ticket's states, identities and cover (``_steps.Known``); ``until``:
-    the last stage to wait for (``_stages``).
+    ``known``: a ticket's (``_steps.Known``; else this process's last writes);
+    ``until``: the last stage (``_stages``); ``identify``: named collections'
+    identities first (``_steps.IDENTIFIED``), for the response's ticket.
     """
     check_hook(on_progress)
-    stage = check_until(until)
-    names = None if every else check_names(collection_names)
-    seconds = check_timeout(timeout)
-    db = check_db_name(db_name)
+    stage, names = check_until(until), None if every else check_names(collection_names)
+    seconds, db = check_timeout(timeout), check_db_name(db_name)
     check_lite(client)
     db = current_db_name(client) if db is None else db
     return FlushMachine(
@@ -111,11 +119,11 @@ def prepare(
         history=history_for(endpoint(client)),
         seal=seal,
         on_progress=on_progress,
-        table=table,
+        table=IDENTIFIED if identify and names is not None and table is None else table,
         cover_ts=known.cover_ts if known else None,
         floor=floor,
         until=stage,
-        known=known,
+        known=known or Known(written=write_timestamps(names or (), db)),
     )
 
 
@@ -126,31 +134,12 @@ def prepare_seal(client: Any, collection_names: Any, db_name: Any, timeout: Any,
 
 
 def ticket_of(machine: FlushMachine) -> FlushTicket:
-    """What ``start_flush``'s machine sealed, or ``until="visible"``'s found, as a
-    ticket (``_ticket``): visible at the call's timestamp, else (until every call
-    takes one, #30) at the Flush's, which covers every write before it."""
-    work = machine.work
-    return FlushTicket(
-        work.progress.db_name,
-        tuple(
-            TicketCollection(
-                name,
-                *work.identity[name],
-                state.segment_ids,
-                state.flush_ts,
-                work.cover_ts.get(name) or state.flush_ts,
-            )
-            for name, state in work.progress.states.items()
-        ),
-    )
-
-
-def with_ticket(machine: FlushMachine, response: FlushSyncResponse) -> FlushSyncResponse:
-    """``response`` with its ticket, where the call knows every identity (visible)."""
-    work = machine.work
-    if work.progress.stages != (VISIBLE.name,) or not work.progress.states:
-        return response
-    return replace(response, ticket=ticket_of(machine))
+    """The ticket of a machine that identified its collections (``start_flush``'s, the
+    command line's), once done (``_steps.Work.ticket``)."""
+    ticket = machine.work.ticket()
+    if ticket is None:
+        raise RuntimeError(f"{machine.table.name} identified no collection")
+    return ticket
 
 
 def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
@@ -165,6 +154,7 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
         {one.name: CollectionFlushState(one.name, one.segment_ids, flush_ts=one.flush_ts)
          for one in ticket.collections},
         {one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections},
+        ticket,
     )  # fmt: skip
     return prepare(
         client, ticket.names, ticket.db_name, timeout, policy, on_progress=on_progress,
@@ -172,11 +162,13 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
     )  # fmt: skip
 
 
-def reads_see(handler: Any, ticket: FlushTicket) -> None:
-    """The ticket's collections waited on: from now on the client of ``handler`` reads
-    them, at ``consistency_level="Session"``, at the ticket's timestamps at least."""
+def reads_see(handler: Any, ticket: FlushTicket, response: FlushSyncResponse) -> FlushSyncResponse:
+    """The ticket's collections waited on (``response``): from now on the client of
+    ``handler`` reads them, at ``consistency_level="Session"``, at the ticket's
+    timestamps at least."""
     timestamps = {one.name: one.visible_ts for one in ticket.collections if one.visible_ts}
     session_reads_at(getattr(handler, "server_address", ""), ticket.db_name, timestamps)
+    return response
 
 
 def connect_timeout(machine: FlushMachine) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import pymilvus
 
 from . import _async, _sync
-from ._call import prepare, prepare_seal, prepare_wait, reads_see, ticket_of, with_ticket
+from ._call import prepare, prepare_seal, prepare_wait, reads_see, ticket_of
 from ._compat import async_handler
 from ._params import Until
 from ._response import FlushAllSyncResponse, FlushSyncResponse, ProgressHook
@@ -54,13 +54,15 @@ class FlushSyncMixin:
             on_progress: called with a ``FlushSyncResponse`` snapshot
                 (``flushed=False``) before every wait, and with the final response
                 on success, e.g. to draw a progress bar (``ProgressHook``).
-            until: ``"persisted"`` (the default), ``"indexed"`` (every index of each
-                collection covers its rows) or ``"loaded"`` (indexed, and the query
-                nodes serve its segments with their index), under the one deadline
-                (docs/guarantees.md, "Beyond persisted").
+            until: ``"visible"`` (no Flush: a ticket whose readers see every write
+                acknowledged before the call), ``"persisted"`` (the default),
+                ``"indexed"`` (every index of each collection covers its rows) or
+                ``"loaded"`` (indexed, and the query nodes serve its segments with
+                their index), under the one deadline (docs/guarantees.md, "Stages").
 
         Returns:
-            A frozen ``FlushSyncResponse`` with ``flushed=True``.
+            A frozen ``FlushSyncResponse`` with ``flushed=True`` and ``ticket``: hand
+            it to readers anywhere (``wait_flushed(ticket, until="visible")``).
 
         Raises:
             ParamError: invalid arguments (before any RPC).
@@ -71,9 +73,10 @@ class FlushSyncMixin:
         """
         policy = self.flush_sync_policy
         machine = prepare(
-            self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
-        )
-        return with_ticket(machine, _sync.run(machine, self))
+            self, collection_names, db_name, timeout, policy, on_progress=on_progress,
+            until=until, identify=True,
+        )  # fmt: skip
+        return _sync.run(machine, self)
 
     # fmt: off
     def start_flush(
@@ -108,8 +111,10 @@ class FlushSyncMixin:
     ) -> FlushSyncResponse:
         # fmt: on
         """Wait under one deadline until ``ticket``'s data is persisted (or ``until``
-        a later stage): the completion rule, response, errors, progress hook and polls
-        of ``flush_sync``.
+        another stage): the completion rule, response, errors, progress hook and polls
+        of ``flush_sync``. Then this client's reads at ``consistency_level="Session"``
+        see every write the ticket covers; ``until="visible"`` only checks the
+        collections' identities for that (no wait).
 
         Raises:
             ParamError: not a ``FlushTicket``, or a bad ``timeout``.
@@ -119,9 +124,7 @@ class FlushSyncMixin:
         """
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
-        response = _sync.run(machine, self)
-        reads_see(cast(Any, self)._get_connection(), ticket)
-        return response
+        return reads_see(cast(Any, self)._get_connection(), ticket, _sync.run(machine, self))
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None
@@ -183,9 +186,10 @@ class AsyncFlushSyncMixin:
         """
         policy = self.flush_sync_policy
         machine = prepare(
-            self, collection_names, db_name, timeout, policy, on_progress=on_progress, until=until
-        )
-        return with_ticket(machine, await _async.run(machine, self))
+            self, collection_names, db_name, timeout, policy, on_progress=on_progress,
+            until=until, identify=True,
+        )  # fmt: skip
+        return await _async.run(machine, self)
 
     # fmt: off
     async def start_flush(
@@ -208,8 +212,7 @@ class AsyncFlushSyncMixin:
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
         response = await _async.run(machine, self)
-        reads_see(await async_handler(self), ticket)
-        return response
+        return reads_see(await async_handler(self), ticket, response)
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

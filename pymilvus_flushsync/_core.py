@@ -202,7 +202,7 @@ class FlushMachine:
             raise state.error
         if state.phase is Phase.DONE:
             persisted = self.table.persists
-            response, hook, self._hook = self.work.progress.response(persisted), self._hook, None
+            response, hook, self._hook = self.work.response(persisted), self._hook, None
             if hook is not None:  # once, the final response: a bar reaches its total
                 hook(response)
             return Done(response)

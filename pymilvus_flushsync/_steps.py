@@ -96,10 +96,11 @@ from ._requests import (
     flush_request,
     flush_state_request,
 )
-from ._response import CollectionFlushState
+from ._response import CollectionFlushState, FlushSyncResponse
 from ._schedule import Decision, Fail, FlushPolicy, PollSchedule
 from ._stages import INDEXED, LOADED, VISIBLE, Stage, stages_until
 from ._state import CallState, Event, Moves, Phase
+from ._ticket import FlushTicket, TicketCollection
 from ._ticks import TickModel
 
 __all__ = [
@@ -107,6 +108,7 @@ __all__ = [
     "EVERY",
     "FLUSH",
     "FLUSH_ALL",
+    "IDENTIFIED",
     "LISTING",
     "SEAL",
     "SWEPT",
@@ -135,11 +137,15 @@ class Shared(enum.Enum):
 
 @dataclass(frozen=True)
 class Known:
-    """What a call knows of its collections before it starts (a ticket's, for
-    ``wait_flushed``): each one's state as sealed, and its identity to check."""
+    """What a call knows of its collections before it starts: a ticket's (for
+    ``wait_flushed``: each one's state as sealed, its identity to check, the ticket),
+    and this process's last write timestamps (``_compat.write_timestamps``), for a
+    ticket where the server gives no timestamp."""
 
-    states: Mapping[str, CollectionFlushState]
-    expected: Mapping[str, tuple[int, int]]
+    states: Mapping[str, CollectionFlushState] = field(default_factory=dict)
+    expected: Mapping[str, tuple[int, int]] | None = None
+    ticket: FlushTicket | None = None
+    written: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def cover_ts(self) -> dict[str, int]:
@@ -169,6 +175,7 @@ class Work:
     recheck_at: float = 0.0  # SERVING: when to check the load state and segments again
     gone: MilvusException | None = None  # GONE: the "not found" that sent LIST again
     unexplained: int = 0  # GONE: listings again that still held every collection
+    known: Known = field(default_factory=Known)  # before the call (``Known``)
 
     @classmethod
     def of(  # noqa: PLR0917  # the machine's own arguments, passed on
@@ -188,8 +195,39 @@ class Work:
         work = cls(progress, polls, clock, policy, history, cover_ts=dict(cover_ts), floor=floor)
         if known is not None:
             progress.states.update(known.states)
-            work.expected = dict(known.expected)
+            work.known = known
+            work.expected = None if known.expected is None else dict(known.expected)
         return work
+
+    def response(self, flushed: bool) -> FlushSyncResponse:
+        """The call's response as it stands, with its ticket once it is done."""
+        response = self.progress.response(flushed)
+        return replace(response, ticket=self.ticket()) if flushed else response
+
+    def ticket(self) -> FlushTicket | None:
+        """What the call identified, sealed and covered (``_ticket``); ``None`` where it
+        did not identify every collection. Each is visible at the first of: the call's
+        ``AllocTimestamp`` (visible; a refused Flush's cover), the Flush's timestamp (it
+        covers every write before it), or, where the server gave neither (Milvus Lite, a
+        refused ``AllocTimestamp``), this process's last write before the call
+        (``covers="process"``). ``wait_flushed``: the ticket waited on."""
+        states, known = self.progress.states, self.known
+        if known.ticket is not None or not states or not states.keys() <= self.identity.keys():
+            return known.ticket
+        stamped = {
+            name: self.cover_ts.get(name) or state.flush_ts for name, state in states.items()
+        }
+        return FlushTicket(
+            self.progress.db_name,
+            tuple(
+                TicketCollection(
+                    name, *self.identity[name], state.segment_ids, state.flush_ts,
+                    stamped[name] or known.written.get(name, 0),
+                )
+                for name, state in states.items()
+            ),
+            "all" if all(stamped.values()) else "process",
+        )  # fmt: skip
 
     @property
     def db(self) -> str:
@@ -720,6 +758,15 @@ def _relisting(moves: Moves) -> dict[Phase, dict[Event, Phase]]:
 
 _SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
+#: ``flush_sync`` with a ticket (``response.ticket``): what identifies each collection
+#: first, as ``start_flush`` does, then ``FLUSH``; where the server declines to say
+#: (a proxy without it, no privilege), the Flush all the same, and no ticket.
+IDENTIFIED = Table(
+    "flush_sync with a ticket",
+    Phase.DESCRIBE,
+    {**STEPS, Phase.DESCRIBE: replace(_DESCRIBE, fallback=Event.DESCRIBED)},
+    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.FLUSH}, **_SEAL_AND_WAIT},
+)
 
 
 def _listing_first(name: str, listed: Phase) -> Table:
@@ -824,7 +871,12 @@ VISIBLE_WAIT = Table(
 
 def _visible(table: Table) -> Table:
     """The table of ``table``'s call waiting until visible."""
-    tables = {FLUSH.name: VISIBLE_FLUSH, EVERY.name: VISIBLE_EVERY, WAIT.name: VISIBLE_WAIT}
+    tables = {
+        FLUSH.name: VISIBLE_FLUSH,
+        IDENTIFIED.name: VISIBLE_FLUSH,
+        EVERY.name: VISIBLE_EVERY,
+        WAIT.name: VISIBLE_WAIT,
+    }
     if table.name not in tables:
         raise ValueError(f"{table.name} has no visible stage")
     return tables[table.name]

@@ -90,3 +90,15 @@ def test_a_ticket_is_never_stamped_with_this_process_own_writes(flavor: str, wro
     (entry,) = machine.work.progress.states.values()
     assert OWN_WRITE not in window.asked and entry.flush_ts in {STAMP, 7000}
     assert entry.flush_ts > OTHERS_WRITE
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_a_refused_flush_tickets_the_timestamp_that_covered_it(flavor: str, wrote_it: str) -> None:
+    """The ticket of a call whose Flush was refused is visible at the cover's timestamp,
+    taken after the call began: every write acknowledged before it, by anyone."""
+    server = FakeServer(Window())
+    client = server.client()
+    machine = prepare(client, wrote_it, None, 10.0, client.flush_sync_policy, identify=True)
+    ticket = through(flavor, machine, client).ticket
+    assert ticket is not None and ticket.covers == "all"
+    assert ticket.collections[0].visible_ts == STAMP

@@ -11,9 +11,20 @@ import pytest
 from pymilvus.exceptions import MilvusException
 
 from pymilvus_flushsync import FlushSyncResponse, FlushTicket, TicketCollection
-from pymilvus_flushsync._call import prepare, prepare_wait, with_ticket
+from pymilvus_flushsync._call import prepare, prepare_wait
+from pymilvus_flushsync._steps import Known
 
-from ..fakes import POLICY, FakeRpcError, FakeServer, describe_reply, stamp_reply, through
+from ..fakes import (
+    POLICY,
+    FakeRpcError,
+    FakeServer,
+    describe_reply,
+    flush_reply,
+    has_reply,
+    stamp_reply,
+    state_reply,
+    through,
+)
 
 pytestmark = pytest.mark.parametrize("flavor", ["sync", "async"])
 
@@ -47,7 +58,8 @@ def test_flush_sync_until_visible_sends_no_flush(flavor: str, stamps: bool) -> N
     for state in response.collections.values():
         assert not state.flushed and state.visible_seconds is not None  # not persisted
     assert machine.work.cover_ts == ({"a": 7777, "b": 7777} if stamps else {})
-    ticket = with_ticket(machine, response).ticket
+    ticket = response.ticket
+    assert ticket is not None
     visible = 7777 if stamps else 0
     assert ticket == FlushTicket(
         "default",
@@ -55,6 +67,7 @@ def test_flush_sync_until_visible_sends_no_flush(flavor: str, stamps: bool) -> N
             TicketCollection("a", 11, 22, (), 0, visible),
             TicketCollection("b", 11, 22, (), 0, visible),
         ),
+        "all" if stamps else "process",  # no timestamp: this process's writes (none here)
     )
     assert FlushTicket.from_json(ticket.to_json()) == ticket
 
@@ -75,3 +88,58 @@ def test_wait_flushed_until_visible_checks_the_identities_alone(flavor: str) -> 
             flavor, prepare_wait(client, recreated, 10.0, POLICY, None, until="visible"), client
         )
     assert info.value.code == 100
+
+
+def persisting(segments: bool) -> Any:
+    """A server that flushes at once: a real one's Flush (segments, timestamp 5000), or
+    Milvus Lite's (empty maps, then HasCollection)."""
+
+    def reply(method: str, request: Any) -> Any:
+        if method == "DescribeCollection":
+            return describe_reply(11, 22)
+        if method == "Flush":
+            names = request.collection_names
+            return flush_reply({name: [1, 2] for name in names} if segments else None, 5000)
+        if method == "GetFlushState":
+            return state_reply(True)
+        if method == "HasCollection":
+            return has_reply(True)
+        raise AssertionError(f"{method} sent")
+
+    return reply
+
+
+def test_every_stage_tickets_what_the_call_identified_and_covered(flavor: str) -> None:
+    """``flush_sync``'s response carries a ticket at persisted too: the identities first,
+    the Flush's timestamp as the visible one (it covers every write before it); the
+    progress hook's final response is the response, ticket and all."""
+    server = FakeServer(persisting(segments=True))
+    client = server.client()
+    seen: list[FlushSyncResponse] = []
+    machine = prepare(client, ["a"], None, 10.0, POLICY, identify=True, on_progress=seen.append)
+    response = through(flavor, machine, client)
+    assert [method for method, _ in server.sent][:2] == ["DescribeCollection", "Flush"]
+    assert response.stage == "persisted" and seen[-1] == response
+    assert response.ticket == FlushTicket(
+        "default", (TicketCollection("a", 11, 22, (1, 2), 5000, 5000),), "all"
+    )
+
+
+def test_without_a_server_timestamp_the_ticket_covers_this_process_writes(flavor: str) -> None:
+    """Milvus Lite's Flush gives no timestamp: the ticket carries this process's last
+    write before the call and says ``covers="process"``."""
+    server = FakeServer(persisting(segments=False))
+    client = server.client()
+    known = Known(written={"a": 4321})
+    machine = prepare(client, ["a"], None, 10.0, POLICY, identify=True, known=known)
+    ticket = through(flavor, machine, client).ticket
+    assert ticket is not None and ticket.covers == "process"
+    assert ticket.collections == (TicketCollection("a", 11, 22, (), 0, 4321),)
+
+
+def test_wait_flushed_answers_with_the_ticket_it_waited_on(flavor: str) -> None:
+    ticket = FlushTicket("default", (TicketCollection("a", 11, 22, (1,), 5000, 5100),))
+    server = FakeServer(persisting(segments=True))
+    client = server.client()
+    response = through(flavor, prepare_wait(client, ticket, 10.0, POLICY, None), client)
+    assert response.flushed and response.ticket == ticket
