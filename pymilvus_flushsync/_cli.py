@@ -54,7 +54,7 @@ from ._response import (
     ProgressHook,
 )
 from ._schedule import FlushPolicy
-from ._stages import LOADED, PERSISTED, stage_named
+from ._stages import LOADED, PERSISTED, VISIBLE, stage_named
 from ._sync import flush_all, run
 from ._ticket import FlushTicket
 
@@ -207,7 +207,8 @@ def _deadline_flags(parser: argparse.ArgumentParser) -> None:
         "--until",
         choices=UNTIL,
         default=PERSISTED.name,
-        help="wait until the rows are persisted (default), indexed, or loaded and served",
+        help="wait until the rows are visible to readers at the printed ticket (no Flush), "
+        "persisted (default), indexed, or loaded and served",
     )
     parser.add_argument(
         "--heartbeat",
@@ -498,7 +499,7 @@ def _flush(
     hook = _progress_line(sys.stderr)
     machine = prepare(
         client, names, job.db_name, timeout, policy,
-        every=names is None, since=job.started, on_progress=hook, until=until,
+        every=names is None, since=job.started, on_progress=hook, until=until, identify=True,
     )  # fmt: skip
     return _finish(client, machine, job, as_json=as_json)
 
@@ -657,6 +658,8 @@ LITE_SEALED = "no segments reported (Milvus Lite persists at once and reports no
 
 
 def _lines(response: FlushSyncResponse) -> list[str]:
+    if response.stage == VISIBLE.name and response.flushed:
+        return _visible_lines(response)
     verb = "flushed" if response.flushed else "NOT flushed"
     lines = [
         f"{verb}: {len(response.collections)} collection(s) in database "
@@ -673,6 +676,25 @@ def _lines(response: FlushSyncResponse) -> list[str]:
             else f"{len(state.segment_ids)} segment(s) sealed"
         )
         lines.append(f"  {_printable(state.name)}: {when}, {sealed}{_stages(state)}")
+    return lines
+
+
+def _visible_lines(response: FlushSyncResponse) -> list[str]:
+    """``--until visible``: no Flush; each collection, and the ticket's JSON for readers
+    (``wait_flushed(FlushTicket.from_json(line), until="visible")``)."""
+    ticket = response.ticket
+    process = ticket is not None and ticket.covers == "process"
+    covers = "; the ticket covers this process's writes" if process else ""
+    lines = [
+        f"visible: {len(response.collections)} collection(s) in database "
+        f"{_printable(response.db_name)!r} in {response.elapsed:.3f} s (no Flush{covers})"
+    ]
+    for state in response.collections.values():
+        seconds = state.visible_seconds
+        when = f"{seconds:.3f} s" if seconds is not None else "pending"
+        lines.append(f"  {_printable(state.name)}: visible at {when}")
+    if ticket is not None:
+        lines.append(f"ticket: {ticket.to_json()}")
     return lines
 
 

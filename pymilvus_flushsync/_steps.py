@@ -758,14 +758,19 @@ def _relisting(moves: Moves) -> dict[Phase, dict[Event, Phase]]:
 
 _SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
-#: ``flush_sync`` with a ticket (``response.ticket``): what identifies each collection
-#: first, as ``start_flush`` does, then ``FLUSH``; where the server declines to say
-#: (a proxy without it, no privilege), the Flush all the same, and no ticket.
+#: ``flush_sync`` with a ticket (``response.ticket``): ``FLUSH``, and once sealed what
+#: identifies each collection (a Flush first, so that calls released together still
+#: share it: ``_group``); where the server declines to say (a proxy without it, no
+#: privilege), the polls all the same, and no ticket.
 IDENTIFIED = Table(
     "flush_sync with a ticket",
-    Phase.DESCRIBE,
+    Phase.FLUSH,
     {**STEPS, Phase.DESCRIBE: replace(_DESCRIBE, fallback=Event.DESCRIBED)},
-    {Phase.DESCRIBE: {Event.DESCRIBED: Phase.FLUSH}, **_SEAL_AND_WAIT},
+    {
+        **_sealing(Phase.DESCRIBE),
+        Phase.DESCRIBE: {Event.DESCRIBED: Phase.POLL},
+        **_polling(Phase.DONE),
+    },
 )
 
 

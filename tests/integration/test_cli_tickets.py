@@ -30,6 +30,33 @@ def test_no_wait_prints_a_ticket_that_wait_waits_on(
     assert code == 0 and json.loads(out)["collections"][name]["flushed"] is True
 
 
+def test_until_visible_prints_a_ticket_that_wait_takes(
+    backend: Backend, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``flush --until visible``: no Flush, each collection, and the ticket's JSON on the
+    last line; ``wait --until visible`` takes it (the identities checked) at once."""
+    name = backend.collection(100)
+    code, out, err = run_cli(capsys, "flush", "--until", "visible", "--uri", backend.uri, name)
+    assert code == 0, err
+    first, line, last = out.splitlines()
+    assert first.startswith("visible: 1 collection(s)") and "(no Flush" in first
+    assert line.startswith(f"  {name}: visible at ")
+    ticket = FlushTicket.from_json(last.removeprefix("ticket: "))
+    assert ticket.names == (name,)
+    # the server stamps the ticket; Milvus Lite gives no timestamp: this process's writes
+    assert ticket.covers == ("all" if backend.kind == "server" else "process")
+    assert ("this process's writes" in first) == (ticket.covers == "process")
+    path = tmp_path / "ticket.json"
+    path.write_text(ticket.to_json())
+    code, out, err = run_cli(
+        capsys, "wait", str(path), "--until", "visible", "--uri", backend.uri, "--json"
+    )
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["flushed"], shown["stage"], shown["polls"]) == (True, "visible", 0)
+    assert FlushTicket.from_dict(shown["ticket"]) == ticket
+
+
 def test_a_ticket_from_one_process_is_waited_on_in_another(lite: Backend) -> None:
     name = lite.collection(10)
     lite.client.close()

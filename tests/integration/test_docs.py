@@ -42,6 +42,7 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     assert "code 100" in lines and "ParamError, before any RPC" in lines
     assert "1/1 flushed, 1 polls" in lines
     assert "['default'] True" in lines and "loaded True" in lines
+    assert "visible 10" in lines  # a reader's Session read sees the writer's 10 rows
     assert lines[-1] == "True" and lines.count("True") >= 5
     for block in shell:  # once the script's process (and its Lite lock) is gone
         done = subprocess.run(

@@ -1,6 +1,8 @@
-"""``until="visible"`` (#30, in progress): a writer's ticket lets a reader in another
-process see its rows at once, with no Flush (the real server); on Milvus Lite, where
-every read sees every write, the stage is reached at once."""
+"""``until="visible"``: a writer's ticket lets a reader in another process (sync or
+asyncio, the ticket pickled or as JSON) see its rows at once and later, with no Flush;
+two writers' tickets combine; a dropped or recreated collection's ticket, or another
+server's, is refused with code 100 (the real server). On Milvus Lite, where every read
+sees every write, the stage is reached at once."""
 
 from __future__ import annotations
 
@@ -16,46 +18,145 @@ from ..helpers import Backend, rows, server_only
 from ..processes import _context
 
 
-def _read(uri: str, name: str, text: str, span: tuple[int, int], out: Any) -> None:
-    """In another process: wait on the ticket until visible, then count ``span``'s rows
-    at Session consistency."""
-    from pymilvus_flushsync import MilvusClient
-
-    client = MilvusClient(uri)
-    client.load_collection(name)
-    client.wait_flushed(FlushTicket.from_json(text), timeout=30, until="visible")
-    found = client.query(
+def _count(client: Any, name: str, span: tuple[int, int]) -> Any:
+    return client.query(
         name,
         filter=f"id >= {span[0]} and id < {span[1]}",
         output_fields=["count(*)"],
         consistency_level="Session",
     )
-    out.put(found[0]["count(*)"])
+
+
+def _read(  # noqa: PLR0917  # a Process's target takes its arguments in order
+    uri: str, name: str, ticket: FlushTicket | str, span: tuple[int, int], later: float,
+    aio: bool, out: Any,
+) -> None:  # fmt: skip
+    """In another process, with a client of its own (sync or asyncio): wait on the ticket
+    (a pickled ``FlushTicket`` or its JSON) until visible, then count ``span``'s rows at
+    Session consistency at once and ``later`` seconds after (the delay under test)."""
+    import time
+
+    from pymilvus_flushsync import AsyncMilvusClient, MilvusClient
+
+    got = FlushTicket.from_json(ticket) if isinstance(ticket, str) else ticket
+
+    async def in_asyncio() -> list[int]:
+        client = AsyncMilvusClient(uri)
+        try:
+            await client.wait_flushed(got, timeout=30, until="visible")
+            first = (await _count(client, name, span))[0]["count(*)"]
+            await asyncio.sleep(later)
+            return [first, (await _count(client, name, span))[0]["count(*)"]]
+        finally:
+            await client.close()
+
+    if aio:
+        out.put(asyncio.run(in_asyncio()))
+        return
+    client = MilvusClient(uri)
+    client.wait_flushed(got, timeout=30, until="visible")
+    first = _count(client, name, span)[0]["count(*)"]
+    time.sleep(later)
+    out.put([first, _count(client, name, span)[0]["count(*)"]])
+    client.close()
+
+
+def _elsewhere(target: Any, *args: Any) -> Any:
+    """``target(*args, queue)`` in another process; what it put on the queue."""
+    context = _context()
+    out = context.Queue()
+    worker = context.Process(target=target, args=(*args, out))
+    worker.start()
+    try:
+        return out.get(timeout=120)
+    finally:
+        worker.join(timeout=60)
+        if worker.exitcode is None:
+            worker.kill()
+
+
+def _write(uri: str, name: str, start: int, out: Any) -> None:
+    """Another writer, in a process of its own: 100 rows, then its ticket's JSON."""
+    from pymilvus_flushsync import MilvusClient
+
+    client = MilvusClient(uri)
+    client.insert(name, rows(start, 100))
+    ticket = client.flush_sync([name], timeout=30, until="visible").ticket
+    assert ticket is not None
+    out.put(ticket.to_json())
     client.close()
 
 
 @server_only
-def test_a_reader_in_another_process_sees_the_writers_rows_at_once(backend: Backend) -> None:
+@pytest.mark.parametrize("aio", [False, True], ids=["sync reader", "asyncio reader"])
+@pytest.mark.parametrize("form", ["pickled", "json"])
+def test_a_reader_in_another_process_sees_the_writers_rows_at_once_and_later(
+    backend: Backend, aio: bool, form: str
+) -> None:
     server = backend
     name = server.collection()
-    context = _context()
-    for turn in range(3):
+    server.client.load_collection(name)
+    for turn in range(2):
         span = (turn * 100, turn * 100 + 100)
         server.client.insert(name, rows(span[0], 100))
         response = server.client.flush_sync([name], timeout=30, until="visible")
         assert response.flushed and response.stage == "visible" and response.ticket
+        assert response.ticket.covers == "all" and response.ticket.collections[0].visible_ts
         assert not response.collections[name].flushed  # no Flush: not persisted
-        out = context.Queue()
-        reader = context.Process(
-            target=_read, args=(server.uri, name, response.ticket.to_json(), span, out)
-        )
-        reader.start()
-        try:
-            assert out.get(timeout=60) == 100
-        finally:
-            reader.join(timeout=60)
-            if reader.exitcode is None:
-                reader.kill()
+        ticket = response.ticket if form == "pickled" else response.ticket.to_json()
+        assert _elsewhere(_read, server.uri, name, ticket, span, 0.5, aio) == [100, 100]
+
+
+@server_only
+def test_two_writers_tickets_combine_and_the_reader_sees_both(backend: Backend) -> None:
+    server = backend
+    name = server.collection()
+    server.client.load_collection(name)
+    server.client.insert(name, rows(0, 100))
+    mine = server.client.flush_sync([name], timeout=30, until="visible").ticket
+    theirs = FlushTicket.from_json(_elsewhere(_write, server.uri, name, 100))
+    assert mine is not None and theirs.collections[0].visible_ts > mine.collections[0].visible_ts
+    both = FlushTicket.combine(mine, theirs)
+    assert both.collections[0].visible_ts == theirs.collections[0].visible_ts
+    assert _elsewhere(_read, server.uri, name, both.to_json(), (0, 200), 0.0, False) == [200, 200]
+
+
+def test_every_stage_answers_with_a_ticket_a_reader_takes(backend: Backend) -> None:
+    """The ticket of a persisted flush serves readers too: it covers the Flush's rows."""
+    name = backend.collection(100)
+    response = backend.client.flush_sync([name], timeout=60)
+    ticket = response.ticket
+    assert response.stage == "persisted" and ticket is not None and ticket.names == (name,)
+    entry = ticket.collections[0]
+    assert entry.flush_ts == response.collections[name].flush_ts
+    assert entry.visible_ts == entry.flush_ts or backend.kind == "lite"
+    waited = backend.client.wait_flushed(ticket, timeout=30, until="visible")
+    assert waited.stage == "visible" and waited.ticket == ticket and waited.polls == 0
+
+
+@server_only
+def test_a_ticket_from_another_server_is_refused(backend: Backend, lite: Backend) -> None:
+    """The same name on Milvus Lite and on the server: neither's ticket reads the other."""
+    name = backend.collection(10)
+    lite.client.create_collection(name, dimension=8)
+    lite.created.append(("", name))
+    from_lite = lite.client.flush_sync([name], timeout=30, until="visible").ticket
+    from_server = backend.client.flush_sync([name], timeout=30, until="visible").ticket
+    assert from_lite is not None and from_server is not None
+    for client, ticket in ((backend.client, from_lite), (lite.client, from_server)):
+        with pytest.raises(MilvusException) as info:
+            client.wait_flushed(ticket, timeout=30, until="visible")
+        assert info.value.code == 100
+
+
+def test_a_ticket_of_a_dropped_collection_is_refused(backend: Backend) -> None:
+    name = backend.collection(10)
+    ticket = backend.client.flush_sync([name], timeout=30, until="visible").ticket
+    assert ticket is not None
+    backend.client.drop_collection(name)
+    with pytest.raises(MilvusException) as info:
+        backend.client.wait_flushed(ticket, timeout=30, until="visible")
+    assert info.value.code == 100
 
 
 def test_a_ticket_of_a_recreated_collection_is_refused(backend: Backend) -> None:
