@@ -31,6 +31,8 @@ read (``RETRY`` left out)::
                             CHECK -CHECKED-> CHECK        CHECK -EXIST-> POLL
                             POLL  -NOT_YET-> POLL         POLL  -FLUSHED-> DONE
                             CHECK, POLL -LOST-> FLUSH
+    IDENTIFIED (flush_sync) FLUSH's, but each move to POLL goes to DESCRIBE first,
+                            DESCRIBE -DESCRIBED-> POLL (declined: DESCRIBED, no ticket)
     EVERY (names=None)      LIST -LISTED-> FLUSH          LIST -EMPTY-> DONE; then FLUSH's
     SWEPT (after FlushAll)  LIST -LISTED-> COVER          LIST -EMPTY-> DONE; then FLUSH's
                             every phase after LIST -GONE-> LIST (EVERY, SWEPT)
@@ -42,6 +44,9 @@ read (``RETRY`` left out)::
     (flush_all_sync: each   ASK -SWEEPS-> LISTING         LISTING -LISTED-> FLUSH_ALL
     phase drives machines)  LISTING -EMPTY-> DONE         FLUSH_ALL -FLUSHED-> DONE
                             FLUSH_ALL -NOT_BROADCAST-> SEALING  SEALING -FLUSHED-> DONE
+    VISIBLE_FLUSH           DESCRIBE -DESCRIBED-> STAMP   STAMP -STAMPED/NO_STAMP-> DONE
+    VISIBLE_EVERY           LIST -LISTED-> DESCRIBE       then VISIBLE_FLUSH's
+    VISIBLE_WAIT            DESCRIBE -DESCRIBED-> DONE
 
 ``LIST`` (``ShowCollections``) lists every collection of a database under the
 same deadline. A collection another client drops after the listing answers "not
@@ -61,6 +66,9 @@ takes each database's collections through SWEPT, covered at the reply's
 ``flush_all_ts`` (no Flush for what the FlushAll sealed), or through EVERY without
 that timestamp (``_call.AllDatabases``). A new barrier is a new step and a table.
 
+``until="visible"`` sends no Flush: ``staged`` gives each call its VISIBLE table, whose
+DescribeCollection and AllocTimestamp (a ticket's DescribeCollection alone) make the
+response's ticket (``Work.ticket``; docs/guarantees.md, "Visible").
 ``staged`` extends a table past persisted (``until="indexed"`` or ``"loaded"``):
 DescribeIndex's counts (INDEX), then one refresh and the query nodes' segments
 (REFRESH, STILL_LOADED, SEGMENTS_NOW, SERVING), under the same deadline and retries
@@ -826,15 +834,15 @@ FLUSH_ALL = Table(
 def _stamp_visible(work: Work, requests: Requests, replies: list[Any]) -> Next:
     """``until="visible"``: a timestamp taken now covers every write acknowledged
     before the call, by any client: each collection is visible at it."""
-    now = work.clock()
-    for name in list(work.progress.pending):
+    for name in work.progress.pending:
         work.cover_ts[name] = int(replies[0].timestamp)
-        work.progress.visible(name, now)
+    _visible_now(work)
     return Next(Event.STAMPED)
 
 
-def _visible_unstamped(work: Work) -> None:
-    """No timestamp from the server (Milvus Lite: every read sees every write)."""
+def _visible_now(work: Work) -> None:
+    """Every collection is visible now: at the call's timestamp, a ticket's, or, where
+    the server gave none, at this process's writes (``Work.ticket``)."""
     now = work.clock()
     for name in list(work.progress.pending):
         work.progress.visible(name, now)
@@ -845,13 +853,13 @@ def _identified(work: Work, requests: Requests, replies: list[Any]) -> Next | Fa
     checked = _describe_read(work, requests, replies)
     if isinstance(checked, Fail):
         return checked
-    _visible_unstamped(work)
+    _visible_now(work)
     return Next(Event.DESCRIBED)
 
 
 _VISIBLE_STEPS: Mapping[Phase, Step] = {
     **STEPS,
-    Phase.STAMP: replace(STEPS[Phase.STAMP], read=_stamp_visible, on_fallback=_visible_unstamped),
+    Phase.STAMP: replace(STEPS[Phase.STAMP], read=_stamp_visible, on_fallback=_visible_now),
 }
 _STAMPED: Moves = {
     Phase.DESCRIBE: {Event.DESCRIBED: Phase.STAMP},
