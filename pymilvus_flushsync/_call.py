@@ -147,11 +147,14 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
                  until: Any = PERSISTED.name) -> FlushMachine:  # fmt: skip
     """``wait_flushed``'s machine for ``ticket`` (``_steps.WAIT``): its identities are
     checked before and after the polls; a Flush it must send again (the server lost
-    it) may be covered at the ticket's flush timestamps."""
+    it) may be covered at the ticket's flush timestamps. A ticket that sealed nothing
+    (``until="visible"``'s) is persisted once the server's checkpoint passes its
+    visible timestamp: whoever's Flush, or the server's own, persisted those rows."""
     if not isinstance(ticket, FlushTicket):
         raise ParamError(message=f"ticket must be a FlushTicket, not {type(ticket).__name__}")
     known = Known(
-        {one.name: CollectionFlushState(one.name, one.segment_ids, flush_ts=one.flush_ts)
+        {one.name: CollectionFlushState(one.name, one.segment_ids,
+                                        flush_ts=one.flush_ts or one.visible_ts)
          for one in ticket.collections},
         {one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections},
         ticket,

@@ -64,7 +64,8 @@ class CollectionFlushState:
         indexed_seconds, loaded_seconds: seconds from the start of the call until
             every index covered its rows, and until the query nodes served its
             segments with their index; ``None`` while not reached (or not asked).
-        visible_seconds: ``until="visible"``: seconds until its ticket was known.
+        visible_seconds: ``until="visible"``: seconds from the start of the call until
+            its ticket was known (``None`` at other stages).
     """
 
     name: str
@@ -120,9 +121,10 @@ class FlushSyncResponse:
         stage: in a progress snapshot, the stage the call waits for now (the first
             some collection has not reached: ``"persisted"``, ``"indexed"``,
             ``"loaded"``); in the response, the last it waited for (``until``).
-        ticket: what a reader elsewhere needs to see these rows
-            (``wait_flushed(ticket, until="visible")``); for now only after
-            ``until="visible"``, else ``None``.
+        ticket: the ``FlushTicket`` of what the call covered: a reader elsewhere
+            that waits on it (``wait_flushed(ticket, until="visible")``) sees these
+            rows; ``None`` in a progress snapshot, for ``flush_all_sync``'s
+            databases, and where the server declined DescribeCollection.
     """
 
     flushed: bool

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from pymilvus_flushsync import AsyncMilvusClient, FlushTicket
+from pymilvus_flushsync import AsyncMilvusClient, FlushTicket, Until
 
 from ..helpers import Backend, rows, server_only
 from ..processes import _context
@@ -158,12 +158,13 @@ def test_two_writers_tickets_combine_and_the_reader_sees_both(backend: Backend) 
         assert ask(both.to_json(), (0, 200), 0.0) == [200, 200]
 
 
-def test_every_stage_answers_with_a_ticket_a_reader_takes(backend: Backend) -> None:
-    """The ticket of a persisted flush serves readers too: it covers the Flush's rows."""
+@pytest.mark.parametrize("until", ["persisted", "loaded"])
+def test_every_stage_answers_with_a_ticket_a_reader_takes(backend: Backend, until: Until) -> None:
+    """The ticket of a flush serves readers too: it covers the Flush's rows."""
     name = backend.collection(100)
-    response = backend.client.flush_sync([name], timeout=60)
+    response = backend.client.flush_sync([name], timeout=60, until=until)
     ticket = response.ticket
-    assert response.stage == "persisted" and ticket is not None and ticket.names == (name,)
+    assert response.stage == until and ticket is not None and ticket.names == (name,)
     entry = ticket.collections[0]
     assert entry.flush_ts == response.collections[name].flush_ts
     assert entry.visible_ts == entry.flush_ts or backend.kind == "lite"
@@ -186,24 +187,18 @@ def test_a_ticket_from_another_server_is_refused(backend: Backend, lite: Backend
         assert info.value.code == 100
 
 
-def test_a_ticket_of_a_dropped_collection_is_refused(backend: Backend) -> None:
+@pytest.mark.parametrize("recreated", [False, True], ids=["dropped", "recreated"])
+def test_a_ticket_of_a_dropped_or_recreated_collection_is_refused(
+    backend: Backend, recreated: bool
+) -> None:
     name = backend.collection(10)
     ticket = backend.client.flush_sync([name], timeout=30, until="visible").ticket
     assert ticket is not None
     backend.client.drop_collection(name)
-    with pytest.raises(MilvusException) as info:
-        backend.client.wait_flushed(ticket, timeout=30, until="visible")
-    assert info.value.code == 100
-
-
-def test_a_ticket_of_a_recreated_collection_is_refused(backend: Backend) -> None:
-    name = backend.collection(10)
-    ticket = backend.client.flush_sync([name], timeout=30, until="visible").ticket
-    assert ticket is not None
-    backend.client.drop_collection(name)
-    backend.client.create_collection(name, dimension=8)
-    if backend.kind == "lite":  # Lite has no collection IDs: nothing tells them apart
-        pytest.skip("Milvus Lite reports no collection identity")
+    if recreated:
+        backend.client.create_collection(name, dimension=8)
+        if backend.kind == "lite":  # Lite has no collection IDs: nothing tells them apart
+            pytest.skip("Milvus Lite reports no collection identity")
     with pytest.raises(MilvusException) as info:
         backend.client.wait_flushed(ticket, timeout=30, until="visible")
     assert info.value.code == 100
@@ -225,3 +220,18 @@ def test_the_asyncio_twins(backend: Backend) -> None:
         backend.client.close()  # one process, one Lite client at a time
     written, waited = asyncio.run(main())
     assert written.flushed and waited.flushed and waited.stage == "visible"
+
+
+@server_only
+def test_a_visible_ticket_is_persisted_once_a_flush_has_persisted_its_rows(
+    backend: Backend,
+) -> None:
+    """``wait_flushed(until="persisted")`` on a ticket that sealed nothing waits for the
+    checkpoint to pass its timestamp: here another client's Flush."""
+    name = backend.collection(100)
+    ticket = backend.client.flush_sync([name], timeout=30, until="visible").ticket
+    assert ticket is not None and backend.persisted_rows(name)[0] == 0  # none yet
+    backend.client.flush_sync([name], timeout=60)  # anyone's Flush
+    waited = backend.client.wait_flushed(ticket, timeout=60)
+    assert waited.flushed and waited.stage == "persisted"
+    assert backend.persisted_rows(name) == (100, 0)

@@ -4,13 +4,14 @@ identities and one timestamp (``flush_sync``), the ticket's identities alone
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from pymilvus_flushsync import FlushSyncResponse, FlushTicket, TicketCollection
+from pymilvus_flushsync import FlushSyncResponse, FlushTicket, FlushTimeoutError, TicketCollection
 from pymilvus_flushsync._call import prepare, prepare_wait
 from pymilvus_flushsync._steps import Known
 
@@ -148,3 +149,42 @@ def test_wait_flushed_answers_with_the_ticket_it_waited_on(flavor: str) -> None:
     client = server.client()
     response = through(flavor, prepare_wait(client, ticket, 10.0, POLICY, None), client)
     assert response.flushed and response.ticket == ticket
+
+
+def test_a_visible_ticket_waited_on_until_persisted_asks_at_its_timestamp(flavor: str) -> None:
+    """A ticket that sealed nothing is persisted once the checkpoint passes the
+    timestamp that covers its rows: GetFlushState at ``visible_ts``, never at 0 (which
+    any server answers "flushed")."""
+    ticket = FlushTicket("default", (TicketCollection("a", 11, 22, (), 0, 7777),))
+    asked: list[int] = []
+
+    def reply(method: str, request: Any) -> Any:
+        if method == "GetFlushState":
+            asked.append(request.flush_ts)
+            return state_reply(len(asked) > 1)
+        return persisting(segments=True)(method, request)
+
+    server = FakeServer(reply)
+    client = server.client()
+    response = through(flavor, prepare_wait(client, ticket, 10.0, POLICY, None), client)
+    assert response.flushed and response.stage == "persisted"
+    assert asked == [7777, 7777]
+
+
+def test_until_visible_keeps_the_deadline(flavor: str) -> None:
+    """A server that never answers AllocTimestamp: ``FlushTimeoutError`` at the deadline,
+    naming the stage and the collection."""
+
+    def reply(method: str, request: Any) -> Any:
+        if method == "DescribeCollection":
+            return describe_reply(11, 22)
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+    server = FakeServer(reply)
+    client = server.client()
+    machine = prepare(client, ["a"], None, 0.5, POLICY, until="visible")
+    started = time.monotonic()
+    with pytest.raises(FlushTimeoutError) as info:
+        through(flavor, machine, client)
+    assert time.monotonic() - started < 0.5 + 2.0  # a loaded 2-core machine's tolerance
+    assert info.value.pending == ("a",) and "not yet visible: a" in info.value.message
