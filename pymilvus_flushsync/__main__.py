@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._exits import Exit, held_interrupts
+from ._exits import Exit, held_interrupts, stuck
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,8 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> int:
-    """The installed command: ``main()``, after which Ctrl-C kills quietly."""
+    """The installed command: ``main()``, after which Ctrl-C kills quietly; a connection
+    whose close got stuck (``_exits.close_within``) does not hold the exit."""
     code = main()
+    if stuck():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     return code

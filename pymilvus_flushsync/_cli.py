@@ -43,7 +43,7 @@ from ._connection import (
 )
 from ._core import FlushMachine
 from ._errors import FlushTimeoutError, status_of
-from ._exits import Exit, held_interrupts
+from ._exits import Exit, close_within, held_interrupts
 from ._params import UNTIL, check_db_name, check_names, check_timeout
 from ._redact import Redactor
 from ._response import (
@@ -398,7 +398,7 @@ def _connected(
             _load_on_lite(client, job.names)
         yield client
     finally:
-        client.close()
+        close_within(client.close)
         release_lite(uri)
 
 

@@ -31,8 +31,8 @@ read (``RETRY`` left out)::
                             CHECK -CHECKED-> CHECK        CHECK -EXIST-> POLL
                             POLL  -NOT_YET-> POLL         POLL  -FLUSHED-> DONE
                             CHECK, POLL -LOST-> FLUSH
-    IDENTIFIED (flush_sync) FLUSH's, but each move to POLL goes to DESCRIBE first,
-                            DESCRIBE -DESCRIBED-> POLL (declined: DESCRIBED, no ticket)
+    IDENTIFIED (flush_sync) FLUSH's, but POLL -FLUSHED-> CONFIRM -DESCRIBED-> DONE
+                            (CONFIRM declined: DESCRIBED, and no ticket)
     EVERY (names=None)      LIST -LISTED-> FLUSH          LIST -EMPTY-> DONE; then FLUSH's
     SWEPT (after FlushAll)  LIST -LISTED-> COVER          LIST -EMPTY-> DONE; then FLUSH's
                             every phase after LIST -GONE-> LIST (EVERY, SWEPT)
@@ -766,18 +766,19 @@ def _relisting(moves: Moves) -> dict[Phase, dict[Event, Phase]]:
 
 _SEAL_AND_WAIT: Moves = {**_sealing(Phase.POLL), **_polling(Phase.DONE)}
 FLUSH = Table("flush_sync", Phase.FLUSH, STEPS, _SEAL_AND_WAIT)
-#: ``flush_sync`` with a ticket (``response.ticket``): ``FLUSH``, and once sealed what
-#: identifies each collection (a Flush first, so that calls released together still
-#: share it: ``_group``); where the server declines to say (a proxy without it, no
-#: privilege), the polls all the same, and no ticket.
+#: ``flush_sync`` with a ticket (``response.ticket``): ``FLUSH``, then, once persisted,
+#: what identifies each collection (CONFIRM), as ``wait_flushed`` reads it after its
+#: polls; neither the Flush (calls released together share it: ``_group``) nor the
+#: first poll waits for it. Where the server declines to say (a proxy without it, no
+#: privilege), no ticket.
 IDENTIFIED = Table(
     "flush_sync with a ticket",
     Phase.FLUSH,
-    {**STEPS, Phase.DESCRIBE: replace(_DESCRIBE, fallback=Event.DESCRIBED)},
+    {**STEPS, Phase.CONFIRM: replace(_DESCRIBE, fallback=Event.DESCRIBED)},
     {
-        **_sealing(Phase.DESCRIBE),
-        Phase.DESCRIBE: {Event.DESCRIBED: Phase.POLL},
-        **_polling(Phase.DONE),
+        **_sealing(Phase.POLL),
+        **_polling(Phase.CONFIRM),
+        Phase.CONFIRM: {Event.DESCRIBED: Phase.DONE},
     },
 )
 
