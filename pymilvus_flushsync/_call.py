@@ -102,7 +102,7 @@ def prepare(
     FlushAll's timestamp, which covers every collection listed (``_steps.SWEPT``);
     ``known``: a ticket's (``_steps.Known``; else this process's last writes);
     ``until``: the last stage (``_stages``); ``identify``: named collections'
-    identities first (``_steps.IDENTIFIED``), for the response's ticket.
+    identities too, once persisted (``_steps.IDENTIFIED``), for the response's ticket.
     """
     check_hook(on_progress)
     stage, names = check_until(until), None if every else check_names(collection_names)

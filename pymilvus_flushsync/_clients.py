@@ -58,7 +58,8 @@ class FlushSyncMixin:
                 acknowledged before the call), ``"persisted"`` (the default),
                 ``"indexed"`` (every index of each collection covers its rows) or
                 ``"loaded"`` (indexed, and the query nodes serve its segments with
-                their index), under the one deadline (docs/guarantees.md, "Stages").
+                their index), under the one deadline (docs/guarantees.md, "Visible" and
+                "Beyond persisted").
 
         Returns:
             A frozen ``FlushSyncResponse`` with ``flushed=True`` and ``ticket``: hand

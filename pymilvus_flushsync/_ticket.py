@@ -1,4 +1,5 @@
-"""A flush ticket: what one ``start_flush`` sealed, for any process or host to wait on.
+"""A flush ticket: what one call sealed and covered (``start_flush``'s, or any
+``FlushSyncResponse``'s ``ticket``), for any process or host to wait on or read at.
 
 A ticket names the database and, per collection, what identifies the collection
 on its server (``collection_id`` and ``created_timestamp``, from
@@ -17,7 +18,7 @@ guaranteed that timestamp sees those writes (``until="visible"``). A version 1 t
 reads with its ``flush_ts`` there: a Flush's timestamp covers every write before it.
 
 Several writers' tickets ``combine`` into one: per collection the latest, as a wait on
-all of them would need (docs/design/visible.md).
+all of them would need (docs/guarantees.md, "Visible").
 
 The JSON form is plain (``to_json``/``from_json``): MPI broadcasts, queues,
 files. Anything malformed is a ``ParamError``.
@@ -44,7 +45,9 @@ COVERS = ("all", "process")
 
 @dataclass(frozen=True)
 class TicketCollection:
-    """One collection of a ticket: its identity on the server and what was sealed."""
+    """One collection of a ticket: its identity on the server, what was sealed
+    (``segment_ids``, ``flush_ts``: none after ``until="visible"``), and the timestamp
+    a reader reads it at (``visible_ts``)."""
 
     name: str
     collection_id: int
@@ -102,11 +105,14 @@ class TicketCollection:
 
 @dataclass(frozen=True)
 class FlushTicket:
-    """What one ``start_flush`` sealed: frozen, equal by value, picklable, and JSON.
+    """What one call sealed and covered: frozen, equal by value, picklable, and JSON.
 
     Attributes:
         db_name: the database, as the server named it.
         collections: one ``TicketCollection`` per collection, in the order asked.
+        covers: whose writes each ``visible_ts`` covers: ``"all"`` (every client's,
+            acknowledged before the call) or ``"process"`` (the server gave no
+            timestamp: this process's, e.g. on Milvus Lite).
     """
 
     db_name: str
