@@ -165,13 +165,11 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
     )  # fmt: skip
 
 
-def reads_see(handler: Any, ticket: FlushTicket, response: FlushSyncResponse) -> FlushSyncResponse:
-    """The ticket's collections waited on (``response``): from now on the client of
-    ``handler`` reads them, at ``consistency_level="Session"``, at the ticket's
-    timestamps at least."""
+def reads_see(handler: Any, ticket: FlushTicket) -> None:
+    """The ticket's collections waited on: from now on the client of ``handler`` reads
+    them, at ``consistency_level="Session"``, at the ticket's timestamps at least."""
     timestamps = {one.name: one.visible_ts for one in ticket.collections if one.visible_ts}
     session_reads_at(getattr(handler, "server_address", ""), ticket.db_name, timestamps)
-    return response
 
 
 def connect_timeout(machine: FlushMachine) -> float | None:

@@ -661,11 +661,7 @@ def _lines(response: FlushSyncResponse) -> list[str]:
     if response.stage == VISIBLE.name and response.flushed:
         return _visible_lines(response)
     verb = "flushed" if response.flushed else "NOT flushed"
-    lines = [
-        f"{verb}: {len(response.collections)} collection(s) in database "
-        f"{_printable(response.db_name)!r} in {response.elapsed:.3f} s "
-        f"({response.polls} {_polled(response)} polls)"
-    ]
+    lines = [_headline(verb, response, f"{response.polls} {_polled(response)} polls")]
     for state in response.collections.values():
         when = f"{state.seconds:.3f} s" if state.seconds is not None else "pending"
         # Milvus Lite's Flush is synchronous and its FlushResponse maps are empty:
@@ -679,16 +675,21 @@ def _lines(response: FlushSyncResponse) -> list[str]:
     return lines
 
 
+def _headline(verb: str, response: FlushSyncResponse, aside: str) -> str:
+    """A response's first line: what became of its collections, where, how fast."""
+    return (
+        f"{verb}: {len(response.collections)} collection(s) in database "
+        f"{_printable(response.db_name)!r} in {response.elapsed:.3f} s ({aside})"
+    )
+
+
 def _visible_lines(response: FlushSyncResponse) -> list[str]:
     """``--until visible``: no Flush; each collection, and the ticket's JSON for readers
     (``wait_flushed(FlushTicket.from_json(line), until="visible")``)."""
     ticket = response.ticket
     process = ticket is not None and ticket.covers == "process"
     covers = "; the ticket covers this process's writes" if process else ""
-    lines = [
-        f"visible: {len(response.collections)} collection(s) in database "
-        f"{_printable(response.db_name)!r} in {response.elapsed:.3f} s (no Flush{covers})"
-    ]
+    lines = [_headline(VISIBLE.done, response, f"no Flush{covers}")]
     for state in response.collections.values():
         seconds = state.visible_seconds
         when = f"{seconds:.3f} s" if seconds is not None else "pending"

@@ -125,7 +125,9 @@ class FlushSyncMixin:
         """
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
-        return reads_see(cast(Any, self)._get_connection(), ticket, _sync.run(machine, self))
+        response = _sync.run(machine, self)
+        reads_see(cast(Any, self)._get_connection(), ticket)
+        return response
 
     def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None
@@ -213,7 +215,8 @@ class AsyncFlushSyncMixin:
         policy = self.flush_sync_policy
         machine = prepare_wait(self, ticket, timeout, policy, on_progress, until=until)
         response = await _async.run(machine, self)
-        return reads_see(await async_handler(self), ticket, response)
+        reads_see(await async_handler(self), ticket)
+        return response
 
     async def flush_all_sync(
         self, timeout: float | None = None, db_name: str | None = None

@@ -834,11 +834,10 @@ FLUSH_ALL = Table(
 
 def _stamp_visible(work: Work, requests: Requests, replies: list[Any]) -> Next:
     """``until="visible"``: a timestamp taken now covers every write acknowledged
-    before the call, by any client: each collection is visible at it."""
-    for name in work.progress.pending:
-        work.cover_ts[name] = int(replies[0].timestamp)
+    before the call, by any client (``_stamp_read``): each collection is visible at it."""
+    stamped = _stamp_read(work, requests, replies)
     _visible_now(work)
-    return Next(Event.STAMPED)
+    return stamped
 
 
 def _visible_now(work: Work) -> None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .interposer import Interposer, RateLimitingInterposer
 from .servers import Server, Servers
 
+T = TypeVar("T")
 ROWS = 200  # per worker
 #: The modules a worker needs, imported once by the forkserver.
 _PRELOAD = ["pymilvus_flushsync", "pymilvus.grpc_gen.milvus_pb2", "tests.helpers"]
@@ -135,6 +136,31 @@ def _context() -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def ended(worker: Any) -> None:
+    """Wait for ``worker`` (a process) to exit, a minute at most; then kill it."""
+    worker.join(timeout=60)
+    if worker.exitcode is None:
+        worker.kill()
+
+
+def returned_elsewhere(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in another process (forked from the forkserver, so with
+    clients of its own): what it returned, within two minutes."""
+    context = _context()
+    out = context.Queue()
+    worker = context.Process(target=_return_into, args=(function, args, out))
+    worker.start()
+    try:
+        returned: T = out.get(timeout=120)
+    finally:
+        ended(worker)
+    return returned
+
+
+def _return_into(function: Callable[..., Any], args: tuple[Any, ...], out: Any) -> None:
+    out.put(function(*args))
 
 
 def insert_elsewhere(uri: str, name: str, start: int, count: int) -> None:

@@ -7,14 +7,11 @@ same process. Each store's test runs where its package installs (``tests/stores.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from .. import stores
 from ..helpers import Backend, unique
-from ..processes import _context
+from ..processes import returned_elsewhere
 
 TEXTS = [f"note {i}: the rows a reader must see" for i in range(12)]
 KINDS = {
@@ -22,25 +19,6 @@ KINDS = {
     "llamaindex": ("llama_index.vector_stores.milvus", stores.llamaindex_write,
                    stores.llamaindex_read),
 }  # fmt: skip
-
-
-def _read_elsewhere(read: Callable[..., list[str]], args: tuple[Any, ...]) -> list[str]:
-    """``read(*args)`` in another process (the query service), with its own store."""
-    context = _context()
-    out = context.Queue()
-    reader = context.Process(target=_read_into, args=(read, args, out))
-    reader.start()
-    try:
-        found: list[str] = out.get(timeout=120)
-    finally:
-        reader.join(timeout=60)
-        if reader.exitcode is None:
-            reader.kill()
-    return found
-
-
-def _read_into(read: Callable[..., list[str]], args: tuple[Any, ...], out: Any) -> None:
-    out.put(read(*args))
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -51,5 +29,5 @@ def test_a_query_service_sees_what_the_ingestion_worker_wrote(kind: str, backend
     backend.created.append(("", name))  # the store creates it; dropped after the test
     text = write(backend.uri, name, TEXTS)
     args = (backend.uri, name, text, TEXTS[0], len(TEXTS))
-    found = read(*args) if backend.kind == "lite" else _read_elsewhere(read, args)
+    found = read(*args) if backend.kind == "lite" else returned_elsewhere(read, *args)
     assert sorted(found) == sorted(TEXTS)  # every text, at once, without a Flush

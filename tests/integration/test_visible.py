@@ -18,7 +18,7 @@ from pymilvus.exceptions import MilvusException
 from pymilvus_flushsync import AsyncMilvusClient, FlushTicket, Until
 
 from ..helpers import Backend, rows, server_only
-from ..processes import _context
+from ..processes import _context, ended, returned_elsewhere
 
 
 def _count(client: Any, name: str, span: tuple[int, int]) -> Any:
@@ -88,26 +88,10 @@ def _query_service(uri: str, name: str, aio: bool) -> Iterator[Callable[..., Any
         yield ask
         inbox.put(None)
     finally:
-        worker.join(timeout=60)
-        if worker.exitcode is None:
-            worker.kill()
+        ended(worker)
 
 
-def _elsewhere(target: Any, *args: Any) -> Any:
-    """``target(*args, queue)`` in another process; what it put on the queue."""
-    context = _context()
-    out = context.Queue()
-    worker = context.Process(target=target, args=(*args, out))
-    worker.start()
-    try:
-        return out.get(timeout=120)
-    finally:
-        worker.join(timeout=60)
-        if worker.exitcode is None:
-            worker.kill()
-
-
-def _write(uri: str, name: str, start: int, out: Any) -> None:
+def _write(uri: str, name: str, start: int) -> str:
     """Another writer, in a process of its own: 100 rows, then its ticket's JSON."""
     from pymilvus_flushsync import MilvusClient
 
@@ -115,8 +99,8 @@ def _write(uri: str, name: str, start: int, out: Any) -> None:
     client.insert(name, rows(start, 100))
     ticket = client.flush_sync([name], timeout=30, until="visible").ticket
     assert ticket is not None
-    out.put(ticket.to_json())
     client.close()
+    return ticket.to_json()
 
 
 @server_only
@@ -150,7 +134,7 @@ def test_two_writers_tickets_combine_and_the_reader_sees_both(backend: Backend) 
     server.client.load_collection(name)
     server.client.insert(name, rows(0, 100))
     mine = server.client.flush_sync([name], timeout=30, until="visible").ticket
-    theirs = FlushTicket.from_json(_elsewhere(_write, server.uri, name, 100))
+    theirs = FlushTicket.from_json(returned_elsewhere(_write, server.uri, name, 100))
     assert mine is not None and theirs.collections[0].visible_ts > mine.collections[0].visible_ts
     both = FlushTicket.combine(mine, theirs)
     assert both.collections[0].visible_ts == theirs.collections[0].visible_ts
