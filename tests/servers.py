@@ -39,6 +39,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -122,17 +123,35 @@ SERVING_WITHIN = 60.0
 _starting = threading.Lock()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: Linux's ephemeral ports (``ip_local_port_range``'s default): where an outgoing
+#: connection's local port, or a bind to port 0, can take a port between a probe and the
+#: server's bind. A server whose port was taken so dies as it starts (measured: its
+#: embedded etcd's port held by a connected socket, SIGABRT in ``InitEtcdServer`` 5 s
+#: after the start; CI stop 35 waited out the wheel's 180 s on it). So the ports the
+#: wheel or etcd would take from that range come from below it (``_quiet_port``).
+EPHEMERAL = range(32_768, 61_000)
+QUIET = range(24_000, EPHEMERAL.start)
+#: The quiet ports this process gave out: each once, as a server may not bind them yet.
+_given: set[int] = set()
+
+
+def _quiet_port() -> int:
+    """A free port outside the ephemeral range (``EPHEMERAL``), from a random place in
+    ``QUIET`` (another process picking at the same moment starts elsewhere)."""
+    start = random.randrange(len(QUIET))
+    for port in (QUIET[(start + i) % len(QUIET)] for i in range(len(QUIET))):
+        sock = None if port in _given else _bind_reusing_address(port)
+        if sock is not None:
+            sock.close()
+            _given.add(port)
+            return port
+    raise RuntimeError(f"no free port in {QUIET}")
 
 
 def _embedded_etcd(base_dir: str) -> str:
-    """A config for the server's embedded etcd, on free ports (module docstring); its
+    """A config for the server's embedded etcd, on quiet ports (module docstring); its
     path. A restart on the same data directory finds it again."""
-    client, peer = (f"http://127.0.0.1:{_free_port()}" for _ in range(2))
+    client, peer = (f"http://127.0.0.1:{_quiet_port()}" for _ in range(2))
     path = os.path.join(base_dir, "embedEtcd.yaml")
     with open(path, "w", encoding="utf-8") as file:
         file.write(
@@ -156,41 +175,72 @@ class Standalone:
 
         self.config = dict(config)
         self.base_dir = tempfile.mkdtemp(prefix="flushsync-milvus-")
-        self._etcd = _embedded_etcd(self.base_dir)
-        self.server: Any = MilvusServer()
+        self.server: Any = MilvusServer(wait_for_started=False)  # waited on in _serving
         self.server.config.try_bind_port = _bind_reusing_address
-        self.server.set_base_dir(self.base_dir)
         for key, value in self.config.items():
             self.server.config.set(key, value)
+        self._etcd = self._placed()
         atexit.register(self.stop)  # also when pytest is interrupted
-        self._start()
+        self._start(fresh=True)
         self.port = int(self.server.listen_port)
 
-    def _start(self) -> None:
-        """Start, until the server is as its config says (``_bound_alone``)."""
+    def _placed(self) -> str:
+        """An empty data directory, the etcd config's path in it, and a quiet port for the
+        root coordinator (the wheel's default, 53100, is an ephemeral port)."""
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+        self.server.set_base_dir(self.base_dir)  # makes it again, with its folders
+        self.server.config.set("root_coord_port", _quiet_port())
+        return _embedded_etcd(self.base_dir)
+
+    def _start(self, fresh: bool) -> None:
+        """Start, until the server serves as its config says (``_serving``,
+        ``_bound_alone``); after a start that failed, a fresh server starts on new ports
+        (a restart keeps its data and ports)."""
+        failed: str | None = None
         for _ in range(STARTS):
-            with _starting:
+            with _starting:  # until it serves: the next start's probes must see its ports
                 os.environ[ETCD_CONFIG] = self._etcd
                 try:
                     self.server.start()
                 finally:
                     del os.environ[ETCD_CONFIG]
-            self._serving()
-            if self._bound_alone():
+                failed = self._serving()
+            if failed is None and self._bound_alone():
                 return
-            self.server.stop()  # started as its config does not say: again
-        raise RuntimeError(f"no start of {STARTS} bound the index coordinator alone")
+            self.server.stop()  # failed, or started as its config does not say: again
+            if failed is not None and fresh:
+                self._etcd = self._placed()
+        raise RuntimeError(f"no start of {STARTS} served as configured; the last: {failed}")
 
-    def _serving(self) -> None:
-        """Wait until the proxy says it serves. The wheel's start waits for ``/healthz``,
-        which can say OK before the proxy is Healthy: a client then got "Milvus Proxy
-        is not ready yet" (CI run 21, a TLS server started under load)."""
+    def _serving(self) -> str | None:
+        """Wait until the proxy says it serves; else why not. The wheel's own wait asks
+        ``/healthz``, which can say OK before the proxy is Healthy (a client then got
+        "Milvus Proxy is not ready yet": CI run 21), and goes on for 180 s after the
+        server exited (CI stop 35)."""
         log = Path(self.base_dir, "logs", "milvus-stdout.log")
         until = time.monotonic() + SERVING_WITHIN
         while PROXY_HEALTHY not in log.read_text(errors="replace"):
-            if time.monotonic() > until or not self.server.running:
-                raise RuntimeError(f"the proxy did not say it serves within {SERVING_WITHIN} s")
+            process = self.server.server_proc
+            if process is None or process.poll() is not None:
+                code = None if process is None else process.returncode
+                return f"the server exited ({code}): {self._last_words()}"
+            if time.monotonic() > until:
+                return f"the proxy did not serve within {SERVING_WITHIN} s: {self._last_words()}"
             time.sleep(0.05)
+        try:
+            self.server.wait_started(timeout=SERVING_WITHIN * 1000)  # /healthz, + 1 s
+        except (TimeoutError, RuntimeError) as error:
+            return f"{error}: {self._last_words()}"
+        return None
+
+    def _last_words(self, size: int = 1500) -> str:
+        """The end of the server's logs, for the error of a start that failed."""
+        logs = Path(self.base_dir, "logs")
+        return " | ".join(
+            f"{name}: ...{(logs / name).read_text(errors='replace')[-size:]}"
+            for name in ("milvus-stdout.log", "milvus-stderr.log")
+            if (logs / name).exists()
+        )
 
     def _bound_alone(self) -> bool:
         """Whether a server bound to one index node (``CRASHABLE_UNBUILT``) added no
@@ -217,7 +267,7 @@ class Standalone:
     def restart(self) -> None:
         """Start again on the same data directory and port (after ``kill``)."""
         self.server.listen_port = self.port
-        self._start()
+        self._start(fresh=False)
         if int(self.server.listen_port) != self.port:
             raise RuntimeError(f"restarted on port {self.server.listen_port}, not {self.port}")
 

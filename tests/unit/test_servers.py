@@ -3,6 +3,7 @@ stand-in for the server process: who shares it, who waits, when it restarts."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -168,15 +169,76 @@ def test_a_server_bound_to_one_index_node_must_have_added_no_other(tmp_path: Pat
     assert standalone._bound_alone()
 
 
+class FakeWheel:
+    """Stands in for the wheel's ``MilvusServer``: each start serves or dies, in turn."""
+
+    def __init__(self, outcomes: list[str]) -> None:
+        self.outcomes, self.base, self.roots = outcomes, "", list[int]()
+        self.server_proc: SimpleNamespace | None = None
+        self.config = SimpleNamespace(set=self._set)
+
+    def _set(self, key: str, value: int) -> None:
+        if key == "root_coord_port":
+            self.roots.append(value)
+
+    def set_base_dir(self, path: str) -> None:
+        self.base = path
+        Path(path, "logs").mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        serves = self.outcomes.pop(0) == "serves"
+        line = servers.PROXY_HEALTHY if serves else "panic: listen tcp: address already in use"
+        Path(self.base, "logs", "milvus-stdout.log").write_text(line + "\n")
+        code = None if serves else -6
+        self.server_proc = SimpleNamespace(poll=lambda: code, returncode=code)
+
+    def wait_started(self, timeout: float) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.server_proc = None
+
+
+def _standalone(tmp_path: Path, outcomes: list[str]) -> tuple[servers.Standalone, FakeWheel]:
+    standalone = object.__new__(servers.Standalone)
+    standalone.base_dir, standalone.config = str(tmp_path / "milvus"), {}
+    standalone.server = wheel = FakeWheel(outcomes)
+    standalone._etcd = standalone._placed()
+    return standalone, wheel
+
+
+def test_a_server_that_dies_as_it_starts_starts_again_on_new_quiet_ports(tmp_path: Path) -> None:
+    # CI stop 35: the wheel waited 180 s on a server that had exited
+    standalone, wheel = _standalone(tmp_path, ["dies", "serves"])
+    etcd = Path(standalone._etcd).read_text()
+    standalone._start(fresh=True)
+    assert wheel.outcomes == []
+    etcds = [
+        {int(port) for port in re.findall(r":(\d+)", text)}
+        for text in (etcd, Path(standalone._etcd).read_text())
+    ]
+    ports = [*wheel.roots, *etcds[0], *etcds[1]]
+    assert len(ports) == 6 and len(set(ports)) == 6  # 2 starts: root coordinator, etcd x 2
+    assert all(port in servers.QUIET and port not in servers.EPHEMERAL for port in ports)
+
+
+def test_a_restart_keeps_its_ports_and_a_server_that_never_serves_says_why(
+    tmp_path: Path,
+) -> None:
+    standalone, wheel = _standalone(tmp_path, ["dies", "serves"])
+    etcd = Path(standalone._etcd).read_text()
+    standalone._start(fresh=False)  # after a kill -9: same data, same ports
+    assert len(wheel.roots) == 1 and Path(standalone._etcd).read_text() == etcd
+    wheel.outcomes = ["dies"] * servers.STARTS
+    with pytest.raises(RuntimeError, match=r"exited \(-6\).*address already in use"):
+        standalone._start(fresh=True)
+
+
 def test_a_server_is_up_once_its_proxy_says_it_serves(tmp_path: Path) -> None:
     # the wheel's /healthz may say OK before the proxy is Healthy
-    standalone = object.__new__(servers.Standalone)
-    standalone.base_dir = str(tmp_path)
-    standalone.server = SimpleNamespace(running=False)
-    (tmp_path / "logs").mkdir()
-    log = tmp_path / "logs" / "milvus-stdout.log"
+    standalone, wheel = _standalone(tmp_path, [])
+    log = Path(wheel.base, "logs", "milvus-stdout.log")
     log.write_text('[proxy/service.go:623] ["update Proxy\'s state to Initializing"]\n')
-    with pytest.raises(RuntimeError, match="did not say it serves"):
-        standalone._serving()  # (the server stopped: no wait)
+    assert "exited" in str(standalone._serving())  # (no server process: no wait)
     log.write_text(f"[proxy/proxy.go:420] {servers.PROXY_HEALTHY}\n")
-    standalone._serving()
+    assert standalone._serving() is None
