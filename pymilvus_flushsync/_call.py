@@ -156,7 +156,7 @@ def prepare_wait(client: Any, ticket: Any, timeout: Any, policy: FlushPolicy,
         {one.name: CollectionFlushState(one.name, one.segment_ids,
                                         flush_ts=one.flush_ts or one.visible_ts)
          for one in ticket.collections},
-        {one.name: (one.collection_id, one.created_timestamp) for one in ticket.collections},
+        {one.name: one.identity for one in ticket.collections},
         ticket,
     )  # fmt: skip
     return prepare(

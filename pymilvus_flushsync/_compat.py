@@ -208,8 +208,7 @@ def session_reads_at(address: str, db_name: str, timestamps: dict[str, int]) -> 
         for name, ts in timestamps.items():
             ts_utils.update_collection_ts(name, ts)
         return
-    dbs = {db_name, ""} if db_name in ("", "default") else {db_name}
-    dbs |= {"default"} if "" in dbs else set()
-    for db in sorted(dbs):
+    dbs = ("", "default") if db_name in ("", "default") else (db_name,)
+    for db in dbs:
         for name, ts in timestamps.items():
             ts_utils.update_collection_ts(name, ts, address, db)

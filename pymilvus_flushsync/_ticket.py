@@ -37,8 +37,8 @@ __all__ = ["FlushTicket", "TicketCollection"]
 #: The version of the JSON shape ``to_json`` writes; ``from_json`` reads it and 1.
 TICKET_VERSION = 2
 _V1_INTS = ("collection_id", "created_timestamp", "flush_ts")
-_INT_FIELDS = (*_V1_INTS, "visible_ts")
-_KEYS = {1: ("name", "segment_ids", *_V1_INTS), 2: ("name", "segment_ids", *_INT_FIELDS)}
+#: Each version's integer fields of a collection entry (beside its name and segment IDs).
+_INTS = {1: _V1_INTS, 2: (*_V1_INTS, "visible_ts")}
 #: What a ticket's ``visible_ts`` covers: every write before the call, or this process's.
 COVERS = ("all", "process")
 
@@ -72,7 +72,8 @@ class TicketCollection:
 
     @classmethod
     def from_dict(cls, raw: Any, version: int = TICKET_VERSION) -> TicketCollection:
-        keys = _KEYS[version]
+        ints = _INTS[version]
+        keys = ("name", "segment_ids", *ints)
         if not isinstance(raw, dict) or set(raw) != set(keys):
             raise _malformed(f"a collection entry must have exactly {sorted(keys)}")
         name, segments = raw["name"], raw["segment_ids"]
@@ -80,7 +81,6 @@ class TicketCollection:
             raise _malformed("a collection name must be a non-empty string")
         if not isinstance(segments, list) or not all(_is_uint(s) for s in segments):
             raise _malformed(f"segment_ids of {name!r} must be a list of integers >= 0")
-        ints = [key for key in keys if key not in ("name", "segment_ids")]
         if not all(_is_uint(raw[key]) for key in ints):
             raise _malformed(f"{', '.join(ints)} of {name!r} must be integers >= 0")
         flush_ts = int(raw["flush_ts"])
@@ -162,7 +162,7 @@ class FlushTicket:
     @classmethod
     def from_dict(cls, raw: Any) -> FlushTicket:
         version = raw.get("flush_ticket") if isinstance(raw, dict) else None
-        if not isinstance(version, int) or isinstance(version, bool) or version not in _KEYS:
+        if not isinstance(version, int) or isinstance(version, bool) or version not in _INTS:
             shown = "none" if version is None else repr(version)
             raise _malformed(f"unknown version {shown} (this one reads 1 and 2)")
         keys = {"flush_ticket", "db_name", "collections"} | ({"covers"} if version > 1 else set())

@@ -138,9 +138,9 @@ def _context() -> Any:
     return context
 
 
-def ended(worker: Any) -> None:
-    """Wait for ``worker`` (a process) to exit, a minute at most; then kill it."""
-    worker.join(timeout=60)
+def ended(worker: Any, within: float = 60) -> None:
+    """Wait for ``worker`` (a process) to exit, ``within`` seconds at most; then kill it."""
+    worker.join(timeout=within)
     if worker.exitcode is None:
         worker.kill()
 
@@ -192,7 +192,5 @@ def run(
         results = [out.get(timeout=300) for _ in workers]
     finally:
         for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
+            ended(worker, within=30)
     return sorted(results, key=lambda r: r.index)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -139,7 +140,7 @@ def _quiet_port() -> int:
     """A free port outside the ephemeral range (``EPHEMERAL``), from a random place in
     ``QUIET`` (another process picking at the same moment starts elsewhere)."""
     start = random.randrange(len(QUIET))
-    for port in (QUIET[(start + i) % len(QUIET)] for i in range(len(QUIET))):
+    for port in itertools.chain(QUIET[start:], QUIET[:start]):
         sock = None if port in _given else _bind_reusing_address(port)
         if sock is not None:
             sock.close()
